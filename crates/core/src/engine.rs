@@ -1,0 +1,1233 @@
+//! The upload engine: one state machine, one durability rule and one integrity rule for every
+//! protocol front.
+//!
+//! A write streams a request body into the upload's partial blob at its final offsets (never
+//! buffering it whole), hashes it on the way, makes it durable (`fdatasync`) and only then
+//! commits the new held ranges to the metadata store. A caller acknowledges a write only
+//! after [`Engine::write`] or [`Engine::write_chunk`] returned, so an acknowledged byte is
+//! always both on disk and recorded.
+//!
+//! Integrity: the whole-file digest is computed while bytes land in order; the hasher's
+//! state is committed together with the ranges it covers, so a restart resumes hashing where
+//! it stopped. Bytes that land out of order are hashed later by a catch-up pass that reads
+//! them back (from the page cache, as they were just written), and completion hashes what is
+//! still missing. A finished upload is published by an atomic rename: no merge copy.
+//!
+//! Architecture Invariant: nothing here knows about HTTP, SQL or S3.
+
+use crate::error::EngineError;
+use crate::hash::{HashAlg, Hasher};
+use crate::lock::{Locks, UploadLock};
+use crate::store::{BlobKind, BlobRead, BlobWrite, Blobs, Meta, MetaError};
+use crate::upload::{
+    ChunkLayout, DeclaredDigest, Dialect, HashProgress, Timestamp, Upload, UploadId, UploadState,
+};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::task::{JoinHandle, spawn_blocking};
+
+/// Bytes gathered from the body before one positional write: large enough that the per-write
+/// cost (a blocking-pool hop, a syscall) is amortised, small enough to keep memory flat.
+const BATCH_BYTES: usize = 1 << 20;
+/// Block size of read-back hashing passes.
+const READ_BLOCK: usize = 1 << 20;
+/// Reservations for staging chunks live far above any real offset, so they never collide
+/// with data ranges (uploads are capped well below this).
+const STAGING_BASE: u64 = 1 << 62;
+/// Largest upload the engine accepts at all, whatever the configuration says.
+pub const MAX_SUPPORTED_SIZE: u64 = STAGING_BASE - 1;
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Declared sizes above this are refused before any byte is stored.
+    pub max_upload_size: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            max_upload_size: 1 << 40,
+        }
+    }
+}
+
+/// Counters the server exports as metrics, per dialect.
+#[derive(Default)]
+pub struct Stats {
+    pub bytes_received: [AtomicU64; 3],
+    pub started: [AtomicU64; 3],
+    pub completed: [AtomicU64; 3],
+    pub failed: [AtomicU64; 3],
+    /// Bytes re-read to finish the whole-file digest (out-of-order arrival).
+    pub rehashed_bytes: AtomicU64,
+}
+
+fn slot(d: Dialect) -> usize {
+    match d {
+        Dialect::Chunk => 0,
+        Dialect::Offset => 1,
+        Dialect::Tus => 2,
+    }
+}
+
+impl Stats {
+    pub fn get(counter: &[AtomicU64; 3], d: Dialect) -> u64 {
+        counter[slot(d)].load(Ordering::Relaxed)
+    }
+    fn add(counter: &[AtomicU64; 3], d: Dialect, n: u64) {
+        counter[slot(d)].fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// What a front asks for when it creates an upload.
+#[derive(Clone, Debug)]
+pub struct NewUpload {
+    pub key: Option<String>,
+    pub dialect: Dialect,
+    pub length: Option<u64>,
+    pub declared: Option<DeclaredDigest>,
+    pub file_name: Option<String>,
+    pub ext: String,
+    pub chunks: Option<ChunkLayout>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl NewUpload {
+    pub fn new(dialect: Dialect) -> Self {
+        Self {
+            key: None,
+            dialect,
+            length: None,
+            declared: None,
+            file_name: None,
+            ext: String::new(),
+            chunks: None,
+            metadata: BTreeMap::new(),
+        }
+    }
+}
+
+/// How a raw (non-chunk) write places its bytes.
+#[derive(Clone, Copy, Debug)]
+pub enum WriteMode {
+    /// Append at `offset`, which must equal the held prefix (tus PATCH, `X-Start-Byte`).
+    Append { offset: u64 },
+    /// Write `len` bytes at `start` (a `Content-Range`); bytes already held are not rewritten.
+    At { start: u64, len: u64 },
+}
+
+/// Result of a write that was made durable.
+#[derive(Debug)]
+pub struct WriteOutcome {
+    pub upload: Upload,
+    /// New bytes made durable by this request.
+    pub accepted: u64,
+}
+
+/// Where the bytes of one chunk go.
+enum ChunkDest {
+    /// Known spans (several when equal chunks share an id).
+    Spans(Vec<Range<u64>>),
+    /// Chunk 0 before the chunk size is known: offset 0, length learnt from the body.
+    OpenAtZero,
+    /// Offset unknown: staging blob for chunk `index`.
+    Staged(usize),
+}
+
+/// Plan for one streamed body.
+struct Plan {
+    /// Offsets where stream byte 0 lands (several for duplicate chunks).
+    targets: Vec<u64>,
+    /// Most bytes the body may carry.
+    limit: u64,
+    /// Stream-relative parts that may be written (bytes already held are skipped).
+    writable: Vec<Range<u64>>,
+}
+
+struct Worker {
+    writer: Box<dyn BlobWrite>,
+    whole: Option<Hasher>,
+    chunk: Option<Hasher>,
+}
+
+enum PumpEnd {
+    Complete,
+    Body(String),
+    TooLong,
+}
+
+struct Pumped {
+    worker: Worker,
+    /// Bytes of the body accepted (written where writable), ≤ plan.limit.
+    received: u64,
+    end: PumpEnd,
+}
+
+struct Inner {
+    meta: Meta,
+    blobs: Blobs,
+    locks: Locks,
+    cfg: EngineConfig,
+    stats: Stats,
+}
+
+/// The upload engine; cheap to clone.
+#[derive(Clone)]
+pub struct Engine(Arc<Inner>);
+
+impl Engine {
+    pub fn new(meta: Meta, blobs: Blobs, mut cfg: EngineConfig) -> Self {
+        cfg.max_upload_size = cfg.max_upload_size.min(MAX_SUPPORTED_SIZE);
+        Engine(Arc::new(Inner {
+            meta,
+            blobs,
+            locks: Locks::default(),
+            cfg,
+            stats: Stats::default(),
+        }))
+    }
+
+    pub fn meta(&self) -> &Meta {
+        &self.0.meta
+    }
+
+    pub fn blobs(&self) -> &Blobs {
+        &self.0.blobs
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.0.stats
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.0.cfg
+    }
+
+    fn check_size(&self, size: u64) -> Result<(), EngineError> {
+        let max = self.0.cfg.max_upload_size;
+        if size > max {
+            return Err(EngineError::TooLarge { size, max });
+        }
+        Ok(())
+    }
+
+    /// Creates an upload. When `key` names an existing upload, that one is returned instead
+    /// (the boolean says whether it was created now).
+    pub async fn create(&self, new: NewUpload) -> Result<(Upload, bool), EngineError> {
+        if let Some(len) = new.length {
+            self.check_size(len)?;
+        }
+        let content_alg = new
+            .declared
+            .as_ref()
+            .map(|d| d.alg)
+            .unwrap_or(HashAlg::Sha256);
+        let now = Timestamp::now();
+        let upload = Upload {
+            id: UploadId::generate(),
+            key: new.key,
+            dialect: new.dialect,
+            length: new.length,
+            state: UploadState::Receiving,
+            held: Default::default(),
+            declared: new.declared,
+            content_alg,
+            hash_progress: None,
+            content_digest: None,
+            file_name: new.file_name,
+            ext: new.ext,
+            chunks: new.chunks,
+            metadata: new.metadata,
+            created_at: now,
+            updated_at: now,
+            completed_at: None,
+        };
+        self.0.blobs.create(&upload.id).await?;
+        match self.0.meta.insert(&upload).await {
+            Ok(()) => {}
+            Err(MetaError::Conflict) => {
+                self.0.blobs.delete(&upload.id).await?;
+                let key = upload.key.as_deref().unwrap_or_default();
+                return match self.0.meta.get_by_key(key).await? {
+                    Some(existing) => Ok((existing, false)),
+                    None => Err(EngineError::Meta(MetaError::Conflict)),
+                };
+            }
+            Err(e) => {
+                self.0.blobs.delete(&upload.id).await?;
+                return Err(e.into());
+            }
+        }
+        Stats::add(&self.0.stats.started, upload.dialect, 1);
+        tracing::info!(id = %upload.id, dialect = upload.dialect.name(), length = ?upload.length, "upload created");
+        // A zero-length upload is complete the moment it exists.
+        if upload.length == Some(0) {
+            return Ok((self.finalize(&upload.id).await?, true));
+        }
+        Ok((upload, true))
+    }
+
+    pub async fn get(&self, id: &UploadId) -> Result<Upload, EngineError> {
+        self.0.meta.get(id).await?.ok_or(EngineError::NotFound)
+    }
+
+    pub async fn find(&self, key: &str) -> Result<Option<Upload>, EngineError> {
+        Ok(self.0.meta.get_by_key(key).await?)
+    }
+
+    /// Declares the total length of an upload created without one; re-declaring the same
+    /// length is a no-op, a different one is refused.
+    pub async fn set_length(&self, id: &UploadId, length: u64) -> Result<Upload, EngineError> {
+        self.check_size(length)?;
+        let lock = self.0.locks.entry(id);
+        let upload = {
+            let _c = lock.commit.lock().await;
+            let mut u = self.get(id).await?;
+            match u.length {
+                Some(known) if known == length => return Ok(u),
+                Some(known) => {
+                    return Err(EngineError::LengthMismatch {
+                        known,
+                        given: length,
+                    });
+                }
+                None => {}
+            }
+            let held_end = u.held.iter().last().map(|r| r.end).unwrap_or(0);
+            if held_end > length {
+                return Err(EngineError::Invalid(format!(
+                    "the upload already holds bytes up to {held_end}, past the declared length {length}"
+                )));
+            }
+            u.length = Some(length);
+            u.updated_at = Timestamp::now();
+            self.0.meta.update(&u).await?;
+            u
+        };
+        drop(lock);
+        self.after_commit(upload).await
+    }
+
+    /// Replaces the chunk layout of a receiving upload (a client that handshakes again with a
+    /// different chunking). Held bytes stay held: they are byte ranges, not chunks.
+    pub async fn set_layout(
+        &self,
+        id: &UploadId,
+        layout: ChunkLayout,
+        length: Option<u64>,
+    ) -> Result<Upload, EngineError> {
+        let lock = self.0.locks.entry(id);
+        let _c = lock.commit.lock().await;
+        let mut u = self.get(id).await?;
+        if u.is_complete() {
+            return Ok(u);
+        }
+        if let (Some(known), Some(given)) = (u.length, length) {
+            if known != given {
+                return Err(EngineError::LengthMismatch { known, given });
+            }
+        }
+        if let Some(given) = length {
+            self.check_size(given)?;
+            u.length = Some(given);
+        }
+        let stale_staging = u.chunks.as_ref().is_some_and(|c| !c.staged.is_empty());
+        u.chunks = Some(layout);
+        u.updated_at = Timestamp::now();
+        self.0.meta.update(&u).await?;
+        if stale_staging {
+            tracing::debug!(id = %u.id, "layout replaced; staged chunks of the old layout are dropped");
+        }
+        Ok(u)
+    }
+
+    /// Streams a raw body into an upload (byte-offset dialect, tus PATCH).
+    ///
+    /// Whatever part of the body arrived before it was cut off is kept durably and reported
+    /// in [`EngineError::BodyInterrupted`], like tusd does: the client resumes from there.
+    pub async fn write<S, E>(
+        &self,
+        id: &UploadId,
+        mode: WriteMode,
+        body: S,
+    ) -> Result<WriteOutcome, EngineError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: Display,
+    {
+        let u = self.get(id).await?;
+        if u.is_complete() {
+            return Err(EngineError::AlreadyComplete);
+        }
+        let bound = u.length.unwrap_or(self.0.cfg.max_upload_size);
+        let (start, limit) = match mode {
+            WriteMode::Append { offset } => {
+                let held = u.offset();
+                if offset != held {
+                    return Err(EngineError::OffsetMismatch { held, got: offset });
+                }
+                (offset, bound.saturating_sub(offset))
+            }
+            WriteMode::At { start, len } => {
+                let end = start
+                    .checked_add(len)
+                    .ok_or_else(|| EngineError::Invalid("the range overflows".into()))?;
+                if end > bound {
+                    return match u.length {
+                        Some(length) => Err(EngineError::PastLength { length, end }),
+                        None => Err(EngineError::TooLarge {
+                            size: end,
+                            max: bound,
+                        }),
+                    };
+                }
+                (start, len)
+            }
+        };
+        let range = start..start.saturating_add(limit);
+        let reservation = self
+            .0
+            .locks
+            .reserve(id, vec![range.clone()])
+            .ok_or(EngineError::Busy)?;
+        let writable: Vec<Range<u64>> = u
+            .held
+            .gaps_in(range.clone())
+            .into_iter()
+            .map(|g| g.start - start..g.end - start)
+            .collect();
+        let fully_new = !u.held.intersects(range.clone());
+        let ulock = reservation.lock.clone();
+        let plan = Plan {
+            targets: vec![start],
+            limit,
+            writable,
+        };
+        let writer = self.0.blobs.writer(id).await?;
+        let hasher = if fully_new {
+            self.claim_hasher(&ulock, &u, start).await
+        } else {
+            None
+        };
+        let hasher_backup = hasher.as_ref().map(|(_, h)| h.clone());
+        let (guard, whole) = match hasher {
+            Some((g, h)) => (Some(g), Some(h)),
+            None => (None, None),
+        };
+        let pumped = self.pump(u.dialect, writer, whole, None, &plan, body).await;
+        let Pumped {
+            mut worker,
+            received,
+            end,
+        } = match pumped {
+            Ok(p) => p,
+            Err(e) => {
+                restore_hasher(guard, hasher_backup);
+                return Err(e);
+            }
+        };
+        let accepted_ranges: Vec<Range<u64>> = plan
+            .writable
+            .iter()
+            .filter(|w| w.start < received)
+            .map(|w| start + w.start..start + w.end.min(received))
+            .collect();
+        let accepted: u64 = accepted_ranges.iter().map(|r| r.end - r.start).sum();
+        let committed = if received > 0 {
+            let synced;
+            (worker, synced) = sync_worker(worker).await;
+            synced?;
+            let whole = worker.whole.take();
+            let u = self
+                .commit(id, &reservation.lock, |u| {
+                    for r in &accepted_ranges {
+                        u.held.insert(r.clone());
+                    }
+                    Ok(())
+                }, whole.as_ref())
+                .await;
+            if let Some(mut g) = guard {
+                *g = if u.is_ok() { whole } else { None };
+            }
+            Some(u?)
+        } else {
+            restore_hasher(guard, hasher_backup);
+            None
+        };
+        drop(reservation);
+        let upload = match committed {
+            Some(u) => self.after_commit(u).await?,
+            None => self.get(id).await?,
+        };
+        match end {
+            PumpEnd::Complete => Ok(WriteOutcome { upload, accepted }),
+            PumpEnd::Body(reason) => {
+                tracing::info!(%id, received, %reason, "body cut off; kept what arrived");
+                Err(EngineError::BodyInterrupted { received, reason })
+            }
+            PumpEnd::TooLong => Err(EngineError::PastLength {
+                length: upload.length.unwrap_or(bound),
+                end: start + limit + 1,
+            }),
+        }
+    }
+
+    /// Streams one verified chunk of a chunk-handshake upload. The chunk is all or nothing: a
+    /// body that is cut off, too long, too short or whose digest differs from its id stores
+    /// nothing.
+    pub async fn write_chunk<S, E>(
+        &self,
+        id: &UploadId,
+        chunk_id: &str,
+        body: S,
+    ) -> Result<WriteOutcome, EngineError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: Display,
+    {
+        let u = self.get(id).await?;
+        if u.is_complete() {
+            return Err(EngineError::AlreadyComplete);
+        }
+        let layout = u
+            .chunks
+            .clone()
+            .ok_or_else(|| EngineError::Invalid("this upload has no chunk layout".into()))?;
+        let indices: Vec<usize> = (0..layout.ids.len())
+            .filter(|&i| layout.ids[i] == chunk_id)
+            .collect();
+        if indices.is_empty() {
+            return Err(EngineError::UnknownChunk(chunk_id.to_owned()));
+        }
+        let hex_len = layout.alg.hex_len();
+        let expected = chunk_id
+            .get(..hex_len)
+            .map(str::to_ascii_lowercase)
+            .ok_or_else(|| EngineError::UnknownChunk(chunk_id.to_owned()))?;
+
+        // Decide where the bytes go: known spans not yet held, chunk 0 at offset 0 while the
+        // chunk size is still unknown, or a staging blob.
+        let mut spans = Vec::new();
+        let mut unknown = Vec::new();
+        for &i in &indices {
+            match layout.span(i, u.length) {
+                Some(span) if u.held.contains(span.clone()) => {}
+                Some(span) => spans.push(span),
+                None if layout.staged.contains_key(&i) => {}
+                None => unknown.push(i),
+            }
+        }
+        if let Some(first) = spans.first().cloned() {
+            let len = first.end - first.start;
+            spans.retain(|s| s.end - s.start == len);
+        }
+        let dest = if !spans.is_empty() {
+            ChunkDest::Spans(spans)
+        } else if unknown.first() == Some(&0) {
+            ChunkDest::OpenAtZero
+        } else if let Some(&i) = unknown.first() {
+            ChunkDest::Staged(i)
+        } else {
+            // Every position of this id is held already: nothing to write.
+            return Ok(WriteOutcome {
+                upload: u,
+                accepted: 0,
+            });
+        };
+
+        let bound = u.length.unwrap_or(self.0.cfg.max_upload_size);
+        let (reserve, plan, staged_index) = match &dest {
+            ChunkDest::Spans(spans) => {
+                let len = spans[0].end - spans[0].start;
+                (
+                    spans.clone(),
+                    Plan {
+                        targets: spans.iter().map(|s| s.start).collect(),
+                        limit: len,
+                        writable: vec![0..len],
+                    },
+                    None,
+                )
+            }
+            ChunkDest::OpenAtZero => (
+                vec![0..STAGING_BASE],
+                Plan {
+                    targets: vec![0],
+                    limit: bound,
+                    writable: vec![0..bound],
+                },
+                None,
+            ),
+            ChunkDest::Staged(i) => (
+                vec![STAGING_BASE + *i as u64..STAGING_BASE + *i as u64 + 1],
+                Plan {
+                    targets: vec![0],
+                    limit: bound,
+                    writable: vec![0..bound],
+                },
+                Some(*i),
+            ),
+        };
+        let reservation = self.0.locks.reserve(id, reserve).ok_or(EngineError::Busy)?;
+        let ulock = reservation.lock.clone();
+        let writer = match staged_index {
+            Some(i) => self.0.blobs.staging_writer(id, i).await?,
+            None => self.0.blobs.writer(id).await?,
+        };
+        let hasher = match (&dest, plan.targets.first()) {
+            (ChunkDest::Staged(_), _) | (_, None) => None,
+            (_, Some(&t)) => self.claim_hasher(&ulock, &u, t).await,
+        };
+        let hasher_backup = hasher.as_ref().map(|(_, h)| h.clone());
+        let (guard, whole) = match hasher {
+            Some((g, h)) => (Some(g), Some(h)),
+            None => (None, None),
+        };
+        let chunk_hasher = Some(Hasher::new(layout.alg));
+        let pumped = self
+            .pump(u.dialect, writer, whole, chunk_hasher, &plan, body)
+            .await;
+        let Pumped {
+            mut worker,
+            received,
+            end,
+        } = match pumped {
+            Ok(p) => p,
+            Err(e) => {
+                restore_hasher(guard, hasher_backup);
+                return Err(e);
+            }
+        };
+        let verdict = match end {
+            PumpEnd::Body(reason) => Err(EngineError::BodyInterrupted { received, reason }),
+            PumpEnd::TooLong => Err(EngineError::ChunkSize(format!(
+                "chunk {chunk_id} is longer than its place in the file ({} bytes)",
+                plan.limit
+            ))),
+            PumpEnd::Complete => {
+                let actual = worker
+                    .chunk
+                    .take()
+                    .map(Hasher::finalize_hex)
+                    .unwrap_or_default();
+                if actual != expected {
+                    Err(EngineError::ChunkDigestMismatch { expected, actual })
+                } else if matches!(dest, ChunkDest::Spans(_)) && received != plan.limit {
+                    Err(EngineError::ChunkSize(format!(
+                        "chunk {chunk_id} has {received} bytes, but its place in the file has {}",
+                        plan.limit
+                    )))
+                } else if received == 0 && layout.ids.len() > 1 {
+                    Err(EngineError::ChunkSize(format!("chunk {chunk_id} is empty")))
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        if let Err(e) = verdict {
+            restore_hasher(guard, hasher_backup);
+            return Err(e);
+        }
+        let synced;
+        (worker, synced) = sync_worker(worker).await;
+        if let Err(e) = synced {
+            restore_hasher(guard, hasher_backup);
+            return Err(e.into());
+        }
+        let whole = worker.whole.take();
+        let n = layout.ids.len();
+        let result = self
+            .commit(
+                id,
+                &reservation.lock,
+                |u| match &dest {
+                    ChunkDest::Spans(spans) => {
+                        for s in spans {
+                            u.held.insert(s.clone());
+                        }
+                        Ok(())
+                    }
+                    ChunkDest::OpenAtZero => learn_chunk(u, 0, received, n, self.0.cfg.max_upload_size)
+                        .map(|()| u.held.insert(0..received)),
+                    ChunkDest::Staged(i) => {
+                        learn_chunk(u, *i, received, n, self.0.cfg.max_upload_size)?;
+                        if let Some(c) = u.chunks.as_mut() {
+                            c.staged.insert(*i, received);
+                        }
+                        Ok(())
+                    }
+                },
+                whole.as_ref(),
+            )
+            .await;
+        if let Some(mut g) = guard {
+            *g = if result.is_ok() { whole } else { None };
+        }
+        drop(reservation);
+        let u = result?;
+        let u = self.place_staged(u).await?;
+        let accepted = match &dest {
+            ChunkDest::Spans(spans) => spans.iter().map(|s| s.end - s.start).sum(),
+            _ => received,
+        };
+        let upload = self.after_commit(u).await?;
+        Ok(WriteOutcome { upload, accepted })
+    }
+
+    /// Moves staged chunks whose offset is now known into the partial blob (a kernel copy
+    /// of one chunk each), and marks them held.
+    async fn place_staged(&self, u: Upload) -> Result<Upload, EngineError> {
+        let Some(layout) = u.chunks.as_ref() else {
+            return Ok(u);
+        };
+        let ready: Vec<(usize, u64, Range<u64>)> = layout
+            .staged
+            .iter()
+            .filter_map(|(&i, &len)| layout.span(i, u.length).map(|s| (i, len, s)))
+            .collect();
+        if ready.is_empty() {
+            return Ok(u);
+        }
+        let id = u.id.clone();
+        let mut last = u;
+        for (i, len, span) in ready {
+            if span.end - span.start != len {
+                // The staged chunk does not fit the layout learnt since; drop it so the
+                // client sends it again.
+                last = self
+                    .commit(&id, &self.0.locks.entry(&id), |u| {
+                        if let Some(c) = u.chunks.as_mut() {
+                            c.staged.remove(&i);
+                        }
+                        Ok(())
+                    }, None)
+                    .await?;
+                continue;
+            }
+            // Another request may be writing this span directly; leave the staged copy for a
+            // later commit rather than racing it.
+            let Some(res) = self.0.locks.reserve(&id, vec![span.clone()]) else {
+                continue;
+            };
+            self.0.blobs.place_staged(&id, i, span.start, len).await?;
+            last = self
+                .commit(&id, &res.lock, |u| {
+                    if let Some(c) = u.chunks.as_mut() {
+                        c.staged.remove(&i);
+                    }
+                    u.held.insert(span.clone());
+                    Ok(())
+                }, None)
+                .await?;
+        }
+        Ok(last)
+    }
+
+    /// Reads the metadata record fresh, applies `change`, records hasher progress, and writes
+    /// it back, all under the upload's commit lock.
+    async fn commit(
+        &self,
+        id: &UploadId,
+        lock: &Arc<UploadLock>,
+        change: impl FnOnce(&mut Upload) -> Result<(), EngineError>,
+        hasher: Option<&Hasher>,
+    ) -> Result<Upload, EngineError> {
+        let _c = lock.commit.lock().await;
+        let mut u = self.get(id).await?;
+        change(&mut u)?;
+        if let Some(h) = hasher {
+            let stored = u.hash_progress.as_ref().map_or(0, |p| p.position);
+            if h.position() > stored || u.hash_progress.is_none() {
+                u.hash_progress = Some(HashProgress {
+                    position: h.position(),
+                    state_hex: hex::encode(h.save()),
+                });
+            }
+        }
+        u.updated_at = Timestamp::now();
+        self.0.meta.update(&u).await?;
+        Ok(u)
+    }
+
+    /// After a commit: finish the upload when every byte is held, otherwise let the hasher
+    /// catch up with bytes that arrived out of order.
+    async fn after_commit(&self, u: Upload) -> Result<Upload, EngineError> {
+        if let Some(len) = u.length {
+            if u.held.is_complete(len) && !u.is_complete() {
+                return self.finalize(&u.id).await;
+            }
+        }
+        let hashed = u.hash_progress.as_ref().map_or(0, |p| p.position);
+        if u.held.prefix_end() > hashed {
+            let engine = self.clone();
+            let id = u.id.clone();
+            tokio::spawn(async move {
+                if let Err(e) = engine.catch_up(&id).await {
+                    tracing::debug!(%id, error = %e, "hash catch-up deferred");
+                }
+            });
+        }
+        Ok(u)
+    }
+
+    /// Takes the whole-file hasher when `offset` is exactly where it stands; otherwise the
+    /// bytes will be hashed later by a catch-up pass.
+    async fn claim_hasher<'a>(
+        &self,
+        lock: &'a Arc<UploadLock>,
+        u: &Upload,
+        offset: u64,
+    ) -> Option<(tokio::sync::MutexGuard<'a, Option<Hasher>>, Hasher)> {
+        let mut guard = lock.hasher.try_lock().ok()?;
+        let hasher = match guard.take() {
+            Some(h) => h,
+            None => load_hasher(u).ok()?,
+        };
+        if hasher.position() == offset {
+            Some((guard, hasher))
+        } else {
+            *guard = Some(hasher);
+            None
+        }
+    }
+
+    /// Advances the whole-file hasher over the held prefix by reading the bytes back.
+    async fn catch_up(&self, id: &UploadId) -> Result<(), EngineError> {
+        let lock = self.0.locks.entry(id);
+        let mut guard = lock.hasher.lock().await;
+        let u = self.get(id).await?;
+        if u.is_complete() {
+            return Ok(());
+        }
+        let mut hasher = match guard.take() {
+            Some(h) => h,
+            None => load_hasher(&u)?,
+        };
+        let target = u.held.prefix_end();
+        if hasher.position() < target {
+            let blob = self.0.blobs.open(id, BlobKind::Partial).await?;
+            hasher = self.hash_range(blob, hasher, target).await?;
+            let h = hasher.clone();
+            let res = self.commit(id, &lock, |_| Ok(()), Some(&h)).await;
+            if res.is_err() {
+                return res.map(|_| ());
+            }
+        }
+        *guard = Some(hasher);
+        Ok(())
+    }
+
+    /// Feeds `hasher` with the blob's bytes from its position up to `end`.
+    async fn hash_range(
+        &self,
+        blob: Arc<dyn BlobRead>,
+        mut hasher: Hasher,
+        end: u64,
+    ) -> Result<Hasher, EngineError> {
+        let start = hasher.position();
+        let hasher = spawn_blocking(move || -> std::io::Result<Hasher> {
+            let mut buf = vec![0u8; READ_BLOCK];
+            while hasher.position() < end {
+                let want = ((end - hasher.position()) as usize).min(READ_BLOCK);
+                let n = blob.read_at(&mut buf[..want], hasher.position())?;
+                if n == 0 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "blob shorter than its held ranges",
+                    ));
+                }
+                hasher.update(&buf[..n]);
+            }
+            Ok(hasher)
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
+        self.0
+            .stats
+            .rehashed_bytes
+            .fetch_add(end - start, Ordering::Relaxed);
+        Ok(hasher)
+    }
+
+    /// Completes an upload whose bytes are all held: finishes the whole-file digest, checks
+    /// it against the declared one, publishes the blob atomically, and records completion.
+    /// Idempotent, so recovery after a crash at any point simply calls it again.
+    pub async fn finalize(&self, id: &UploadId) -> Result<Upload, EngineError> {
+        let started = Instant::now();
+        let lock = self.0.locks.entry(id);
+        let mut hslot = lock.hasher.lock().await;
+        let _c = lock.commit.lock().await;
+        let mut u = self.get(id).await?;
+        if u.is_complete() {
+            return Ok(u);
+        }
+        let len = u.length.ok_or_else(|| EngineError::Invalid("length unknown".into()))?;
+        if !u.held.is_complete(len) {
+            return Ok(u);
+        }
+        let mut hasher = match hslot.take() {
+            Some(h) => h,
+            None => load_hasher(&u)?,
+        };
+        let rehash = len - hasher.position().min(len);
+        if hasher.position() < len {
+            // After a crash between publish and the metadata commit the bytes are already in
+            // the complete blob.
+            let blob = match self.0.blobs.open(id, BlobKind::Partial).await {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    self.0.blobs.open(id, BlobKind::Complete).await?
+                }
+                Err(e) => return Err(e.into()),
+            };
+            hasher = self.hash_range(blob, hasher, len).await?;
+        }
+        let digest = hasher.finalize_hex();
+        if let Some(declared) = &u.declared {
+            if declared.hex != digest {
+                tracing::warn!(%id, expected = %declared.hex, actual = %digest, "whole-file digest mismatch; upload discarded");
+                self.0.blobs.delete(id).await?;
+                self.0.meta.delete(id).await?;
+                Stats::add(&self.0.stats.failed, u.dialect, 1);
+                return Err(EngineError::FileDigestMismatch {
+                    expected: declared.hex.clone(),
+                    actual: digest,
+                });
+            }
+        }
+        self.0.blobs.publish(id).await?;
+        let now = Timestamp::now();
+        u.state = UploadState::Complete;
+        u.content_digest = Some(digest);
+        u.hash_progress = None;
+        u.completed_at = Some(now);
+        u.updated_at = now;
+        if let Some(c) = u.chunks.as_mut() {
+            c.staged.clear();
+        }
+        self.0.meta.update(&u).await?;
+        Stats::add(&self.0.stats.completed, u.dialect, 1);
+        tracing::info!(%id, length = len, rehashed = rehash, finalize_ms = started.elapsed().as_millis() as u64, "upload complete");
+        Ok(u)
+    }
+
+    /// Deletes an upload: bytes first, then metadata, so a crash in between leaves a record
+    /// whose blob is missing (reported as gone) rather than orphaned bytes nobody tracks.
+    pub async fn delete(&self, id: &UploadId) -> Result<(), EngineError> {
+        let lock = self.0.locks.entry(id);
+        let _h = lock.hasher.lock().await;
+        let _c = lock.commit.lock().await;
+        self.get(id).await?;
+        self.0.blobs.delete(id).await?;
+        self.0.meta.delete(id).await?;
+        Ok(())
+    }
+
+    /// Removes incomplete uploads idle for longer than `idle`; returns how many went.
+    pub async fn expire(&self, idle: Duration) -> Result<usize, EngineError> {
+        let before = Timestamp::from(SystemTime::now() - idle);
+        let mut removed = 0;
+        for id in self.0.meta.list_stale(before).await? {
+            // An upload with a request in flight is not idle, whatever its record says.
+            let Some(res) = self.0.locks.reserve(&id, vec![0..u64::MAX]) else {
+                continue;
+            };
+            let u = self.get(&id).await;
+            drop(res);
+            if let Ok(u) = u {
+                if u.updated_at < before && !u.is_complete() {
+                    self.delete(&id).await?;
+                    Stats::add(&self.0.stats.failed, u.dialect, 1);
+                    tracing::info!(%id, "expired incomplete upload removed");
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Finishes uploads that were fully held when the server stopped (a crash between the
+    /// last commit and completion). Returns how many were completed.
+    pub async fn recover(&self) -> Result<usize, EngineError> {
+        let mut done = 0;
+        for id in self.0.meta.list_incomplete().await? {
+            let Ok(u) = self.get(&id).await else { continue };
+            if let Some(len) = u.length {
+                if u.held.is_complete(len) {
+                    match self.finalize(&id).await {
+                        Ok(_) => done += 1,
+                        Err(e) => tracing::warn!(%id, error = %e, "recovery could not finish upload"),
+                    }
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    /// Opens the finished file of a complete upload.
+    pub async fn open_complete(
+        &self,
+        u: &Upload,
+    ) -> Result<(Arc<dyn BlobRead>, SystemTime), EngineError> {
+        if !u.is_complete() {
+            return Err(EngineError::NotFound);
+        }
+        let blob = self.0.blobs.open(&u.id, BlobKind::Complete).await?;
+        let modified = self
+            .0
+            .blobs
+            .modified(&u.id)
+            .await
+            .unwrap_or_else(|_| u.completed_at.unwrap_or(u.created_at).to_system_time());
+        Ok((blob, modified))
+    }
+
+    /// Moves body bytes into the blob, batch by batch: while one batch is written and
+    /// hashed on a blocking thread, the next is read from the socket.
+    async fn pump<S, E>(
+        &self,
+        dialect: Dialect,
+        writer: Box<dyn BlobWrite>,
+        whole: Option<Hasher>,
+        chunk: Option<Hasher>,
+        plan: &Plan,
+        mut body: S,
+    ) -> Result<Pumped, EngineError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: Display,
+    {
+        let mut idle = Some(Worker {
+            writer,
+            whole,
+            chunk,
+        });
+        let mut pending: Option<JoinHandle<(Worker, std::io::Result<()>)>> = None;
+        let mut batch: Vec<Bytes> = Vec::new();
+        let mut batch_len = 0usize;
+        let mut batch_pos = 0u64;
+        let mut received = 0u64;
+        let mut end = PumpEnd::Complete;
+        let targets: Arc<[u64]> = plan.targets.clone().into();
+        let writable: Arc<[Range<u64>]> = plan.writable.clone().into();
+
+        loop {
+            let next = body.next().await;
+            let mut last = false;
+            match next {
+                Some(Ok(mut bytes)) => {
+                    Stats::add(&self.0.stats.bytes_received, dialect, bytes.len() as u64);
+                    let room = plan.limit - received;
+                    if bytes.len() as u64 > room {
+                        bytes.truncate(room as usize);
+                        end = PumpEnd::TooLong;
+                        last = true;
+                    }
+                    received += bytes.len() as u64;
+                    batch_len += bytes.len();
+                    if !bytes.is_empty() {
+                        batch.push(bytes);
+                    }
+                }
+                Some(Err(e)) => {
+                    end = PumpEnd::Body(e.to_string());
+                    last = true;
+                }
+                None => last = true,
+            }
+            if batch_len >= BATCH_BYTES || (last && batch_len > 0) {
+                let worker = match pending.take() {
+                    Some(h) => {
+                        let (w, r) = h.await.map_err(|e| std::io::Error::other(e.to_string()))?;
+                        r?;
+                        w
+                    }
+                    None => idle.take().expect("worker is idle when nothing is pending"),
+                };
+                let bufs = std::mem::take(&mut batch);
+                let pos = batch_pos;
+                batch_pos += batch_len as u64;
+                batch_len = 0;
+                let (targets, writable) = (targets.clone(), writable.clone());
+                pending = Some(spawn_blocking(move || {
+                    let mut w = worker;
+                    let r = write_batch(&mut w, &targets, &writable, pos, &bufs);
+                    (w, r)
+                }));
+            }
+            if last {
+                break;
+            }
+        }
+        let worker = match pending.take() {
+            Some(h) => {
+                let (w, r) = h.await.map_err(|e| std::io::Error::other(e.to_string()))?;
+                r?;
+                w
+            }
+            None => idle.take().expect("worker is idle when nothing is pending"),
+        };
+        Ok(Pumped {
+            worker,
+            received,
+            end,
+        })
+    }
+}
+
+/// Writes one batch (stream offset `pos`) at every target, skipping non-writable parts, and
+/// feeds the hashers.
+fn write_batch(
+    w: &mut Worker,
+    targets: &[u64],
+    writable: &[Range<u64>],
+    pos: u64,
+    bufs: &[Bytes],
+) -> std::io::Result<()> {
+    let len: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+    let span = pos..pos + len;
+    for part in writable {
+        let s = part.start.max(span.start);
+        let e = part.end.min(span.end);
+        if s >= e {
+            continue;
+        }
+        let slices = slice_bufs(bufs, s - pos, e - pos);
+        for &t in targets {
+            w.writer.write_at(t + s, &slices)?;
+        }
+    }
+    for b in bufs {
+        if let Some(h) = w.whole.as_mut() {
+            h.update(b);
+        }
+        if let Some(h) = w.chunk.as_mut() {
+            h.update(b);
+        }
+    }
+    Ok(())
+}
+
+/// The bytes `from..to` (relative to the batch start) of a batch, without copying.
+fn slice_bufs(bufs: &[Bytes], from: u64, to: u64) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let mut at = 0u64;
+    for b in bufs {
+        let (bs, be) = (at, at + b.len() as u64);
+        at = be;
+        let s = from.max(bs);
+        let e = to.min(be);
+        if s < e {
+            out.push(b.slice((s - bs) as usize..(e - bs) as usize));
+        }
+    }
+    out
+}
+
+async fn sync_worker(mut w: Worker) -> (Worker, std::io::Result<()>) {
+    match spawn_blocking(move || {
+        let r = w.writer.sync();
+        (w, r)
+    })
+    .await
+    {
+        Ok(x) => x,
+        Err(e) => panic!("sync task failed: {e}"),
+    }
+}
+
+fn restore_hasher(guard: Option<tokio::sync::MutexGuard<'_, Option<Hasher>>>, backup: Option<Hasher>) {
+    if let Some(mut g) = guard {
+        *g = backup;
+    }
+}
+
+fn load_hasher(u: &Upload) -> Result<Hasher, EngineError> {
+    match &u.hash_progress {
+        None => Ok(Hasher::new(u.content_alg)),
+        Some(p) => {
+            let raw = hex::decode(&p.state_hex)
+                .map_err(|e| EngineError::Invalid(format!("stored hash state: {e}")))?;
+            Hasher::restore(&raw).map_err(|e| EngineError::Invalid(e.to_string()))
+        }
+    }
+}
+
+/// Learns the layout from a chunk whose offset was not known: a non-last chunk fixes the
+/// chunk size, the last one (once the size is known) fixes the total length.
+fn learn_chunk(u: &mut Upload, index: usize, len: u64, n: usize, max: u64) -> Result<(), EngineError> {
+    let length = u.length;
+    let Some(layout) = u.chunks.as_mut() else {
+        return Ok(());
+    };
+    if n == 1 {
+        return match length {
+            Some(l) if l != len => Err(EngineError::ChunkSize(format!(
+                "the only chunk has {len} bytes, but the file was declared with {l}"
+            ))),
+            _ => {
+                u.length = Some(len);
+                Ok(())
+            }
+        };
+    }
+    if index + 1 < n {
+        match layout.chunk_size {
+            Some(cs) if cs != len => {
+                return Err(EngineError::ChunkSize(format!(
+                    "chunk {index} has {len} bytes but the other chunks have {cs}; every chunk but the last must have the same size (send size and chunkSize in the handshake)"
+                )));
+            }
+            Some(_) => {}
+            None => {
+                if let Some(l) = length {
+                    let lo = len.saturating_mul(n as u64 - 1);
+                    let hi = len.saturating_mul(n as u64);
+                    if l <= lo || l > hi {
+                        return Err(EngineError::ChunkSize(format!(
+                            "{n} chunks of {len} bytes cannot make a file of {l} bytes"
+                        )));
+                    }
+                }
+                layout.chunk_size = Some(len);
+            }
+        }
+    }
+    if index + 1 == n {
+        if let Some(cs) = layout.chunk_size {
+            let start = cs.saturating_mul(n as u64 - 1);
+            let total = start.saturating_add(len);
+            match length {
+                Some(l) if l != total => {
+                    return Err(EngineError::ChunkSize(format!(
+                        "the last chunk has {len} bytes; with chunks of {cs} bytes it should have {}",
+                        l.saturating_sub(start)
+                    )));
+                }
+                Some(_) => {}
+                None => {
+                    if total > max {
+                        return Err(EngineError::TooLarge { size: total, max });
+                    }
+                    u.length = Some(total);
+                }
+            }
+        }
+    }
+    // A non-last chunk may also pin the length of a staged last chunk.
+    if u.length.is_none() {
+        if let (Some(cs), Some(&last_len)) = (
+            u.chunks.as_ref().and_then(|c| c.chunk_size),
+            u.chunks.as_ref().and_then(|c| c.staged.get(&(n - 1))),
+        ) {
+            u.length = Some(cs.saturating_mul(n as u64 - 1).saturating_add(last_len));
+        }
+    }
+    Ok(())
+}

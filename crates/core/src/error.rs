@@ -1,0 +1,67 @@
+//! Engine errors: typed, each with a stable machine-readable code. Only the server maps them
+//! to HTTP status codes; infrastructure failures keep their detail for logs, never for clients.
+
+use crate::store::MetaError;
+use std::io;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("no such upload")]
+    NotFound,
+    #[error("the upload is already complete")]
+    AlreadyComplete,
+    #[error("the upload holds {held} bytes; a write must start there, not at {got}")]
+    OffsetMismatch { held: u64, got: u64 },
+    #[error("another request is writing the same bytes of this upload right now; retry when it ends")]
+    Busy,
+    #[error("the write ends at byte {end}, past the declared length of {length} bytes")]
+    PastLength { length: u64, end: u64 },
+    #[error("the declared size of {size} bytes exceeds this server's limit of {max} bytes")]
+    TooLarge { size: u64, max: u64 },
+    #[error("the declared length {given} disagrees with the length {known} declared before")]
+    LengthMismatch { known: u64, given: u64 },
+    #[error("chunk id {0:?} is not part of this upload's handshake")]
+    UnknownChunk(String),
+    #[error("the chunk's bytes have digest {actual}, but its id says {expected}")]
+    ChunkDigestMismatch { expected: String, actual: String },
+    #[error("{0}")]
+    ChunkSize(String),
+    #[error("the assembled file has digest {actual}, but the upload declared {expected}; it was discarded")]
+    FileDigestMismatch { expected: String, actual: String },
+    #[error("the request body ended early after {received} bytes: {reason}")]
+    BodyInterrupted { received: u64, reason: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("storage failed")]
+    Storage(#[from] io::Error),
+    #[error("metadata store failed")]
+    Meta(#[from] MetaError),
+}
+
+impl EngineError {
+    /// Stable machine-readable code; clients may branch on it, so never rename one.
+    pub fn code(&self) -> &'static str {
+        match self {
+            EngineError::NotFound => "not_found",
+            EngineError::AlreadyComplete => "already_complete",
+            EngineError::OffsetMismatch { .. } => "offset_mismatch",
+            EngineError::Busy => "upload_busy",
+            EngineError::PastLength { .. } => "past_declared_length",
+            EngineError::TooLarge { .. } => "too_large",
+            EngineError::LengthMismatch { .. } => "length_mismatch",
+            EngineError::UnknownChunk(_) => "unknown_chunk",
+            EngineError::ChunkDigestMismatch { .. } => "chunk_digest_mismatch",
+            EngineError::ChunkSize(_) => "chunk_size_mismatch",
+            EngineError::FileDigestMismatch { .. } => "file_digest_mismatch",
+            EngineError::BodyInterrupted { .. } => "body_interrupted",
+            EngineError::Invalid(_) => "invalid_request",
+            EngineError::Storage(_) => "storage_error",
+            EngineError::Meta(_) => "metadata_error",
+        }
+    }
+
+    /// True for failures of the server's own parts (not the client's fault).
+    pub fn is_internal(&self) -> bool {
+        matches!(self, EngineError::Storage(_) | EngineError::Meta(_))
+    }
+}

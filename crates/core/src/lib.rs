@@ -1,0 +1,21 @@
+//! ferry-core: the upload engine and everything it needs that is not HTTP, SQL or S3.
+//!
+//! - [`ranges`]: sets of held byte ranges.
+//! - [`hash`]: digests whose progress can be saved and restored across restarts.
+//! - [`http_range`]: RFC 9110 `Range` / `Content-Range` codecs shared by server and client.
+//! - [`upload`]: the upload record the metadata store persists.
+//! - [`store`]: the storage traits (`BlobStore`, `MetaStore`) backends implement.
+//! - [`engine`]: the upload engine every protocol front drives.
+
+pub mod engine;
+pub mod error;
+pub mod handshake;
+pub mod hash;
+pub mod http_range;
+pub mod lock;
+pub mod ranges;
+pub mod store;
+pub mod upload;
+
+pub use engine::Engine;
+pub use error::EngineError;

@@ -1,0 +1,109 @@
+//! Per-upload coordination inside one server process.
+//!
+//! Parallel chunks of one upload must be able to stream at the same time, so the lock is not
+//! one mutex per upload but three parts:
+//! - *reservations*: byte ranges a request is writing; a second request whose range overlaps
+//!   one in flight is refused ([`crate::EngineError::Busy`]) instead of interleaving bytes;
+//! - the *commit* mutex: serialises the read-modify-write of the metadata record, which is
+//!   short and never spans a request body;
+//! - the *hasher* slot: the whole-file hasher and the right to advance it.
+//!
+//! Entries live while someone holds them and are dropped afterwards, so memory follows the
+//! number of active uploads, not the number ever seen.
+
+use crate::hash::Hasher;
+use crate::upload::UploadId;
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, Mutex, Weak};
+
+#[derive(Default)]
+pub struct UploadLock {
+    inflight: Mutex<Vec<Range<u64>>>,
+    /// Serialises metadata read-modify-write for this upload.
+    pub commit: tokio::sync::Mutex<()>,
+    /// The whole-file hasher, when loaded; whoever holds the guard may advance it.
+    pub hasher: tokio::sync::Mutex<Option<Hasher>>,
+}
+
+#[derive(Default)]
+pub struct Locks {
+    /// Weak handles: an entry dies with the last request holding it, so the map never
+    /// keeps an idle upload's state alive. Dead handles are swept as the map grows.
+    map: Mutex<HashMap<UploadId, Weak<UploadLock>>>,
+}
+
+impl Locks {
+    pub fn entry(&self, id: &UploadId) -> Arc<UploadLock> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(live) = map.get(id).and_then(Weak::upgrade) {
+            return live;
+        }
+        if map.len() >= 64 && map.len().is_power_of_two() {
+            map.retain(|_, w| w.strong_count() > 0);
+        }
+        let fresh = Arc::new(UploadLock::default());
+        map.insert(id.clone(), Arc::downgrade(&fresh));
+        fresh
+    }
+
+    /// Reserves `ranges` of `id` for writing; fails when any overlaps a range in flight.
+    pub fn reserve(&self, id: &UploadId, ranges: Vec<Range<u64>>) -> Option<Reservation> {
+        let lock = self.entry(id);
+        {
+            let mut inflight = lock.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            let overlaps = ranges.iter().any(|r| {
+                inflight
+                    .iter()
+                    .any(|f| r.start < f.end && f.start < r.end && r.start < r.end)
+            });
+            if overlaps {
+                return None;
+            }
+            inflight.extend(ranges.iter().cloned());
+        }
+        Some(Reservation { lock, ranges })
+    }
+
+    /// Number of live entries (for tests and metrics).
+    pub fn live(&self) -> usize {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.values().filter(|w| w.strong_count() > 0).count()
+    }
+}
+
+/// Ranges reserved by one request; released on drop, whatever way the request ends.
+pub struct Reservation {
+    pub lock: Arc<UploadLock>,
+    ranges: Vec<Range<u64>>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut inflight = self.lock.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        for r in &self.ranges {
+            if let Some(pos) = inflight.iter().position(|f| f == r) {
+                inflight.swap_remove(pos);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlapping_reservations_are_refused_disjoint_ones_coexist() {
+        let locks = Locks::default();
+        let id = UploadId::generate();
+        let a = locks.reserve(&id, vec![0..10]).expect("first");
+        assert!(locks.reserve(&id, vec![5..15]).is_none());
+        let b = locks.reserve(&id, vec![10..20]).expect("adjacent is fine");
+        drop(a);
+        let c = locks.reserve(&id, vec![5..10]).expect("released");
+        drop(b);
+        drop(c);
+        assert_eq!(locks.live(), 0, "entries die when unused");
+    }
+}

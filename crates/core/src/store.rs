@@ -1,0 +1,123 @@
+//! Storage traits: bytes ([`BlobStore`]) and metadata ([`MetaStore`]) are separate concerns,
+//! each with a small required surface, so a backend for one never has to know the other.
+//!
+//! Both are used through cheap-clone handles ([`Blobs`], [`Meta`]) wrapping an `Arc<dyn _>`,
+//! so the engine and the HTTP state stay non-generic.
+
+use crate::upload::{Timestamp, Upload, UploadId};
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::io;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// Errors of the metadata store.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    /// `insert` found another upload with the same id or key.
+    #[error("an upload with this key already exists")]
+    Conflict,
+    #[error("metadata backend failed: {0}")]
+    Backend(String),
+}
+
+/// Upload metadata persistence. Every write is durable (committed) when it returns.
+#[async_trait]
+pub trait MetaStore: Send + Sync + 'static {
+    /// Inserts a new upload; [`MetaError::Conflict`] when its id or key exists already.
+    async fn insert(&self, upload: &Upload) -> Result<(), MetaError>;
+    async fn get(&self, id: &UploadId) -> Result<Option<Upload>, MetaError>;
+    async fn get_by_key(&self, key: &str) -> Result<Option<Upload>, MetaError>;
+    /// Replaces the stored record of `upload.id` (no-op if it was deleted meanwhile).
+    async fn update(&self, upload: &Upload) -> Result<(), MetaError>;
+    async fn delete(&self, id: &UploadId) -> Result<(), MetaError>;
+    /// Incomplete uploads not updated since `before`.
+    async fn list_stale(&self, before: Timestamp) -> Result<Vec<UploadId>, MetaError>;
+    /// Incomplete uploads, for recovery at start-up.
+    async fn list_incomplete(&self) -> Result<Vec<UploadId>, MetaError>;
+    /// Answers when the backend is reachable (for `/healthz`).
+    async fn ping(&self) -> Result<(), MetaError>;
+}
+
+/// Blocking positional reads of a stored blob. Called from blocking threads.
+pub trait BlobRead: Send + Sync + 'static {
+    /// Length in bytes.
+    fn len(&self) -> u64;
+    /// Positional read; returns bytes read, 0 at the end.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Blocking positional writes into an upload's partial blob. Called from blocking threads:
+/// the engine moves a writer into `spawn_blocking` together with the hashing work.
+pub trait BlobWrite: Send + 'static {
+    /// Writes all of `bufs`, in order, starting at `offset`.
+    fn write_at(&mut self, offset: u64, bufs: &[Bytes]) -> io::Result<()>;
+    /// Makes everything written so far durable (fdatasync or equivalent).
+    fn sync(&mut self) -> io::Result<()>;
+    /// Reads back bytes already written (used to catch up the whole-file hasher).
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+}
+
+/// Where a blob lives: the partial object being written, a staging object for a chunk whose
+/// offset is not known yet, or the finished file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlobKind {
+    Partial,
+    Complete,
+}
+
+/// Upload bytes.
+///
+/// Layout is the backend's business; the contract is: a partial blob is written in place at
+/// final offsets, [`BlobStore::publish`] turns it into the complete blob atomically (no copy
+/// of the bytes), and staging blobs hold single chunks until their offset is known.
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// Creates the empty partial blob (idempotent).
+    async fn create(&self, id: &UploadId) -> io::Result<()>;
+    /// Opens the partial blob for writing.
+    async fn writer(&self, id: &UploadId) -> io::Result<Box<dyn BlobWrite>>;
+    /// Opens a staging blob for one chunk (created empty, truncating an earlier attempt).
+    async fn staging_writer(&self, id: &UploadId, index: usize) -> io::Result<Box<dyn BlobWrite>>;
+    /// Copies staging chunk `index` into the partial blob at `offset` (the kernel copies
+    /// where it can), makes it durable, and removes the staging blob.
+    async fn place_staged(&self, id: &UploadId, index: usize, offset: u64, len: u64)
+    -> io::Result<()>;
+    /// Atomically turns the partial blob into the complete one, durably. Idempotent: calling
+    /// it again after it succeeded (e.g. after a crash before the metadata commit) is fine.
+    async fn publish(&self, id: &UploadId) -> io::Result<()>;
+    /// Opens a blob for reading.
+    async fn open(&self, id: &UploadId, kind: BlobKind) -> io::Result<Arc<dyn BlobRead>>;
+    /// Last modification time of the complete blob (for `Last-Modified`).
+    async fn modified(&self, id: &UploadId) -> io::Result<SystemTime>;
+    /// Removes every blob of the upload (missing ones are fine).
+    async fn delete(&self, id: &UploadId) -> io::Result<()>;
+    /// Answers when the backend is usable (for `/healthz`).
+    async fn ping(&self) -> io::Result<()>;
+}
+
+/// Cheap-clone handle to the metadata store.
+#[derive(Clone)]
+pub struct Meta(pub Arc<dyn MetaStore>);
+
+impl Deref for Meta {
+    type Target = dyn MetaStore;
+    fn deref(&self) -> &Self::Target {
+        &*self.0
+    }
+}
+
+/// Cheap-clone handle to the blob store.
+#[derive(Clone)]
+pub struct Blobs(pub Arc<dyn BlobStore>);
+
+impl Deref for Blobs {
+    type Target = dyn BlobStore;
+    fn deref(&self) -> &Self::Target {
+        &*self.0
+    }
+}

@@ -1,0 +1,672 @@
+//! [`FsBlobStore`]: upload bytes as plain files in a local directory.
+//!
+//! # Layout
+//!
+//! Everything lives under the root directory given to [`FsBlobStore::open`], in three
+//! sub-directories created (and fsynced) at open time:
+//!
+//! ```text
+//! <root>/partial/<id>            the upload being written, bytes at their final offsets
+//! <root>/complete/<id>           the finished file, renamed from partial/ by publish()
+//! <root>/staging/<id>.<index>    one chunk whose offset is not known yet
+//! ```
+//!
+//! `<id>` is an [`UploadId`]: 32 lowercase hex characters, validated when the id is built,
+//! so it can be used as a file name as it is. Nothing a client sends (file names,
+//! extensions) ever becomes part of a path; those stay in the metadata record.
+//!
+//! Partial and complete blobs are kept in separate directories, rather than told apart by a
+//! suffix, so that publishing is a single `rename(2)` within one file system (atomic, no
+//! byte is copied) and so that an operator can see at a glance what is finished. Staging
+//! blobs sit beside them on the same file system so that `copy_file_range(2)` can place
+//! them into the partial without the bytes passing through user space.
+//!
+//! # Durability
+//!
+//! A write is durable once [`BlobWrite::sync`] returned (`fdatasync`). Creating a file or
+//! renaming it is durable once the directory that holds the entry has been fsynced, which
+//! this store does after every create, rename and staging creation; see
+//! [`FsBlobStore::publish`] for the reasoning.
+//!
+//! Every blocking system call made from an async method runs on tokio's blocking pool, so
+//! a slow disk never stalls the reactor.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use ferry_core::store::{BlobKind, BlobRead, BlobStore, BlobWrite};
+use ferry_core::upload::UploadId;
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// Size of the user-space buffer used when the kernel cannot copy between files itself.
+const COPY_BUF: usize = 1 << 20;
+
+/// A blob store on a local file system. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct FsBlobStore {
+    dirs: Arc<Dirs>,
+}
+
+/// The root and its three sub-directories, computed once.
+#[derive(Debug)]
+struct Dirs {
+    root: PathBuf,
+    partial: PathBuf,
+    complete: PathBuf,
+    staging: PathBuf,
+}
+
+impl Dirs {
+    fn partial(&self, id: &UploadId) -> PathBuf {
+        self.partial.join(id.as_str())
+    }
+
+    fn complete(&self, id: &UploadId) -> PathBuf {
+        self.complete.join(id.as_str())
+    }
+
+    fn staging(&self, id: &UploadId, index: usize) -> PathBuf {
+        self.staging.join(format!("{id}.{index}"))
+    }
+
+    fn blob(&self, id: &UploadId, kind: BlobKind) -> PathBuf {
+        match kind {
+            BlobKind::Partial => self.partial(id),
+            BlobKind::Complete => self.complete(id),
+        }
+    }
+}
+
+impl FsBlobStore {
+    /// Opens (creating if needed) a store rooted at `root`.
+    ///
+    /// The sub-directories are fsynced, and so is the parent of any directory this call
+    /// created, so that a blob created right after start-up cannot lose its directory in a
+    /// crash. This blocks; call it at start-up, not from a busy runtime thread.
+    pub fn open(root: PathBuf) -> io::Result<Self> {
+        let dirs = Dirs {
+            partial: root.join("partial"),
+            complete: root.join("complete"),
+            staging: root.join("staging"),
+            root,
+        };
+        let root_created = create_dir(&dirs.root)?;
+        let mut sub_created = false;
+        for dir in [&dirs.partial, &dirs.complete, &dirs.staging] {
+            sub_created |= create_dir(dir)?;
+            sync_dir(dir)?;
+        }
+        if sub_created || root_created {
+            sync_dir(&dirs.root)?;
+        }
+        if let Some(parent) = dirs.root.parent().filter(|_| root_created) {
+            // The root's own entry lives in its parent. Best effort: the parent may be
+            // unreadable (e.g. a mount point owned by someone else), and the entry of a
+            // directory we just created is then made durable by the next journal commit.
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            if let Err(e) = sync_dir(parent) {
+                tracing::debug!(dir = %parent.display(), error = %e, "could not fsync the parent of the blob root");
+            }
+        }
+        Ok(FsBlobStore {
+            dirs: Arc::new(dirs),
+        })
+    }
+
+    /// The root directory this store was opened on.
+    pub fn root(&self) -> &Path {
+        &self.dirs.root
+    }
+
+    /// Runs `f` on the blocking pool with this store's directories.
+    async fn blocking<T, F>(&self, f: F) -> io::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Dirs) -> io::Result<T> + Send + 'static,
+    {
+        let dirs = Arc::clone(&self.dirs);
+        tokio::task::spawn_blocking(move || f(&dirs))
+            .await
+            .map_err(io::Error::other)?
+    }
+}
+
+#[async_trait]
+impl BlobStore for FsBlobStore {
+    async fn create(&self, id: &UploadId) -> io::Result<()> {
+        let id = id.clone();
+        self.blocking(move |dirs| {
+            let path = dirs.partial(&id);
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                // A new directory entry is only durable once its directory is fsynced;
+                // without this a crash could lose the empty file the metadata already
+                // points at, and the first write would then fail with NotFound.
+                Ok(_) => sync_dir(&dirs.partial),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
+    async fn writer(&self, id: &UploadId) -> io::Result<Box<dyn BlobWrite>> {
+        let id = id.clone();
+        self.blocking(move |dirs| {
+            // No `create`: writing into an upload whose partial blob is gone (expired and
+            // deleted meanwhile) must fail, not silently start a new sparse file. No
+            // `truncate`: earlier bytes of the upload are kept.
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(dirs.partial(&id))?;
+            Ok(Box::new(FsBlobWrite { file }) as Box<dyn BlobWrite>)
+        })
+        .await
+    }
+
+    async fn staging_writer(&self, id: &UploadId, index: usize) -> io::Result<Box<dyn BlobWrite>> {
+        let id = id.clone();
+        self.blocking(move |dirs| {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(dirs.staging(&id, index))?;
+            // The metadata records a staged chunk as soon as its bytes are synced, and it may
+            // be placed only after a restart; the entry must survive a crash as well as the
+            // bytes, so the directory is synced here (staging is rare: one chunk at most).
+            sync_dir(&dirs.staging)?;
+            Ok(Box::new(FsBlobWrite { file }) as Box<dyn BlobWrite>)
+        })
+        .await
+    }
+
+    async fn place_staged(
+        &self,
+        id: &UploadId,
+        index: usize,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<()> {
+        let id = id.clone();
+        self.blocking(move |dirs| {
+            let staging_path = dirs.staging(&id, index);
+            let src = File::open(&staging_path)?;
+            let staged = src.metadata()?.len();
+            if staged < len {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("staging blob {id}.{index} holds {staged} bytes, {len} expected"),
+                ));
+            }
+            let dst = OpenOptions::new().write(true).open(dirs.partial(&id))?;
+            copy_range(&src, 0, &dst, offset, len)?;
+            dst.sync_data()?;
+            // The staging blob goes only once the bytes are durable in the partial. Its
+            // removal need not be durable: if it reappears after a crash it is a harmless
+            // leftover that `delete` clears with the rest of the upload.
+            std::fs::remove_file(&staging_path)
+        })
+        .await
+    }
+
+    /// Renames `partial/<id>` to `complete/<id>`, durably.
+    ///
+    /// The discipline is the usual one for atomic replacement on POSIX file systems: make
+    /// the file's bytes durable (fsync the file) *before* the rename, so that the new name
+    /// can never point at data that is not on disk yet; then fsync the directories whose
+    /// entries changed, because `rename(2)` only changes them in memory, and only an fsync of
+    /// a directory makes its entries durable. `complete/` is synced so that the new name
+    /// survives a crash; `partial/` is synced so that the old one does not come back beside
+    /// it (and get treated as an unfinished upload at recovery).
+    async fn publish(&self, id: &UploadId) -> io::Result<()> {
+        let id = id.clone();
+        self.blocking(move |dirs| {
+            let partial = dirs.partial(&id);
+            let complete = dirs.complete(&id);
+            match File::open(&partial) {
+                Ok(file) => {
+                    file.sync_all()?;
+                    drop(file);
+                    std::fs::rename(&partial, &complete)?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    // Already published (say the process died before the metadata commit).
+                    // The syncs below still run: the earlier call may have failed between
+                    // its rename and its directory syncs, and "published" means durably.
+                    File::open(&complete)?.sync_all()?;
+                }
+                Err(e) => return Err(e),
+            }
+            sync_dir(&dirs.complete)?;
+            sync_dir(&dirs.partial)
+        })
+        .await
+    }
+
+    async fn open(&self, id: &UploadId, kind: BlobKind) -> io::Result<Arc<dyn BlobRead>> {
+        let id = id.clone();
+        self.blocking(move |dirs| {
+            let file = File::open(dirs.blob(&id, kind))?;
+            let len = file.metadata()?.len();
+            Ok(Arc::new(FsBlobRead { file, len }) as Arc<dyn BlobRead>)
+        })
+        .await
+    }
+
+    async fn modified(&self, id: &UploadId) -> io::Result<SystemTime> {
+        let id = id.clone();
+        self.blocking(move |dirs| std::fs::metadata(dirs.complete(&id))?.modified())
+            .await
+    }
+
+    async fn delete(&self, id: &UploadId) -> io::Result<()> {
+        let id = id.clone();
+        self.blocking(move |dirs| {
+            let mut removed = false;
+            for path in [dirs.partial(&id), dirs.complete(&id)] {
+                removed |= remove_if_exists(&path)?;
+            }
+            let prefix = format!("{id}.");
+            for entry in std::fs::read_dir(&dirs.staging)? {
+                let entry = entry?;
+                if entry.file_name().as_bytes().starts_with(prefix.as_bytes()) {
+                    removed |= remove_if_exists(&entry.path())?;
+                }
+            }
+            // The metadata row goes right after this returns. Syncing the directories keeps
+            // a crash from bringing the files back as orphans nobody would ever clean up.
+            if removed {
+                for dir in [&dirs.partial, &dirs.complete, &dirs.staging] {
+                    sync_dir(dir)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn ping(&self) -> io::Result<()> {
+        self.blocking(|dirs| {
+            for dir in [&dirs.root, &dirs.partial, &dirs.complete, &dirs.staging] {
+                if !std::fs::metadata(dir)?.is_dir() {
+                    return Err(io::Error::other(format!(
+                        "{} is not a directory",
+                        dir.display()
+                    )));
+                }
+                check_writable(dir)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// A writable partial or staging blob.
+struct FsBlobWrite {
+    file: File,
+}
+
+impl BlobWrite for FsBlobWrite {
+    fn write_at(&mut self, offset: u64, bufs: &[Bytes]) -> io::Result<()> {
+        write_all_vectored_at(&self.file, offset, bufs)
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        // fdatasync also flushes the size when writes extended the file, which is all the
+        // metadata a reader needs; timestamps are not worth the extra journal write.
+        self.file.sync_data()
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.file.read_at(buf, offset)
+    }
+}
+
+/// A readable blob, with its length fixed when it was opened (a partial blob can grow
+/// afterwards; callers read what existed then).
+struct FsBlobRead {
+    file: File,
+    len: u64,
+}
+
+impl BlobRead for FsBlobRead {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.file.read_at(buf, offset)
+    }
+}
+
+/// Creates `dir` if it is missing; tells whether it did.
+fn create_dir(dir: &Path) -> io::Result<bool> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // A missing ancestor: create the whole chain, then report it as new.
+            std::fs::create_dir_all(dir)?;
+            Ok(true)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Makes the entries of a directory durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Removes a file, telling whether it existed.
+fn remove_if_exists(path: &Path) -> io::Result<bool> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Fails unless the current process may create and remove entries in `dir`.
+fn check_writable(dir: &Path) -> io::Result<()> {
+    let c_path = CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
+    // SAFETY: `c_path` is a valid NUL-terminated string that outlives the call, and
+    // access(2) only reads it.
+    let rc = unsafe { libc::access(c_path.as_ptr(), libc::W_OK | libc::X_OK) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Writes every buffer of `bufs`, back to back, starting at `offset`.
+///
+/// On Linux this is `pwritev(2)`: one system call for a whole batch of network buffers
+/// instead of one per buffer, without first copying them into a single allocation.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn write_all_vectored_at(file: &File, offset: u64, bufs: &[Bytes]) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+
+    // The kernel refuses more than UIO_MAXIOV (1024) iovecs in one call with EINVAL.
+    const IOV_MAX: usize = libc::UIO_MAXIOV as usize;
+
+    let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+    if offset.checked_add(total).is_none_or(|end| end > i64::MAX as u64) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "write extends past the largest file offset",
+        ));
+    }
+
+    let fd = file.as_raw_fd();
+    let mut pos = offset;
+    // Next buffer to write, and how much of it is already written.
+    let mut next = 0;
+    let mut skip = 0;
+    let mut iovecs: Vec<libc::iovec> = Vec::with_capacity(bufs.len().min(IOV_MAX));
+    while next < bufs.len() {
+        // Empty buffers would only waste iovec slots; skipping them here also keeps the
+        // "wrote 0 bytes" check below meaningful.
+        if bufs[next].len() == skip {
+            next += 1;
+            skip = 0;
+            continue;
+        }
+        let Ok(off) = libc::off_t::try_from(pos) else {
+            // Only on 32-bit targets without large-file offsets: let std's pwrite64 do it.
+            return write_each_at(file, pos, &bufs[next..], skip);
+        };
+        iovecs.clear();
+        for (i, buf) in bufs[next..].iter().take(IOV_MAX).enumerate() {
+            let from = if i == 0 { skip } else { 0 };
+            let part = &buf[from..];
+            iovecs.push(libc::iovec {
+                iov_base: part.as_ptr() as *mut libc::c_void,
+                iov_len: part.len(),
+            });
+        }
+        // SAFETY: every iovec points into a `Bytes` in `bufs`, borrowed for the whole call,
+        // and describes exactly the initialised bytes of it; pwritev only reads through
+        // them. `iovecs.len()` is at most IOV_MAX, which fits a c_int.
+        let n = unsafe { libc::pwritev(fd, iovecs.as_ptr(), iovecs.len() as libc::c_int, off) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "pwritev wrote no bytes",
+            ));
+        }
+        // A short write (a signal, a full disk on the way to ENOSPC) ends anywhere in the
+        // batch: walk the buffers forward by the count actually written.
+        let mut written = n as usize;
+        pos += written as u64;
+        while written > 0 {
+            let left = bufs[next].len() - skip;
+            if written >= left {
+                written -= left;
+                next += 1;
+                skip = 0;
+            } else {
+                skip += written;
+                written = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Portable version: one positional write per buffer.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn write_all_vectored_at(file: &File, offset: u64, bufs: &[Bytes]) -> io::Result<()> {
+    write_each_at(file, offset, bufs, 0)
+}
+
+/// Writes `bufs` (the first one from byte `skip`) back to back from `offset`, one
+/// `write_all_at` per buffer.
+fn write_each_at(file: &File, mut offset: u64, bufs: &[Bytes], mut skip: usize) -> io::Result<()> {
+    for buf in bufs {
+        let part = &buf[skip..];
+        skip = 0;
+        file.write_all_at(part, offset)?;
+        offset += part.len() as u64;
+    }
+    Ok(())
+}
+
+/// Copies `len` bytes of `src` from `src_off` into `dst` at `dst_off`.
+///
+/// On Linux `copy_file_range(2)` lets the kernel do it (and file systems that support
+/// reflinks share the extents instead of copying them); where it is not available for these
+/// two files, a plain read/write loop takes over from wherever the kernel copy stopped.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn copy_range(src: &File, src_off: u64, dst: &File, dst_off: u64, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+
+    let too_far = || io::Error::new(io::ErrorKind::InvalidInput, "offset past the largest file offset");
+    let mut in_off = src_off.try_into().map_err(|_| too_far())?;
+    let mut out_off = dst_off.try_into().map_err(|_| too_far())?;
+    let mut done: u64 = 0;
+    while done < len {
+        // Capped so a single call stays interruptible and the count fits ssize_t.
+        let chunk = (len - done).min(1 << 30) as usize;
+        // SAFETY: both descriptors are open for the duration of the call (borrowed Files),
+        // and the offset pointers refer to live locals of the type the binding expects; the
+        // kernel updates them by the number of bytes copied.
+        let n = unsafe {
+            libc::copy_file_range(
+                src.as_raw_fd(),
+                &mut in_off,
+                dst.as_raw_fd(),
+                &mut out_off,
+                chunk,
+                0,
+            )
+        };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                // EXDEV: different file systems (before Linux 5.19, or between unlike
+                // ones); ENOSYS: a kernel before 4.5 or a seccomp filter; EOPNOTSUPP: the
+                // file system has no such operation. EINVAL and EPERM come back from some
+                // file systems (overlay, FUSE, NFS) for the same reasons; std's own
+                // `io::copy` falls back on the same set.
+                Some(libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL | libc::EPERM) => {
+                    return copy_with_buffer(src, src_off + done, dst, dst_off + done, len - done);
+                }
+                _ => return Err(err),
+            }
+        }
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("source ended after {done} of {len} bytes"),
+            ));
+        }
+        done += n as u64;
+    }
+    Ok(())
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn copy_range(src: &File, src_off: u64, dst: &File, dst_off: u64, len: u64) -> io::Result<()> {
+    copy_with_buffer(src, src_off, dst, dst_off, len)
+}
+
+/// Copies through a 1 MiB user-space buffer: the fallback when the kernel cannot copy.
+fn copy_with_buffer(
+    src: &File,
+    mut src_off: u64,
+    dst: &File,
+    mut dst_off: u64,
+    len: u64,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; COPY_BUF.min(usize::try_from(len).unwrap_or(COPY_BUF))];
+    let mut left = len;
+    while left > 0 {
+        let want = left.min(buf.len() as u64) as usize;
+        let n = match src.read_at(&mut buf[..want], src_off) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("source ended after {} of {len} bytes", len - left),
+                ));
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        dst.write_all_at(&buf[..n], dst_off)?;
+        src_off += n as u64;
+        dst_off += n as u64;
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3] ^ seed)
+            .collect()
+    }
+
+    #[test]
+    fn buffered_copy_places_bytes_at_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let src_path = dir.path().join("src");
+        let dst_path = dir.path().join("dst");
+        // Larger than the buffer, and not a multiple of it, to cross several rounds.
+        let data = pattern(COPY_BUF * 2 + 12_345, 7);
+        std::fs::write(&src_path, &data).unwrap();
+        std::fs::write(&dst_path, vec![0xAA; 100]).unwrap();
+        let src = File::open(&src_path).unwrap();
+        let dst = OpenOptions::new().read(true).write(true).open(&dst_path).unwrap();
+
+        copy_with_buffer(&src, 10, &dst, 50, data.len() as u64 - 10).unwrap();
+
+        let got = std::fs::read(&dst_path).unwrap();
+        assert_eq!(got.len(), 50 + data.len() - 10);
+        assert!(got[..50].iter().all(|&b| b == 0xAA), "bytes before the offset changed");
+        assert_eq!(&got[50..], &data[10..]);
+    }
+
+    #[test]
+    fn copies_fail_when_the_source_is_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let src_path = dir.path().join("src");
+        std::fs::write(&src_path, b"short").unwrap();
+        let src = File::open(&src_path).unwrap();
+        let dst = File::create(dir.path().join("dst")).unwrap();
+        let err = copy_with_buffer(&src, 0, &dst, 0, 10).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        let err = copy_range(&src, 0, &dst, 0, 10).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn vectored_writes_cover_many_and_empty_buffers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
+        // 3000 buffers (three pwritev batches), with empty ones sprinkled in.
+        let data = pattern(3000 * 5, 3);
+        let bufs: Vec<Bytes> = data
+            .chunks(5)
+            .enumerate()
+            .flat_map(|(i, c)| {
+                let empty = (i % 7 == 0).then(Bytes::new);
+                empty.into_iter().chain([Bytes::copy_from_slice(c)])
+            })
+            .collect();
+        write_all_vectored_at(&file, 1000, &bufs).unwrap();
+        let got = std::fs::read(&path).unwrap();
+        assert_eq!(got.len(), 1000 + data.len());
+        assert!(got[..1000].iter().all(|&b| b == 0), "a hole should read as zeros");
+        assert_eq!(&got[1000..], &data[..]);
+
+        // Nothing to write is fine and leaves the file alone.
+        write_all_vectored_at(&file, 0, &[]).unwrap();
+        write_all_vectored_at(&file, 0, &[Bytes::new()]).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 1000 + data.len() as u64);
+    }
+
+    #[test]
+    fn per_buffer_writes_honour_the_skip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let file = File::create(&path).unwrap();
+        let bufs = [Bytes::from_static(b"xxabc"), Bytes::from_static(b"def")];
+        write_each_at(&file, 2, &bufs, 2).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"\0\0abcdef");
+    }
+}

@@ -1,0 +1,311 @@
+//! [`SqliteMetaStore`]: upload records in one SQLite file.
+//!
+//! rusqlite rather than sqlx: SQLite is a synchronous library, and rusqlite is a thin,
+//! synchronous binding to it that bundles a known SQLite version, needs no compile-time
+//! query checking (so no database at build time), and sets every pragma explicitly on the
+//! one connection it opens. Calls go through tokio's blocking pool, which is all the
+//! asynchrony a single local file needs.
+//!
+//! # Schema
+//!
+//! One table, `uploads`. The whole [`Upload`] is kept as JSON in `record`, which is the
+//! source of truth; `key`, `state`, `dialect` and `updated_at` are copies of its fields kept
+//! as columns so that lookups by key (`UNIQUE`) and the sweeps for stale and unfinished
+//! uploads (index on `(state, updated_at)`) do not have to parse JSON. New fields of the
+//! record therefore need no migration as long as serde can default them; the schema
+//! version (`PRAGMA user_version`) moves only when the columns or indexes change.
+
+use async_trait::async_trait;
+use ferry_core::store::{MetaError, MetaStore};
+use ferry_core::upload::{Timestamp, Upload, UploadId, UploadState};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// Schema version this code writes and understands; stored in `PRAGMA user_version`.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Migrations in order: entry `n` takes the schema from version `n` to `n + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 0 → 1: the initial schema.
+    "CREATE TABLE uploads (
+        id         TEXT PRIMARY KEY NOT NULL,
+        key        TEXT UNIQUE,
+        state      TEXT NOT NULL,
+        dialect    TEXT NOT NULL,
+        updated_at INTEGER NOT NULL,
+        record     TEXT NOT NULL
+    );
+    CREATE INDEX uploads_state_updated_at ON uploads (state, updated_at);",
+];
+
+/// How long a statement waits for a lock held by another connection (an operator's
+/// `sqlite3` shell, a backup) before giving up with SQLITE_BUSY.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Metadata store on SQLite. Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct SqliteMetaStore {
+    /// One connection: SQLite serialises writers anyway, and a single connection keeps
+    /// every read consistent with the last write without any pool to tune.
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteMetaStore {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    ///
+    /// This blocks; call it at start-up, not from a busy runtime thread.
+    pub fn open(path: &Path) -> Result<Self, MetaError> {
+        let mut conn = Connection::open(path).map_err(backend)?;
+        configure(&conn)?;
+        migrate(&mut conn)?;
+        Ok(SqliteMetaStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn with_conn<T, F>(&self, f: F) -> Result<T, MetaError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, MetaError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || f(&mut lock(&conn)))
+            .await
+            .map_err(|e| MetaError::Backend(format!("metadata task failed: {e}")))?
+    }
+}
+
+/// Locks the connection, recovering from a panic in an earlier holder: a statement or
+/// transaction interrupted by a panic is finalised or rolled back when its guard drops, so
+/// the connection itself is still in a usable state.
+fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Sets the per-connection and per-file pragmas.
+fn configure(conn: &Connection) -> Result<(), MetaError> {
+    // WAL lets readers (an operator's shell, a backup) run while we write, and makes a
+    // commit a single append to the log instead of a rewrite of the pages.
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .map_err(backend)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        // In-memory databases answer "memory"; anything else on a file (a read-only
+        // medium, a VFS without shared memory) still works, only with less concurrency.
+        tracing::warn!(journal_mode = %mode, "SQLite did not switch to WAL");
+    }
+    // FULL, not NORMAL: in WAL mode NORMAL fsyncs the log only at checkpoints, so the last
+    // transactions before a power cut can vanish even though COMMIT returned. The engine
+    // acknowledges bytes to clients right after committing their held ranges, and the
+    // MetaStore contract promises a write is durable when it returns, so every commit
+    // must fsync the log. The cost is one fsync per commit, which is small next to the
+    // fdatasync of the bytes the commit records.
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(backend)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
+    // No foreign keys today, but turning them on now means a later table that references
+    // uploads gets its constraints enforced without anyone remembering this pragma.
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(backend)?;
+    Ok(())
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`], one transaction per step, refusing a database
+/// written by a newer version rather than guessing at its layout.
+pub fn migrate(conn: &mut Connection) -> Result<(), MetaError> {
+    let current: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(backend)?;
+    if current > SCHEMA_VERSION {
+        return Err(MetaError::Backend(format!(
+            "the metadata database has schema version {current}, newer than the {SCHEMA_VERSION} this build understands"
+        )));
+    }
+    if current < 0 {
+        return Err(MetaError::Backend(format!(
+            "the metadata database has an invalid schema version {current}"
+        )));
+    }
+    for (from, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let to = from as i64 + 1;
+        // `user_version` is stored in the database header, which SQLite updates inside the
+        // transaction, so a crash never leaves a step applied without its version or
+        // the other way round.
+        let tx = conn.transaction().map_err(backend)?;
+        tx.execute_batch(sql).map_err(backend)?;
+        tx.pragma_update(None, "user_version", to).map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        tracing::info!(from, to, "migrated the metadata schema");
+    }
+    Ok(())
+}
+
+fn backend(e: impl std::fmt::Display) -> MetaError {
+    MetaError::Backend(e.to_string())
+}
+
+/// Maps a uniqueness failure (duplicate id or key) to [`MetaError::Conflict`].
+fn write_error(e: rusqlite::Error) -> MetaError {
+    match e.sqlite_error() {
+        Some(err)
+            if err.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                || err.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
+        {
+            MetaError::Conflict
+        }
+        _ => backend(e),
+    }
+}
+
+fn state_name(state: UploadState) -> &'static str {
+    match state {
+        UploadState::Receiving => "receiving",
+        UploadState::Complete => "complete",
+    }
+}
+
+/// The column values of one record.
+struct Row {
+    record: String,
+    state: &'static str,
+    dialect: &'static str,
+}
+
+impl Row {
+    fn of(upload: &Upload) -> Result<Self, MetaError> {
+        Ok(Row {
+            record: serde_json::to_string(upload)
+                .map_err(|e| MetaError::Backend(format!("cannot encode upload {}: {e}", upload.id)))?,
+            state: state_name(upload.state),
+            dialect: upload.dialect.name(),
+        })
+    }
+}
+
+fn decode(json: &str) -> Result<Upload, MetaError> {
+    serde_json::from_str(json)
+        .map_err(|e| MetaError::Backend(format!("stored upload record is unreadable: {e}")))
+}
+
+fn get_where(conn: &Connection, column: &str, value: &str) -> Result<Option<Upload>, MetaError> {
+    let sql = format!("SELECT record FROM uploads WHERE {column} = ?1");
+    let json: Option<String> = conn
+        .prepare_cached(&sql)
+        .and_then(|mut st| st.query_row([value], |row| row.get(0)).optional())
+        .map_err(backend)?;
+    json.as_deref().map(decode).transpose()
+}
+
+fn ids(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<UploadId>, MetaError> {
+    let mut st = conn.prepare_cached(sql).map_err(backend)?;
+    let rows = st
+        .query_map(params, |row| row.get::<_, String>(0))
+        .map_err(backend)?;
+    rows.map(|r| {
+        let s = r.map_err(backend)?;
+        UploadId::parse(&s)
+            .ok_or_else(|| MetaError::Backend(format!("stored upload id {s:?} is malformed")))
+    })
+    .collect()
+}
+
+#[async_trait]
+impl MetaStore for SqliteMetaStore {
+    async fn insert(&self, upload: &Upload) -> Result<(), MetaError> {
+        let row = Row::of(upload)?;
+        let (id, key, updated_at) = (upload.id.clone(), upload.key.clone(), upload.updated_at.0);
+        self.with_conn(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO uploads (id, key, state, dialect, updated_at, record)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![id.as_str(), key, row.state, row.dialect, updated_at, row.record])
+            })
+            .map_err(write_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get(&self, id: &UploadId) -> Result<Option<Upload>, MetaError> {
+        let id = id.clone();
+        self.with_conn(move |conn| get_where(conn, "id", id.as_str()))
+            .await
+    }
+
+    async fn get_by_key(&self, key: &str) -> Result<Option<Upload>, MetaError> {
+        let key = key.to_owned();
+        self.with_conn(move |conn| get_where(conn, "key", &key))
+            .await
+    }
+
+    async fn update(&self, upload: &Upload) -> Result<(), MetaError> {
+        let row = Row::of(upload)?;
+        let (id, key, updated_at) = (upload.id.clone(), upload.key.clone(), upload.updated_at.0);
+        self.with_conn(move |conn| {
+            // Zero rows changed means the upload was deleted meanwhile, which the contract
+            // makes a no-op. A key taken by another upload is a conflict, as on insert.
+            conn.prepare_cached(
+                "UPDATE uploads
+                 SET key = ?2, state = ?3, dialect = ?4, updated_at = ?5, record = ?6
+                 WHERE id = ?1",
+            )
+            .and_then(|mut st| {
+                st.execute(params![id.as_str(), key, row.state, row.dialect, updated_at, row.record])
+            })
+            .map_err(write_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete(&self, id: &UploadId) -> Result<(), MetaError> {
+        let id = id.clone();
+        self.with_conn(move |conn| {
+            conn.prepare_cached("DELETE FROM uploads WHERE id = ?1")
+                .and_then(|mut st| st.execute([id.as_str()]))
+                .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_stale(&self, before: Timestamp) -> Result<Vec<UploadId>, MetaError> {
+        let receiving = state_name(UploadState::Receiving);
+        self.with_conn(move |conn| {
+            ids(
+                conn,
+                "SELECT id FROM uploads WHERE state = ?1 AND updated_at < ?2
+                 ORDER BY updated_at, id",
+                params![receiving, before.0],
+            )
+        })
+        .await
+    }
+
+    async fn list_incomplete(&self) -> Result<Vec<UploadId>, MetaError> {
+        let receiving = state_name(UploadState::Receiving);
+        self.with_conn(move |conn| {
+            ids(
+                conn,
+                "SELECT id FROM uploads WHERE state = ?1 ORDER BY updated_at, id",
+                [receiving],
+            )
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), MetaError> {
+        self.with_conn(|conn| {
+            // Touches the schema, so a database file that vanished or got corrupted fails
+            // here rather than on the next upload.
+            conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
+                .map_err(backend)
+        })
+        .await
+    }
+}
