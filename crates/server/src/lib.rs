@@ -1,1 +1,286 @@
+//! ferry-server: the HTTP server. One engine, several thin protocol fronts:
+//!
+//! - [`chunked`]: the chunk-handshake dialect (SPEC §2.1),
+//! - [`offset`]: the byte-offset resume dialect (SPEC §2.2),
+//! - [`files`]: finished files by id and by `fileId` + extension, through [`download`] (SPEC §3),
+//! - [`metrics`], `/healthz`: operations (SPEC §7).
+//!
+//! [`app`] builds the router from a state, [`run`] serves it on a listener until a shutdown
+//! future resolves, and [`serve`] is the `ferry serve` entry point. Tests use the first two
+//! on `127.0.0.1:0`.
 
+pub mod chunked;
+pub mod config;
+pub mod download;
+pub mod error;
+pub mod files;
+pub mod metrics;
+pub mod offset;
+
+use crate::config::ServeArgs;
+use crate::error::ApiError;
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use ferry_core::Engine;
+use ferry_core::engine::EngineConfig;
+use ferry_core::store::{Blobs, Meta};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Shared state of every handler; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Engine,
+    pub metrics: Arc<metrics::Metrics>,
+    /// Fixed base for URLs handed out (`--public-url`), else derived from each request.
+    pub public_url: Option<Arc<str>>,
+    /// Where multipart chunks are spooled when their ids arrive after their bytes.
+    pub spool_dir: Arc<PathBuf>,
+    /// Accepted bearer tokens; empty means no authentication.
+    pub tokens: Arc<Vec<String>>,
+}
+
+impl AppState {
+    /// Base URL for links in responses: `--public-url`, or the request's own `Host`.
+    pub fn base_url(&self, headers: &HeaderMap) -> String {
+        if let Some(base) = &self.public_url {
+            return base.trim_end_matches('/').to_owned();
+        }
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| {
+                !h.is_empty()
+                    && h.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+            })
+            .unwrap_or("localhost");
+        let proto = match headers
+            .get("x-forwarded-proto")
+            .and_then(|h| h.to_str().ok())
+        {
+            Some("https") => "https",
+            _ => "http",
+        };
+        format!("{proto}://{host}")
+    }
+}
+
+/// Opens the default backends (filesystem + SQLite) under the configured paths and builds
+/// the engine and state.
+pub async fn state_from_args(args: &ServeArgs) -> anyhow::Result<AppState> {
+    let storage = args.storage_dir()?;
+    let db = args.sqlite_path()?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
+    if let Some(parent) = db.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let blobs = ferry_store::fs::FsBlobStore::open(storage.clone())
+        .with_context(|| format!("opening storage {}", storage.display()))?;
+    let meta = ferry_store::sqlite::SqliteMetaStore::open(&db)
+        .map_err(|e| anyhow::anyhow!("opening database {}: {e}", db.display()))?;
+    let spool_dir = args.data_dir.join("spool");
+    // Spooled chunks of requests that died with the last process are garbage.
+    let _ = std::fs::remove_dir_all(&spool_dir);
+    std::fs::create_dir_all(&spool_dir)?;
+    let engine = Engine::new(
+        Meta(Arc::new(meta)),
+        Blobs(Arc::new(blobs)),
+        EngineConfig {
+            max_upload_size: args.max_upload_size,
+        },
+    );
+    Ok(AppState {
+        engine,
+        metrics: Arc::default(),
+        public_url: args.public_url.as_deref().map(Arc::from),
+        spool_dir: Arc::new(spool_dir),
+        tokens: Arc::new(args.tokens()?),
+    })
+}
+
+/// The router: every dialect and download route over one state.
+pub fn app(state: AppState) -> Router {
+    let uploads = Router::new()
+        .route("/api/upload/handshake", post(chunked::handshake))
+        .route("/api/upload", post(upload_dispatch))
+        .route("/upload", post(upload_dispatch))
+        .route("/api/upload/status", get(offset::status))
+        .route("/status", get(offset::status))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .merge(uploads)
+        .route("/upload/{name}", get(files::by_file_id).head(files::by_file_id))
+        .route("/files/{id}", get(files::by_id).head(files::by_id))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::handler))
+        // Upload bodies are streamed and bounded by the engine's size rules, not by a
+        // blanket body limit (axum's default is 2 MB).
+        .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn_with_state(state.clone(), metrics::track))
+        .with_state(state)
+}
+
+/// `POST /api/upload` (and `/upload`) carries two dialects: `multipart/form-data` is a chunk
+/// of the handshake dialect, a raw body with `X-File-Id` is a byte-offset write (SPEC §2.2).
+async fn upload_dispatch(state: State<AppState>, req: Request) -> Response {
+    let is_multipart = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
+    if is_multipart {
+        chunked::upload_chunk(state, req).await
+    } else if req.headers().contains_key("x-file-id") {
+        offset::upload(state, req).await.into_response()
+    } else {
+        ApiError::bad_request(
+            "unknown_upload_form",
+            "send either multipart/form-data with file, chunkId and fileId (chunk handshake), \
+             or a raw body with X-File-Id and X-Start-Byte or Content-Range (byte-offset resume)",
+        )
+        .into_response()
+    }
+}
+
+/// With tokens configured, upload requests need `Authorization: Bearer <token>` (SPEC §6).
+async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if state.tokens.is_empty() {
+        return next.run(req).await;
+    }
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        Some(t) if state.tokens.iter().any(|k| k == t) => next.run(req).await,
+        _ => {
+            let mut resp = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this server needs Authorization: Bearer <token> on upload requests",
+            )
+            .into_response();
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
+            resp
+        }
+    }
+}
+
+/// `GET /healthz`: 200 when the store and the database answer (SPEC §7).
+async fn healthz(State(state): State<AppState>) -> Response {
+    let meta = state.engine.meta().ping().await;
+    let blobs = state.engine.blobs().ping().await;
+    match (meta, blobs) {
+        (Ok(()), Ok(())) => (StatusCode::OK, "ok\n").into_response(),
+        (m, b) => {
+            tracing::error!(meta = ?m.err(), blobs = ?b.err(), "health check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable\n").into_response()
+        }
+    }
+}
+
+/// Serves `app(state)` on `listener` until `shutdown` resolves; requests in flight (a chunk
+/// streaming in) are allowed to finish. Background tasks (expiry) stop with it.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    expire_incomplete: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    match state.engine.recover().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(completed = n, "finished uploads that were complete at the last stop"),
+        Err(e) => tracing::warn!(error = %e, "recovery scan failed"),
+    }
+    let janitor = (!expire_incomplete.is_zero()).then(|| {
+        let engine = state.engine.clone();
+        let every = (expire_incomplete / 10).clamp(Duration::from_secs(1), Duration::from_secs(600));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if let Err(e) = engine.expire(expire_incomplete).await {
+                    tracing::warn!(error = %e, "expiry pass failed");
+                }
+            }
+        })
+    });
+    let result = axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    if let Some(j) = janitor {
+        j.abort();
+    }
+    result.context("serving HTTP")
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+/// Sets up logging from `RUST_LOG` (default `info`), as text or JSON lines.
+pub fn init_logging(format: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == "json" {
+        let _ = builder.json().try_init();
+    } else {
+        let _ = builder.try_init();
+    }
+}
+
+/// `ferry serve`.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(&args.log_format);
+    let addr = args.listen_addr()?;
+    let tokens = args.tokens()?;
+    if !addr.ip().is_loopback() && tokens.is_empty() && !args.insecure_no_auth {
+        anyhow::bail!(
+            "refusing to listen on {addr} without authentication: set --auth-token or \
+             --auth-tokens-file, or pass --insecure-no-auth if this network is trusted"
+        );
+    }
+    let state = state_from_args(&args).await?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        data_dir = %args.data_dir.display(),
+        "ferry is serving"
+    );
+    run(listener, state, args.expire_incomplete, shutdown_signal()).await
+}

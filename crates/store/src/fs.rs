@@ -406,7 +406,10 @@ fn write_all_vectored_at(file: &File, offset: u64, bufs: &[Bytes]) -> io::Result
     const IOV_MAX: usize = libc::UIO_MAXIOV as usize;
 
     let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
-    if offset.checked_add(total).is_none_or(|end| end > i64::MAX as u64) {
+    if offset
+        .checked_add(total)
+        .is_none_or(|end| end > i64::MAX as u64)
+    {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "write extends past the largest file offset",
@@ -503,7 +506,12 @@ fn write_each_at(file: &File, mut offset: u64, bufs: &[Bytes], mut skip: usize) 
 fn copy_range(src: &File, src_off: u64, dst: &File, dst_off: u64, len: u64) -> io::Result<()> {
     use std::os::fd::AsRawFd;
 
-    let too_far = || io::Error::new(io::ErrorKind::InvalidInput, "offset past the largest file offset");
+    let too_far = || {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "offset past the largest file offset",
+        )
+    };
     let mut in_off = src_off.try_into().map_err(|_| too_far())?;
     let mut out_off = dst_off.try_into().map_err(|_| too_far())?;
     let mut done: u64 = 0;
@@ -532,7 +540,9 @@ fn copy_range(src: &File, src_off: u64, dst: &File, dst_off: u64, len: u64) -> i
                 // file system has no such operation. EINVAL and EPERM come back from some
                 // file systems (overlay, FUSE, NFS) for the same reasons; std's own
                 // `io::copy` falls back on the same set.
-                Some(libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL | libc::EPERM) => {
+                Some(
+                    libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL | libc::EPERM,
+                ) => {
                     return copy_with_buffer(src, src_off + done, dst, dst_off + done, len - done);
                 }
                 _ => return Err(err),
@@ -605,13 +615,20 @@ mod tests {
         std::fs::write(&src_path, &data).unwrap();
         std::fs::write(&dst_path, vec![0xAA; 100]).unwrap();
         let src = File::open(&src_path).unwrap();
-        let dst = OpenOptions::new().read(true).write(true).open(&dst_path).unwrap();
+        let dst = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&dst_path)
+            .unwrap();
 
         copy_with_buffer(&src, 10, &dst, 50, data.len() as u64 - 10).unwrap();
 
         let got = std::fs::read(&dst_path).unwrap();
         assert_eq!(got.len(), 50 + data.len() - 10);
-        assert!(got[..50].iter().all(|&b| b == 0xAA), "bytes before the offset changed");
+        assert!(
+            got[..50].iter().all(|&b| b == 0xAA),
+            "bytes before the offset changed"
+        );
         assert_eq!(&got[50..], &data[10..]);
     }
 
@@ -651,13 +668,19 @@ mod tests {
         write_all_vectored_at(&file, 1000, &bufs).unwrap();
         let got = std::fs::read(&path).unwrap();
         assert_eq!(got.len(), 1000 + data.len());
-        assert!(got[..1000].iter().all(|&b| b == 0), "a hole should read as zeros");
+        assert!(
+            got[..1000].iter().all(|&b| b == 0),
+            "a hole should read as zeros"
+        );
         assert_eq!(&got[1000..], &data[..]);
 
         // Nothing to write is fine and leaves the file alone.
         write_all_vectored_at(&file, 0, &[]).unwrap();
         write_all_vectored_at(&file, 0, &[Bytes::new()]).unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), 1000 + data.len() as u64);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            1000 + data.len() as u64
+        );
     }
 
     #[test]

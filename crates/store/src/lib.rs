@@ -36,7 +36,10 @@ use std::time::{Duration, SystemTime};
 fn full_upload() -> Upload {
     let id = UploadId::generate();
     let mut metadata = BTreeMap::new();
-    metadata.insert("filename".to_owned(), "季度报告 2024（终稿）.pdf".to_owned());
+    metadata.insert(
+        "filename".to_owned(),
+        "季度报告 2024（终稿）.pdf".to_owned(),
+    );
     metadata.insert("content-type".to_owned(), "application/pdf".to_owned());
     metadata.insert("empty".to_owned(), String::new());
     let mut staged = BTreeMap::new();
@@ -109,11 +112,22 @@ pub async fn meta_store_suite(store: Meta) {
     // Round trip of a record with every field set.
     let full = full_upload();
     let key = full.key.clone().expect("the sample has a key");
-    store.insert(&full).await.expect("insert of a new upload failed");
+    store
+        .insert(&full)
+        .await
+        .expect("insert of a new upload failed");
     let got = store.get(&full.id).await.expect("get failed");
-    assert_eq!(got.as_ref(), Some(&full), "get did not return the inserted upload unchanged");
+    assert_eq!(
+        got.as_ref(),
+        Some(&full),
+        "get did not return the inserted upload unchanged"
+    );
     let got = store.get_by_key(&key).await.expect("get_by_key failed");
-    assert_eq!(got.as_ref(), Some(&full), "get_by_key did not return the inserted upload unchanged");
+    assert_eq!(
+        got.as_ref(),
+        Some(&full),
+        "get_by_key did not return the inserted upload unchanged"
+    );
 
     // Duplicates: same id with another key, and another id with the same key.
     let mut same_id = plain_upload(UploadState::Receiving, Timestamp(5));
@@ -143,7 +157,10 @@ pub async fn meta_store_suite(store: Meta) {
     // Uploads without a key never conflict with each other.
     let keyless_a = plain_upload(UploadState::Receiving, Timestamp(5));
     let keyless_b = plain_upload(UploadState::Receiving, Timestamp(5));
-    store.insert(&keyless_a).await.expect("insert of an upload without key failed");
+    store
+        .insert(&keyless_a)
+        .await
+        .expect("insert of an upload without key failed");
     store
         .insert(&keyless_b)
         .await
@@ -155,8 +172,15 @@ pub async fn meta_store_suite(store: Meta) {
     updated.state = UploadState::Complete;
     updated.hash_progress = None;
     updated.content_digest = Some("ab".repeat(32));
-    updated.chunks.as_mut().expect("sample has chunks").staged.clear();
-    updated.metadata.insert("note".to_owned(), "已完成 ✓".to_owned());
+    updated
+        .chunks
+        .as_mut()
+        .expect("sample has chunks")
+        .staged
+        .clear();
+    updated
+        .metadata
+        .insert("note".to_owned(), "已完成 ✓".to_owned());
     updated.updated_at = Timestamp(1_700_000_200_000);
     updated.completed_at = Some(updated.updated_at);
     let new_key = format!("offset:{}", UploadId::generate());
@@ -168,7 +192,11 @@ pub async fn meta_store_suite(store: Meta) {
         "get after update did not return the updated record"
     );
     assert_eq!(
-        store.get_by_key(&new_key).await.expect("get_by_key failed").as_ref(),
+        store
+            .get_by_key(&new_key)
+            .await
+            .expect("get_by_key failed")
+            .as_ref(),
         Some(&updated),
         "get_by_key of the new key after update did not find the record"
     );
@@ -193,7 +221,10 @@ pub async fn meta_store_suite(store: Meta) {
 
     // Update of an unknown (deleted) upload is a no-op, not a resurrection.
     let ghost = plain_upload(UploadState::Receiving, Timestamp(5));
-    store.update(&ghost).await.expect("update of an unknown upload should be a no-op");
+    store
+        .update(&ghost)
+        .await
+        .expect("update of an unknown upload should be a no-op");
     assert_eq!(
         store.get(&ghost.id).await.expect("get failed"),
         None,
@@ -210,48 +241,121 @@ pub async fn meta_store_suite(store: Meta) {
         store.insert(u).await.expect("insert failed");
     }
     let stale = store.list_stale(cut).await.expect("list_stale failed");
-    assert!(stale.contains(&old_receiving.id), "list_stale missed an old receiving upload");
-    assert!(!stale.contains(&at_cut.id), "list_stale included an upload updated exactly at the cut-off");
-    assert!(!stale.contains(&new_receiving.id), "list_stale included a recently updated upload");
-    assert!(!stale.contains(&old_complete.id), "list_stale included a complete upload");
-    assert!(!stale.contains(&full.id), "list_stale included an upload completed by update");
-    let incomplete = store.list_incomplete().await.expect("list_incomplete failed");
-    for u in [&old_receiving, &at_cut, &new_receiving, &keyless_a, &keyless_b] {
-        assert!(incomplete.contains(&u.id), "list_incomplete missed a receiving upload");
+    assert!(
+        stale.contains(&old_receiving.id),
+        "list_stale missed an old receiving upload"
+    );
+    assert!(
+        !stale.contains(&at_cut.id),
+        "list_stale included an upload updated exactly at the cut-off"
+    );
+    assert!(
+        !stale.contains(&new_receiving.id),
+        "list_stale included a recently updated upload"
+    );
+    assert!(
+        !stale.contains(&old_complete.id),
+        "list_stale included a complete upload"
+    );
+    assert!(
+        !stale.contains(&full.id),
+        "list_stale included an upload completed by update"
+    );
+    let incomplete = store
+        .list_incomplete()
+        .await
+        .expect("list_incomplete failed");
+    for u in [
+        &old_receiving,
+        &at_cut,
+        &new_receiving,
+        &keyless_a,
+        &keyless_b,
+    ] {
+        assert!(
+            incomplete.contains(&u.id),
+            "list_incomplete missed a receiving upload"
+        );
     }
-    assert!(!incomplete.contains(&old_complete.id), "list_incomplete included a complete upload");
-    assert!(!incomplete.contains(&full.id), "list_incomplete included an upload completed by update");
+    assert!(
+        !incomplete.contains(&old_complete.id),
+        "list_incomplete included a complete upload"
+    );
+    assert!(
+        !incomplete.contains(&full.id),
+        "list_incomplete included an upload completed by update"
+    );
 
     // A receiving upload refreshed by update leaves the stale list.
     let mut refreshed = old_receiving.clone();
     refreshed.updated_at = Timestamp(4_000_000);
     store.update(&refreshed).await.expect("update failed");
     let stale = store.list_stale(cut).await.expect("list_stale failed");
-    assert!(!stale.contains(&old_receiving.id), "list_stale still lists an upload after update refreshed it");
+    assert!(
+        !stale.contains(&old_receiving.id),
+        "list_stale still lists an upload after update refreshed it"
+    );
 
     // Delete.
-    store.delete(&old_receiving.id).await.expect("delete failed");
-    assert_eq!(store.get(&old_receiving.id).await.expect("get failed"), None, "get found a deleted upload");
-    let incomplete = store.list_incomplete().await.expect("list_incomplete failed");
-    assert!(!incomplete.contains(&old_receiving.id), "list_incomplete lists a deleted upload");
+    store
+        .delete(&old_receiving.id)
+        .await
+        .expect("delete failed");
+    assert_eq!(
+        store.get(&old_receiving.id).await.expect("get failed"),
+        None,
+        "get found a deleted upload"
+    );
+    let incomplete = store
+        .list_incomplete()
+        .await
+        .expect("list_incomplete failed");
+    assert!(
+        !incomplete.contains(&old_receiving.id),
+        "list_incomplete lists a deleted upload"
+    );
     store.delete(&full.id).await.expect("delete failed");
-    assert_eq!(store.get_by_key(&new_key).await.expect("get_by_key failed"), None, "get_by_key found a deleted upload");
-    store.delete(&full.id).await.expect("delete of an already deleted upload should be a no-op");
+    assert_eq!(
+        store.get_by_key(&new_key).await.expect("get_by_key failed"),
+        None,
+        "get_by_key found a deleted upload"
+    );
+    store
+        .delete(&full.id)
+        .await
+        .expect("delete of an already deleted upload should be a no-op");
     // The key of a deleted upload is free again.
     let mut reuse = plain_upload(UploadState::Receiving, Timestamp(5));
     reuse.key = Some(new_key.clone());
-    store.insert(&reuse).await.expect("the key of a deleted upload should be free for reuse");
+    store
+        .insert(&reuse)
+        .await
+        .expect("the key of a deleted upload should be free for reuse");
 
     // Unknowns.
-    assert_eq!(store.get(&UploadId::generate()).await.expect("get failed"), None, "get of an unknown id should be None");
     assert_eq!(
-        store.get_by_key(&format!("chunk:{}", UploadId::generate())).await.expect("get_by_key failed"),
+        store.get(&UploadId::generate()).await.expect("get failed"),
+        None,
+        "get of an unknown id should be None"
+    );
+    assert_eq!(
+        store
+            .get_by_key(&format!("chunk:{}", UploadId::generate()))
+            .await
+            .expect("get_by_key failed"),
         None,
         "get_by_key of an unknown key should be None"
     );
 
     // Leave the store as found.
-    for u in [&keyless_a, &keyless_b, &at_cut, &new_receiving, &old_complete, &reuse] {
+    for u in [
+        &keyless_a,
+        &keyless_b,
+        &at_cut,
+        &new_receiving,
+        &old_complete,
+        &reuse,
+    ] {
         store.delete(&u.id).await.expect("delete failed");
     }
 }
@@ -280,15 +384,23 @@ fn split(data: &[u8], sizes: &[usize]) -> Vec<Bytes> {
 
 /// Runs blocking blob work on the blocking pool, as the engine does.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f).await.expect("blocking blob task panicked")
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("blocking blob task panicked")
 }
 
-async fn write(mut w: Box<dyn BlobWrite>, offset: u64, bufs: Vec<Bytes>, what: &str) -> Box<dyn BlobWrite> {
+async fn write(
+    mut w: Box<dyn BlobWrite>,
+    offset: u64,
+    bufs: Vec<Bytes>,
+    what: &str,
+) -> Box<dyn BlobWrite> {
     let what = what.to_owned();
     blocking(move || {
         w.write_at(offset, &bufs)
             .unwrap_or_else(|e| panic!("write_at of {what} failed: {e}"));
-        w.sync().unwrap_or_else(|e| panic!("sync after {what} failed: {e}"));
+        w.sync()
+            .unwrap_or_else(|e| panic!("sync after {what} failed: {e}"));
         w
     })
     .await
@@ -305,11 +417,19 @@ async fn read_blob(r: Arc<dyn BlobRead>) -> Vec<u8> {
             let n = r
                 .read_at(&mut out[at..end], at as u64)
                 .unwrap_or_else(|e| panic!("read_at({at}) failed: {e}"));
-            assert!(n > 0, "read_at({at}) returned 0 before the blob's length {len}");
+            assert!(
+                n > 0,
+                "read_at({at}) returned 0 before the blob's length {len}"
+            );
             at += n;
         }
         let mut probe = [0u8; 1];
-        assert_eq!(r.read_at(&mut probe, len as u64).expect("read_at at the end failed"), 0, "read_at at the end should return 0");
+        assert_eq!(
+            r.read_at(&mut probe, len as u64)
+                .expect("read_at at the end failed"),
+            0,
+            "read_at at the end should return 0"
+        );
         out
     })
     .await
@@ -323,7 +443,10 @@ async fn writer_read_back(w: Box<dyn BlobWrite>, len: usize) -> (Box<dyn BlobWri
             let n = w
                 .read_at(&mut out[at..], at as u64)
                 .unwrap_or_else(|e| panic!("BlobWrite::read_at({at}) failed: {e}"));
-            assert!(n > 0, "BlobWrite::read_at({at}) returned 0 inside written data");
+            assert!(
+                n > 0,
+                "BlobWrite::read_at({at}) returned 0 inside written data"
+            );
             at += n;
         }
         (w, out)
@@ -332,7 +455,13 @@ async fn writer_read_back(w: Box<dyn BlobWrite>, len: usize) -> (Box<dyn BlobWri
 }
 
 fn assert_same(got: &[u8], want: &[u8], what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length {} instead of {}", got.len(), want.len());
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: length {} instead of {}",
+        got.len(),
+        want.len()
+    );
     if let Some(i) = got.iter().zip(want).position(|(a, b)| a != b) {
         panic!("{what}: first differing byte at offset {i}");
     }
@@ -354,8 +483,14 @@ pub async fn blob_store_suite(store: Blobs) {
     let started = SystemTime::now();
 
     store.create(&id).await.expect("create failed");
-    store.create(&id).await.expect("create should be idempotent");
-    let empty = store.open(&id, BlobKind::Partial).await.expect("open of a fresh partial failed");
+    store
+        .create(&id)
+        .await
+        .expect("create should be idempotent");
+    let empty = store
+        .open(&id, BlobKind::Partial)
+        .await
+        .expect("open of a fresh partial failed");
     assert_eq!(empty.len(), 0, "a fresh partial blob should be empty");
 
     // Final file: head 0..40_000 | body 40_000..100_000 | tail 100_000..130_000 (staged).
@@ -377,18 +512,41 @@ pub async fn blob_store_suite(store: Blobs) {
     let (body_writer, back) = writer_read_back(body_writer, 100_000).await;
     assert_same(&back, &data[..100_000], "reading back through the writer");
     drop(body_writer);
-    let partial = store.open(&id, BlobKind::Partial).await.expect("open of the partial failed");
-    assert_same(&read_blob(partial).await, &data[..100_000], "the partial blob after out-of-order writes");
+    let partial = store
+        .open(&id, BlobKind::Partial)
+        .await
+        .expect("open of the partial failed");
+    assert_same(
+        &read_blob(partial).await,
+        &data[..100_000],
+        "the partial blob after out-of-order writes",
+    );
 
     // Staging: an earlier attempt is truncated away by the next staging_writer.
-    let junk = store.staging_writer(&id, 3).await.expect("staging_writer failed");
-    drop(write(junk, 0, vec![Bytes::from(vec![0xEE; 50_000])], "an abandoned staging attempt").await);
-    let staging = store.staging_writer(&id, 3).await.expect("second staging_writer failed");
+    let junk = store
+        .staging_writer(&id, 3)
+        .await
+        .expect("staging_writer failed");
+    drop(
+        write(
+            junk,
+            0,
+            vec![Bytes::from(vec![0xEE; 50_000])],
+            "an abandoned staging attempt",
+        )
+        .await,
+    );
+    let staging = store
+        .staging_writer(&id, 3)
+        .await
+        .expect("second staging_writer failed");
     let staging = write(staging, 0, split(tail, &[7_000, 3]), "the staged tail").await;
     let tail_len = tail.len() as u64;
     let staging = blocking(move || {
         let mut probe = [0u8; 1];
-        let n = staging.read_at(&mut probe, tail_len).expect("read_at past the staged bytes failed");
+        let n = staging
+            .read_at(&mut probe, tail_len)
+            .expect("read_at past the staged bytes failed");
         assert_eq!(n, 0, "staging_writer did not truncate an earlier attempt");
         staging
     })
@@ -398,28 +556,73 @@ pub async fn blob_store_suite(store: Blobs) {
         .place_staged(&id, 3, 100_000, tail_len)
         .await
         .expect("place_staged failed");
-    let partial = store.open(&id, BlobKind::Partial).await.expect("open of the partial failed");
-    assert_same(&read_blob(partial).await, &data, "the partial blob after place_staged");
+    let partial = store
+        .open(&id, BlobKind::Partial)
+        .await
+        .expect("open of the partial failed");
+    assert_same(
+        &read_blob(partial).await,
+        &data,
+        "the partial blob after place_staged",
+    );
 
     // A staged blob shorter than claimed must not be placed as if it were whole.
-    let short = store.staging_writer(&id, 7).await.expect("staging_writer failed");
-    drop(write(short, 0, vec![Bytes::from_static(b"only eleven")], "a short staged chunk").await);
+    let short = store
+        .staging_writer(&id, 7)
+        .await
+        .expect("staging_writer failed");
+    drop(
+        write(
+            short,
+            0,
+            vec![Bytes::from_static(b"only eleven")],
+            "a short staged chunk",
+        )
+        .await,
+    );
     assert!(
         store.place_staged(&id, 7, 0, 1_000).await.is_err(),
         "place_staged of a staging blob shorter than len should fail"
     );
-    let partial = store.open(&id, BlobKind::Partial).await.expect("open of the partial failed");
-    assert_same(&read_blob(partial).await, &data, "the partial blob after a refused place_staged");
+    let partial = store
+        .open(&id, BlobKind::Partial)
+        .await
+        .expect("open of the partial failed");
+    assert_same(
+        &read_blob(partial).await,
+        &data,
+        "the partial blob after a refused place_staged",
+    );
 
     // Publish, twice.
     store.publish(&id).await.expect("publish failed");
-    let complete = store.open(&id, BlobKind::Complete).await.expect("open of the complete blob failed");
-    assert_eq!(complete.len(), data.len() as u64, "complete blob has the wrong length");
+    let complete = store
+        .open(&id, BlobKind::Complete)
+        .await
+        .expect("open of the complete blob failed");
+    assert_eq!(
+        complete.len(),
+        data.len() as u64,
+        "complete blob has the wrong length"
+    );
     assert_same(&read_blob(complete).await, &data, "the complete blob");
-    expect_not_found(store.open(&id, BlobKind::Partial).await, "open(Partial) after publish");
-    store.publish(&id).await.expect("publish of an already published upload should be Ok");
-    let complete = store.open(&id, BlobKind::Complete).await.expect("open after the second publish failed");
-    assert_same(&read_blob(complete).await, &data, "the complete blob after a second publish");
+    expect_not_found(
+        store.open(&id, BlobKind::Partial).await,
+        "open(Partial) after publish",
+    );
+    store
+        .publish(&id)
+        .await
+        .expect("publish of an already published upload should be Ok");
+    let complete = store
+        .open(&id, BlobKind::Complete)
+        .await
+        .expect("open after the second publish failed");
+    assert_same(
+        &read_blob(complete).await,
+        &data,
+        "the complete blob after a second publish",
+    );
     let modified = store.modified(&id).await.expect("modified failed");
     let slack = Duration::from_secs(120);
     assert!(
@@ -429,19 +632,43 @@ pub async fn blob_store_suite(store: Blobs) {
 
     // Delete everything, twice.
     store.delete(&id).await.expect("delete failed");
-    expect_not_found(store.open(&id, BlobKind::Complete).await, "open(Complete) after delete");
-    expect_not_found(store.open(&id, BlobKind::Partial).await, "open(Partial) after delete");
-    assert!(store.modified(&id).await.is_err(), "modified() of a deleted blob should fail");
+    expect_not_found(
+        store.open(&id, BlobKind::Complete).await,
+        "open(Complete) after delete",
+    );
+    expect_not_found(
+        store.open(&id, BlobKind::Partial).await,
+        "open(Partial) after delete",
+    );
+    assert!(
+        store.modified(&id).await.is_err(),
+        "modified() of a deleted blob should fail"
+    );
     assert!(
         store.place_staged(&id, 7, 0, 11).await.is_err(),
         "a staging blob survived delete"
     );
-    store.delete(&id).await.expect("delete of a deleted upload should be Ok");
+    store
+        .delete(&id)
+        .await
+        .expect("delete of a deleted upload should be Ok");
 
     // Publish of nothing is an error, not a silent success.
     let missing = UploadId::generate();
-    assert!(store.publish(&missing).await.is_err(), "publish of an unknown upload should fail");
-    expect_not_found(store.open(&missing, BlobKind::Partial).await, "open(Partial) of an unknown upload");
-    expect_not_found(store.open(&missing, BlobKind::Complete).await, "open(Complete) of an unknown upload");
-    store.delete(&missing).await.expect("delete of an unknown upload should be Ok");
+    assert!(
+        store.publish(&missing).await.is_err(),
+        "publish of an unknown upload should fail"
+    );
+    expect_not_found(
+        store.open(&missing, BlobKind::Partial).await,
+        "open(Partial) of an unknown upload",
+    );
+    expect_not_found(
+        store.open(&missing, BlobKind::Complete).await,
+        "open(Complete) of an unknown upload",
+    );
+    store
+        .delete(&missing)
+        .await
+        .expect("delete of an unknown upload should be Ok");
 }

@@ -136,7 +136,8 @@ pub fn migrate(conn: &mut Connection) -> Result<(), MetaError> {
         // the other way round.
         let tx = conn.transaction().map_err(backend)?;
         tx.execute_batch(sql).map_err(backend)?;
-        tx.pragma_update(None, "user_version", to).map_err(backend)?;
+        tx.pragma_update(None, "user_version", to)
+            .map_err(backend)?;
         tx.commit().map_err(backend)?;
         tracing::info!(from, to, "migrated the metadata schema");
     }
@@ -177,8 +178,9 @@ struct Row {
 impl Row {
     fn of(upload: &Upload) -> Result<Self, MetaError> {
         Ok(Row {
-            record: serde_json::to_string(upload)
-                .map_err(|e| MetaError::Backend(format!("cannot encode upload {}: {e}", upload.id)))?,
+            record: serde_json::to_string(upload).map_err(|e| {
+                MetaError::Backend(format!("cannot encode upload {}: {e}", upload.id))
+            })?,
             state: state_name(upload.state),
             dialect: upload.dialect.name(),
         })
@@ -199,7 +201,11 @@ fn get_where(conn: &Connection, column: &str, value: &str) -> Result<Option<Uplo
     json.as_deref().map(decode).transpose()
 }
 
-fn ids(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<UploadId>, MetaError> {
+fn ids(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<UploadId>, MetaError> {
     let mut st = conn.prepare_cached(sql).map_err(backend)?;
     let rows = st
         .query_map(params, |row| row.get::<_, String>(0))
@@ -223,7 +229,14 @@ impl MetaStore for SqliteMetaStore {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )
             .and_then(|mut st| {
-                st.execute(params![id.as_str(), key, row.state, row.dialect, updated_at, row.record])
+                st.execute(params![
+                    id.as_str(),
+                    key,
+                    row.state,
+                    row.dialect,
+                    updated_at,
+                    row.record
+                ])
             })
             .map_err(write_error)?;
             Ok(())
@@ -255,7 +268,14 @@ impl MetaStore for SqliteMetaStore {
                  WHERE id = ?1",
             )
             .and_then(|mut st| {
-                st.execute(params![id.as_str(), key, row.state, row.dialect, updated_at, row.record])
+                st.execute(params![
+                    id.as_str(),
+                    key,
+                    row.state,
+                    row.dialect,
+                    updated_at,
+                    row.record
+                ])
             })
             .map_err(write_error)?;
             Ok(())

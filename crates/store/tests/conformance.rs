@@ -91,12 +91,20 @@ async fn fs_layout_is_the_documented_one() {
     // place_staged removes exactly the staging file it placed.
     store.place_staged(&a, 12, 5, 10).await.unwrap();
     assert!(!root.join("staging").join(format!("{a}.12")).exists());
-    assert_eq!(std::fs::read(root.join("partial").join(a.as_str())).unwrap(), b"\0\0\0\0\x000123456789");
+    assert_eq!(
+        std::fs::read(root.join("partial").join(a.as_str())).unwrap(),
+        b"\0\0\0\0\x000123456789"
+    );
 
     // publish moves the file between directories.
     store.publish(&a).await.unwrap();
     assert!(!root.join("partial").join(a.as_str()).exists());
-    assert_eq!(std::fs::read(root.join("complete").join(a.as_str())).unwrap().len(), 15);
+    assert_eq!(
+        std::fs::read(root.join("complete").join(a.as_str()))
+            .unwrap()
+            .len(),
+        15
+    );
 
     // delete removes a's files, including its remaining staging chunk, and nothing of b's.
     store.delete(&a).await.unwrap();
@@ -134,8 +142,14 @@ async fn sqlite_data_survives_reopening() {
     }
     let store = SqliteMetaStore::open(&path).unwrap();
     assert_eq!(store.get(&upload.id).await.unwrap(), Some(upload.clone()));
-    assert_eq!(store.get_by_key("offset:abc").await.unwrap(), Some(upload.clone()));
-    assert_eq!(store.list_incomplete().await.unwrap(), [upload.id.clone()]);
+    assert_eq!(
+        store.get_by_key("offset:abc").await.unwrap(),
+        Some(upload.clone())
+    );
+    assert_eq!(
+        store.list_incomplete().await.unwrap(),
+        vec![upload.id.clone()]
+    );
     // Constraints survive too.
     let dup = sample(Some("offset:abc"));
     assert!(matches!(store.insert(&dup).await, Err(MetaError::Conflict)));

@@ -1,0 +1,247 @@
+//! `ferry serve` configuration (SPEC §1): flags, `FERRY_<FLAG>` environment variables and an
+//! optional `ferry.toml`, in that order of precedence (flag > environment > file > default).
+
+use anyhow::{Context, bail};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, parser::ValueSource};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Args, Clone, Debug)]
+pub struct ServeArgs {
+    /// Address to bind.
+    #[arg(long, env = "FERRY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Where the default store and database live.
+    #[arg(long, env = "FERRY_DATA_DIR", default_value = "./ferry-data")]
+    pub data_dir: PathBuf,
+    /// Upload metadata: `sqlite://PATH` (default `sqlite://<data-dir>/ferry.db`).
+    #[arg(long, env = "FERRY_DATABASE")]
+    pub database: Option<String>,
+    /// File bytes: `file://PATH` (default `file://<data-dir>/files`).
+    #[arg(long, env = "FERRY_STORAGE")]
+    pub storage: Option<String>,
+    /// S3-compatible endpoint for `s3://` storage.
+    #[arg(long, env = "FERRY_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// Larger declared sizes are refused before any byte is stored (e.g. `1TiB`, `500MB`).
+    #[arg(long, env = "FERRY_MAX_UPLOAD_SIZE", default_value = "1TiB", value_parser = parse_size)]
+    pub max_upload_size: u64,
+    /// Incomplete uploads idle longer than this are removed (e.g. `24h`, `30m`; `0` keeps them).
+    #[arg(long, env = "FERRY_EXPIRE_INCOMPLETE", default_value = "24h", value_parser = parse_duration)]
+    pub expire_incomplete: Duration,
+    /// Base for URLs the server hands out, when behind a proxy (default: from the request).
+    #[arg(long, env = "FERRY_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// A bearer token that upload requests must carry.
+    #[arg(long, env = "FERRY_AUTH_TOKEN")]
+    pub auth_token: Option<String>,
+    /// A file with one bearer token per line.
+    #[arg(long, env = "FERRY_AUTH_TOKENS_FILE")]
+    pub auth_tokens_file: Option<PathBuf>,
+    /// Allow listening on a non-loopback address without tokens.
+    #[arg(long, env = "FERRY_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+    /// Log format: `text` or `json` (filter with RUST_LOG).
+    #[arg(long, env = "FERRY_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+    /// Configuration file (default: `./ferry.toml` when it exists).
+    #[arg(long, env = "FERRY_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// Standalone parser used to apply `ferry.toml` underneath flags and environment.
+#[derive(Parser, Debug)]
+#[command(name = "ferry serve")]
+struct ServeCli {
+    #[command(flatten)]
+    args: ServeArgs,
+}
+
+impl ServeArgs {
+    /// Fills every option still at its default from `ferry.toml` (or `--config`).
+    pub fn with_config_file(self, matches: &ArgMatches) -> anyhow::Result<Self> {
+        let explicit = self.config.is_some();
+        let path = self.config.clone().unwrap_or_else(|| PathBuf::from("ferry.toml"));
+        if !explicit && !path.exists() {
+            return Ok(self);
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        let table: toml::Table =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let mut argv = vec!["ferry-serve".to_owned()];
+        for (key, value) in &table {
+            let flag = key.replace('_', "-");
+            let id = flag.replace('-', "_");
+            if ServeCli::command()
+                .get_arguments()
+                .all(|a| a.get_id().as_str() != id)
+            {
+                bail!("{}: unknown setting {key:?}", path.display());
+            }
+            // Flags and environment win over the file.
+            if matches!(
+                matches.value_source(&id),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            ) {
+                continue;
+            }
+            match value {
+                toml::Value::Boolean(true) => argv.push(format!("--{flag}")),
+                toml::Value::Boolean(false) => {}
+                toml::Value::String(s) => argv.push(format!("--{flag}={s}")),
+                toml::Value::Integer(i) => argv.push(format!("--{flag}={i}")),
+                other => bail!("{}: {key} has an unsupported value {other}", path.display()),
+            }
+        }
+        let file_matches = ServeCli::command()
+            .try_get_matches_from(&argv)
+            .with_context(|| format!("in {}", path.display()))?;
+        let mut merged = ServeArgs::from_arg_matches(&file_matches)?;
+        // Re-apply what came from flags or the environment.
+        let own = ServeArgs::from_arg_matches(matches)?;
+        macro_rules! keep {
+            ($($f:ident),*) => {$(
+                if matches!(matches.value_source(stringify!($f)), Some(ValueSource::CommandLine | ValueSource::EnvVariable)) {
+                    merged.$f = own.$f.clone();
+                }
+            )*};
+        }
+        keep!(
+            listen,
+            data_dir,
+            database,
+            storage,
+            s3_endpoint,
+            max_upload_size,
+            expire_incomplete,
+            public_url,
+            auth_token,
+            auth_tokens_file,
+            insecure_no_auth,
+            log_format
+        );
+        merged.config = Some(path);
+        Ok(merged)
+    }
+
+    pub fn listen_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.listen
+            .parse()
+            .with_context(|| format!("--listen {:?} is not an address like 127.0.0.1:8080", self.listen))
+    }
+
+    /// The SQLite path of `--database`.
+    pub fn sqlite_path(&self) -> anyhow::Result<PathBuf> {
+        match &self.database {
+            None => Ok(self.data_dir.join("ferry.db")),
+            Some(url) => match url.strip_prefix("sqlite://") {
+                Some(p) => Ok(PathBuf::from(p)),
+                None if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                    bail!("--database {url}: PostgreSQL support is not built into this version yet; use sqlite://PATH")
+                }
+                None => bail!("--database {url}: expected sqlite://PATH"),
+            },
+        }
+    }
+
+    /// The directory of `--storage`.
+    pub fn storage_dir(&self) -> anyhow::Result<PathBuf> {
+        match &self.storage {
+            None => Ok(self.data_dir.join("files")),
+            Some(url) => match url.strip_prefix("file://") {
+                Some(p) => Ok(PathBuf::from(p)),
+                None if url.starts_with("s3://") => {
+                    bail!("--storage {url}: S3 storage is not built into this version yet; use file://PATH")
+                }
+                None => bail!("--storage {url}: expected file://PATH"),
+            },
+        }
+    }
+
+    /// Bearer tokens from `--auth-token` and `--auth-tokens-file`.
+    pub fn tokens(&self) -> anyhow::Result<Vec<String>> {
+        let mut tokens: Vec<String> = self.auth_token.iter().cloned().collect();
+        if let Some(path) = &self.auth_tokens_file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading tokens file {}", path.display()))?;
+            tokens.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_owned),
+            );
+        }
+        Ok(tokens)
+    }
+
+    /// Settings suitable for tests: everything under `dir`, no expiry.
+    pub fn for_dir(dir: &Path) -> Self {
+        let cli = ServeCli::parse_from(["ferry-serve"]);
+        ServeArgs {
+            data_dir: dir.to_owned(),
+            expire_incomplete: Duration::ZERO,
+            ..cli.args
+        }
+    }
+}
+
+/// Parses sizes like `1073741824`, `500MB`, `5MiB`, `1TiB` (binary and decimal units).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 500MB or 1TiB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
+        _ => return Err(format!("{s:?}: unknown unit (use B, KB, KiB, MB, MiB, GB, GiB, TB, TiB)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Parses durations like `24h`, `30m`, `90s`, `7d`, `0`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 24h or 30m"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => return Ok(Duration::from_millis(n)),
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("{s:?}: unknown unit (use ms, s, m, h, d)")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations_parse() {
+        assert_eq!(parse_size("1TiB").unwrap(), 1 << 40);
+        assert_eq!(parse_size("500MB").unwrap(), 500_000_000);
+        assert_eq!(parse_size("42").unwrap(), 42);
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("99999999999TiB").is_err());
+        assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86400));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert!(parse_duration("1y").is_err());
+    }
+}

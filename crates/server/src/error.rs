@@ -1,0 +1,102 @@
+//! Engine errors → HTTP. This is the only place that chooses status codes; each dialect then
+//! renders the error in its own body format (the chunk dialect's `{code,msg,data}` envelope,
+//! JSON problem objects elsewhere).
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use ferry_core::EngineError;
+use ferry_core::handshake::Envelope;
+use serde_json::json;
+
+/// An error on its way to a client: a status, a stable code and a sentence.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    /// Bytes the upload holds, for offset errors (sent as `X-Upload-Offset` and in the body).
+    pub offset: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            offset: None,
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// Renders as the chunk dialect's envelope: `code` is the HTTP status (SPEC §2.1).
+    pub fn into_envelope(self) -> Response {
+        let status = self.status;
+        let body = Envelope::<Option<()>> {
+            code: status.as_u16(),
+            msg: self.message,
+            data: None,
+            error: Some(self.code.to_owned()),
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        let status = match &e {
+            EngineError::NotFound => StatusCode::NOT_FOUND,
+            EngineError::AlreadyComplete => StatusCode::CONFLICT,
+            EngineError::OffsetMismatch { .. } => StatusCode::CONFLICT,
+            EngineError::Busy => StatusCode::CONFLICT,
+            EngineError::PastLength { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            EngineError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            EngineError::LengthMismatch { .. } => StatusCode::CONFLICT,
+            EngineError::UnknownChunk(_) => StatusCode::CONFLICT,
+            EngineError::ChunkDigestMismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            EngineError::ChunkSize(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            EngineError::FileDigestMismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            EngineError::BodyInterrupted { .. } => StatusCode::BAD_REQUEST,
+            EngineError::Invalid(_) => StatusCode::BAD_REQUEST,
+            EngineError::Storage(_) | EngineError::Meta(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        // Infrastructure details go to the log, never to the client.
+        let message = if e.is_internal() {
+            tracing::error!(error = ?e, "internal error");
+            "the server could not store the data; please retry later".to_owned()
+        } else {
+            e.to_string()
+        };
+        let offset = match &e {
+            EngineError::OffsetMismatch { held, .. } => Some(*held),
+            _ => None,
+        };
+        ApiError {
+            status,
+            code: e.code(),
+            message,
+            offset,
+        }
+    }
+}
+
+/// Plain JSON rendering for the non-envelope fronts:
+/// `{"error": "<code>", "message": "<sentence>"[, "offset": N]}`.
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.code, "message": self.message });
+        if let Some(o) = self.offset {
+            body["offset"] = json!(o);
+        }
+        let mut resp = (self.status, Json(body)).into_response();
+        if let Some(o) = self.offset {
+            resp.headers_mut()
+                .insert("x-upload-offset", HeaderValue::from(o));
+        }
+        resp
+    }
+}

@@ -1,0 +1,229 @@
+//! The byte-offset resume dialect (SPEC §2.2), as the seed articles' clients speak it.
+//!
+//! - `GET /api/upload/status` with `X-File-Id` → `text/plain`: bytes held durably from the
+//!   start of the file (0 when unknown), i.e. where an appending client resumes.
+//! - `POST /api/upload` with `X-File-Id` and `X-Start-Byte: N` and a raw body: appended at N,
+//!   which must equal the held count (else 409 with the held count).
+//! - The same with `Content-Range: bytes first-last/total` instead: chunks may arrive out of
+//!   order and in parallel; bytes already held are not rewritten.
+//!
+//! `X-File-Size` (or the `/total` of `Content-Range`) declares the total; when every byte is
+//! held the upload completes and the answer carries its URL (`/files/<id>`).
+
+use crate::AppState;
+use crate::error::ApiError;
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use ferry_core::EngineError;
+use ferry_core::engine::{NewUpload, WriteMode};
+use ferry_core::http_range::{ContentRangeError, parse_content_range};
+use ferry_core::upload::{Dialect, Upload};
+use futures_util::StreamExt;
+use serde_json::json;
+
+/// Longest accepted `X-File-Id` (clients use `name-size-mtime`).
+const MAX_CLIENT_ID: usize = 1024;
+
+fn key_for(client_id: &str) -> String {
+    format!("offset:{client_id}")
+}
+
+/// The client's `X-File-Id`: any printable text (UTF-8 names included), bounded in length.
+fn client_id(headers: &HeaderMap) -> Result<String, ApiError> {
+    let raw = headers.get("x-file-id").ok_or_else(|| {
+        ApiError::bad_request("file_id_required", "X-File-Id is missing: send an id for the file, e.g. name-size-lastModified")
+    })?;
+    let id = std::str::from_utf8(raw.as_bytes())
+        .ok()
+        .map(str::trim)
+        .filter(|s| !s.is_empty() && s.len() <= MAX_CLIENT_ID && !s.chars().any(char::is_control))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_file_id",
+                format!("X-File-Id must be 1 to {MAX_CLIENT_ID} bytes of printable UTF-8 text"),
+            )
+        })?;
+    Ok(id.to_owned())
+}
+
+/// A non-negative decimal below 2^63 (no sign, no spaces, no exponent).
+fn header_u64(headers: &HeaderMap, name: &'static str) -> Result<Option<u64>, ApiError> {
+    let Some(v) = headers.get(name) else {
+        return Ok(None);
+    };
+    let s = v.to_str().unwrap_or("").trim();
+    if s.is_empty() || s.len() > 19 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::bad_request(
+            "invalid_number",
+            format!("{name} must be a non-negative whole number of bytes below 2^63, not {s:?}"),
+        ));
+    }
+    s.parse::<u64>()
+        .ok()
+        .filter(|n| *n < 1 << 63)
+        .map(Some)
+        .ok_or_else(|| ApiError::bad_request("invalid_number", format!("{name} is too large")))
+}
+
+/// `GET /api/upload/status`.
+pub async fn status(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let id = match client_id(&headers) {
+        Ok(id) => id,
+        Err(e) => return e.into_response(),
+    };
+    match state.engine.find(&key_for(&id)).await {
+        Ok(found) => {
+            let held = found.as_ref().map_or(0, Upload::offset);
+            let mut resp = (
+                [(CONTENT_TYPE, "text/plain; charset=utf-8")],
+                held.to_string(),
+            )
+                .into_response();
+            let h = resp.headers_mut();
+            h.insert("x-upload-offset", held.into());
+            if let Some(u) = &found {
+                h.insert("x-received-bytes", u.held.covered().into());
+                if let Some(len) = u.length {
+                    h.insert("x-file-size", len.into());
+                }
+            }
+            h.insert("cache-control", "no-store".parse().expect("static"));
+            resp
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+fn summary(state: &AppState, headers: &HeaderMap, client_id: &str, u: &Upload) -> Response {
+    let missing: Vec<[u64; 2]> = u.missing().iter().map(|r| [r.start, r.end - 1]).collect();
+    let url = u
+        .is_complete()
+        .then(|| format!("{}/files/{}", state.base_url(headers), u.id));
+    let mut resp = Json(json!({
+        "fileId": client_id,
+        "offset": u.offset(),
+        "received": u.held.covered(),
+        "size": u.length,
+        "complete": u.is_complete(),
+        "missing": missing,
+        "url": url,
+    }))
+    .into_response();
+    resp.headers_mut().insert("x-upload-offset", u.offset().into());
+    resp
+}
+
+/// `POST /api/upload` (raw body with `X-File-Id`).
+pub async fn upload(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let headers = req.headers().clone();
+    let id = client_id(&headers)?;
+    let start_byte = header_u64(&headers, "x-start-byte")?;
+    let declared_size = header_u64(&headers, "x-file-size")?;
+    let body_len = header_u64(&headers, CONTENT_LENGTH.as_str())?;
+    let range = match headers.get(CONTENT_RANGE) {
+        None => None,
+        Some(v) => Some(parse_content_range(v.to_str().unwrap_or("")).map_err(|e| match e {
+            ContentRangeError::PastTotal => ApiError::bad_request(
+                "range_past_total",
+                "Content-Range ends past its own total; the last byte index must be below the total",
+            ),
+            _ => ApiError::bad_request(
+                "invalid_content_range",
+                format!("Content-Range must look like \"bytes 0-1048575/5000000\": {e}"),
+            ),
+        })?),
+    };
+    let total = match (range.and_then(|r| r.total), declared_size) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(ApiError::bad_request(
+                "length_mismatch",
+                format!("Content-Range says the file has {a} bytes but X-File-Size says {b}"),
+            ));
+        }
+        (a, b) => a.or(b),
+    };
+    let mode = match (range, start_byte) {
+        (Some(r), Some(s)) if s != r.first => {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "X-Start-Byte and Content-Range disagree; send one of them",
+            ));
+        }
+        (Some(r), _) => {
+            let len = r.last - r.first + 1;
+            if body_len.is_some_and(|n| n != len) {
+                return Err(ApiError::bad_request(
+                    "length_mismatch",
+                    format!("Content-Range covers {len} bytes but the body has {}", body_len.unwrap_or(0)),
+                ));
+            }
+            WriteMode::At { start: r.first, len }
+        }
+        (None, Some(s)) => WriteMode::Append { offset: s },
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "offset_required",
+                "send X-Start-Byte (append at the held count from /api/upload/status) or Content-Range",
+            ));
+        }
+    };
+    let end = match mode {
+        WriteMode::Append { offset } => body_len.map(|n| offset.saturating_add(n)),
+        WriteMode::At { start, len } => Some(start.saturating_add(len)),
+    };
+    if let (Some(end), Some(total)) = (end, total) {
+        if end > total {
+            return Err(EngineError::PastLength { length: total, end }.into());
+        }
+    }
+    if let Some(t) = total {
+        let max = state.engine.config().max_upload_size;
+        if t > max {
+            return Err(EngineError::TooLarge { size: t, max }.into());
+        }
+    }
+
+    let key = key_for(&id);
+    let mut u = match state.engine.find(&key).await? {
+        Some(u) => u,
+        None => {
+            let mut new = NewUpload::new(Dialect::Offset);
+            new.key = Some(key);
+            new.length = total;
+            state.engine.create(new).await?.0
+        }
+    };
+    if let Some(t) = total {
+        if u.length != Some(t) {
+            u = state.engine.set_length(&u.id, t).await?;
+        }
+    }
+    if u.is_complete() {
+        // A retry of a request that already completed the file: answer as it would have.
+        let fits = match mode {
+            WriteMode::Append { offset } => Some(offset) == u.length,
+            WriteMode::At { start, len } => u.held.contains(start..start + len),
+        };
+        if !fits {
+            return Err(EngineError::OffsetMismatch {
+                held: u.offset(),
+                got: match mode {
+                    WriteMode::Append { offset } => offset,
+                    WriteMode::At { start, .. } => start,
+                },
+            }
+            .into());
+        }
+        let mut body = req.into_body().into_data_stream();
+        while let Some(Ok(_)) = body.next().await {}
+        return Ok(summary(&state, &headers, &id, &u));
+    }
+    let body = req.into_body().into_data_stream();
+    match state.engine.write(&u.id, mode, body).await {
+        Ok(out) => Ok(summary(&state, &headers, &id, &out.upload)),
+        Err(e) => Err(e.into()),
+    }
+}
