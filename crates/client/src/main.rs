@@ -4,7 +4,11 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use ferry_server::config::ServeArgs;
 
 #[derive(Parser)]
-#[command(name = "ferry", version, about = "Resumable large-file transfers: server and clients")]
+#[command(
+    name = "ferry",
+    version,
+    about = "Resumable large-file transfers: server and clients"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

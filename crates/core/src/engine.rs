@@ -328,10 +328,10 @@ impl Engine {
         if u.is_complete() {
             return Ok(u);
         }
-        if let (Some(known), Some(given)) = (u.length, length) {
-            if known != given {
-                return Err(EngineError::LengthMismatch { known, given });
-            }
+        if let (Some(known), Some(given)) = (u.length, length)
+            && known != given
+        {
+            return Err(EngineError::LengthMismatch { known, given });
         }
         if let Some(given) = length {
             self.check_size(given)?;
@@ -445,12 +445,17 @@ impl Engine {
             synced?;
             let whole = worker.whole.take();
             let u = self
-                .commit(id, &reservation.lock, |u| {
-                    for r in &accepted_ranges {
-                        u.held.insert(r.clone());
-                    }
-                    Ok(())
-                }, whole.as_ref())
+                .commit(
+                    id,
+                    &reservation.lock,
+                    |u| {
+                        for r in &accepted_ranges {
+                            u.held.insert(r.clone());
+                        }
+                        Ok(())
+                    },
+                    whole.as_ref(),
+                )
                 .await;
             if let Some(mut g) = guard {
                 *g = if u.is_ok() { whole } else { None };
@@ -653,8 +658,10 @@ impl Engine {
                         }
                         Ok(())
                     }
-                    ChunkDest::OpenAtZero => learn_chunk(u, 0, received, n, self.0.cfg.max_upload_size)
-                        .map(|()| u.held.insert(0..received)),
+                    ChunkDest::OpenAtZero => {
+                        learn_chunk(u, 0, received, n, self.0.cfg.max_upload_size)
+                            .map(|()| u.held.insert(0..received))
+                    }
                     ChunkDest::Staged(i) => {
                         learn_chunk(u, *i, received, n, self.0.cfg.max_upload_size)?;
                         if let Some(c) = u.chunks.as_mut() {
@@ -701,12 +708,17 @@ impl Engine {
                 // The staged chunk does not fit the layout learnt since; drop it so the
                 // client sends it again.
                 last = self
-                    .commit(&id, &self.0.locks.entry(&id), |u| {
-                        if let Some(c) = u.chunks.as_mut() {
-                            c.staged.remove(&i);
-                        }
-                        Ok(())
-                    }, None)
+                    .commit(
+                        &id,
+                        &self.0.locks.entry(&id),
+                        |u| {
+                            if let Some(c) = u.chunks.as_mut() {
+                                c.staged.remove(&i);
+                            }
+                            Ok(())
+                        },
+                        None,
+                    )
                     .await?;
                 continue;
             }
@@ -715,15 +727,42 @@ impl Engine {
             let Some(res) = self.0.locks.reserve(&id, vec![span.clone()]) else {
                 continue;
             };
-            self.0.blobs.place_staged(&id, i, span.start, len).await?;
+            match self.0.blobs.place_staged(&id, i, span.start, len).await {
+                Ok(()) => {}
+                // A crash after the staging blob was consumed but before this commit: the
+                // record still lists the chunk. Forget it so the client sends it again
+                // rather than leaving the upload stuck.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    last = self
+                        .commit(
+                            &id,
+                            &res.lock,
+                            |u| {
+                                if let Some(c) = u.chunks.as_mut() {
+                                    c.staged.remove(&i);
+                                }
+                                Ok(())
+                            },
+                            None,
+                        )
+                        .await?;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
             last = self
-                .commit(&id, &res.lock, |u| {
-                    if let Some(c) = u.chunks.as_mut() {
-                        c.staged.remove(&i);
-                    }
-                    u.held.insert(span.clone());
-                    Ok(())
-                }, None)
+                .commit(
+                    &id,
+                    &res.lock,
+                    |u| {
+                        if let Some(c) = u.chunks.as_mut() {
+                            c.staged.remove(&i);
+                        }
+                        u.held.insert(span.clone());
+                        Ok(())
+                    },
+                    None,
+                )
                 .await?;
         }
         Ok(last)
@@ -758,10 +797,11 @@ impl Engine {
     /// After a commit: finish the upload when every byte is held, otherwise let the hasher
     /// catch up with bytes that arrived out of order.
     async fn after_commit(&self, u: Upload) -> Result<Upload, EngineError> {
-        if let Some(len) = u.length {
-            if u.held.is_complete(len) && !u.is_complete() {
-                return self.finalize(&u.id).await;
-            }
+        if let Some(len) = u.length
+            && u.held.is_complete(len)
+            && !u.is_complete()
+        {
+            return self.finalize(&u.id).await;
         }
         let hashed = u.hash_progress.as_ref().map_or(0, |p| p.position);
         if u.held.prefix_end() > hashed {
@@ -867,7 +907,9 @@ impl Engine {
         if u.is_complete() {
             return Ok(u);
         }
-        let len = u.length.ok_or_else(|| EngineError::Invalid("length unknown".into()))?;
+        let len = u
+            .length
+            .ok_or_else(|| EngineError::Invalid("length unknown".into()))?;
         if !u.held.is_complete(len) {
             return Ok(u);
         }
@@ -889,17 +931,17 @@ impl Engine {
             hasher = self.hash_range(blob, hasher, len).await?;
         }
         let digest = hasher.finalize_hex();
-        if let Some(declared) = &u.declared {
-            if declared.hex != digest {
-                tracing::warn!(%id, expected = %declared.hex, actual = %digest, "whole-file digest mismatch; upload discarded");
-                self.0.blobs.delete(id).await?;
-                self.0.meta.delete(id).await?;
-                Stats::add(&self.0.stats.failed, u.dialect, 1);
-                return Err(EngineError::FileDigestMismatch {
-                    expected: declared.hex.clone(),
-                    actual: digest,
-                });
-            }
+        if let Some(declared) = &u.declared
+            && declared.hex != digest
+        {
+            tracing::warn!(%id, expected = %declared.hex, actual = %digest, "whole-file digest mismatch; upload discarded");
+            self.0.blobs.delete(id).await?;
+            self.0.meta.delete(id).await?;
+            Stats::add(&self.0.stats.failed, u.dialect, 1);
+            return Err(EngineError::FileDigestMismatch {
+                expected: declared.hex.clone(),
+                actual: digest,
+            });
         }
         self.0.blobs.publish(id).await?;
         let now = Timestamp::now();
@@ -940,13 +982,14 @@ impl Engine {
             };
             let u = self.get(&id).await;
             drop(res);
-            if let Ok(u) = u {
-                if u.updated_at < before && !u.is_complete() {
-                    self.delete(&id).await?;
-                    Stats::add(&self.0.stats.failed, u.dialect, 1);
-                    tracing::info!(%id, "expired incomplete upload removed");
-                    removed += 1;
-                }
+            if let Ok(u) = u
+                && u.updated_at < before
+                && !u.is_complete()
+            {
+                self.delete(&id).await?;
+                Stats::add(&self.0.stats.failed, u.dialect, 1);
+                tracing::info!(%id, "expired incomplete upload removed");
+                removed += 1;
             }
         }
         Ok(removed)
@@ -958,12 +1001,12 @@ impl Engine {
         let mut done = 0;
         for id in self.0.meta.list_incomplete().await? {
             let Ok(u) = self.get(&id).await else { continue };
-            if let Some(len) = u.length {
-                if u.held.is_complete(len) {
-                    match self.finalize(&id).await {
-                        Ok(_) => done += 1,
-                        Err(e) => tracing::warn!(%id, error = %e, "recovery could not finish upload"),
-                    }
+            if let Some(len) = u.length
+                && u.held.is_complete(len)
+            {
+                match self.finalize(&id).await {
+                    Ok(_) => done += 1,
+                    Err(e) => tracing::warn!(%id, error = %e, "recovery could not finish upload"),
                 }
             }
         }
@@ -1142,7 +1185,10 @@ async fn sync_worker(mut w: Worker) -> (Worker, std::io::Result<()>) {
     }
 }
 
-fn restore_hasher(guard: Option<tokio::sync::MutexGuard<'_, Option<Hasher>>>, backup: Option<Hasher>) {
+fn restore_hasher(
+    guard: Option<tokio::sync::MutexGuard<'_, Option<Hasher>>>,
+    backup: Option<Hasher>,
+) {
     if let Some(mut g) = guard {
         *g = backup;
     }
@@ -1161,7 +1207,13 @@ fn load_hasher(u: &Upload) -> Result<Hasher, EngineError> {
 
 /// Learns the layout from a chunk whose offset was not known: a non-last chunk fixes the
 /// chunk size, the last one (once the size is known) fixes the total length.
-fn learn_chunk(u: &mut Upload, index: usize, len: u64, n: usize, max: u64) -> Result<(), EngineError> {
+fn learn_chunk(
+    u: &mut Upload,
+    index: usize,
+    len: u64,
+    n: usize,
+    max: u64,
+) -> Result<(), EngineError> {
     let length = u.length;
     let Some(layout) = u.chunks.as_mut() else {
         return Ok(());
@@ -1199,35 +1251,35 @@ fn learn_chunk(u: &mut Upload, index: usize, len: u64, n: usize, max: u64) -> Re
             }
         }
     }
-    if index + 1 == n {
-        if let Some(cs) = layout.chunk_size {
-            let start = cs.saturating_mul(n as u64 - 1);
-            let total = start.saturating_add(len);
-            match length {
-                Some(l) if l != total => {
-                    return Err(EngineError::ChunkSize(format!(
-                        "the last chunk has {len} bytes; with chunks of {cs} bytes it should have {}",
-                        l.saturating_sub(start)
-                    )));
+    if index + 1 == n
+        && let Some(cs) = layout.chunk_size
+    {
+        let start = cs.saturating_mul(n as u64 - 1);
+        let total = start.saturating_add(len);
+        match length {
+            Some(l) if l != total => {
+                return Err(EngineError::ChunkSize(format!(
+                    "the last chunk has {len} bytes; with chunks of {cs} bytes it should have {}",
+                    l.saturating_sub(start)
+                )));
+            }
+            Some(_) => {}
+            None => {
+                if total > max {
+                    return Err(EngineError::TooLarge { size: total, max });
                 }
-                Some(_) => {}
-                None => {
-                    if total > max {
-                        return Err(EngineError::TooLarge { size: total, max });
-                    }
-                    u.length = Some(total);
-                }
+                u.length = Some(total);
             }
         }
     }
     // A non-last chunk may also pin the length of a staged last chunk.
-    if u.length.is_none() {
-        if let (Some(cs), Some(&last_len)) = (
+    if u.length.is_none()
+        && let (Some(cs), Some(&last_len)) = (
             u.chunks.as_ref().and_then(|c| c.chunk_size),
             u.chunks.as_ref().and_then(|c| c.staged.get(&(n - 1))),
-        ) {
-            u.length = Some(cs.saturating_mul(n as u64 - 1).saturating_add(last_len));
-        }
+        )
+    {
+        u.length = Some(cs.saturating_mul(n as u64 - 1).saturating_add(last_len));
     }
     Ok(())
 }

@@ -12,7 +12,9 @@ pub enum EngineError {
     AlreadyComplete,
     #[error("the upload holds {held} bytes; a write must start there, not at {got}")]
     OffsetMismatch { held: u64, got: u64 },
-    #[error("another request is writing the same bytes of this upload right now; retry when it ends")]
+    #[error(
+        "another request is writing the same bytes of this upload right now; retry when it ends"
+    )]
     Busy,
     #[error("the write ends at byte {end}, past the declared length of {length} bytes")]
     PastLength { length: u64, end: u64 },
@@ -26,7 +28,9 @@ pub enum EngineError {
     ChunkDigestMismatch { expected: String, actual: String },
     #[error("{0}")]
     ChunkSize(String),
-    #[error("the assembled file has digest {actual}, but the upload declared {expected}; it was discarded")]
+    #[error(
+        "the assembled file has digest {actual}, but the upload declared {expected}; it was discarded"
+    )]
     FileDigestMismatch { expected: String, actual: String },
     #[error("the request body ended early after {received} bytes: {reason}")]
     BodyInterrupted { received: u64, reason: String },

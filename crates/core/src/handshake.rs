@@ -71,7 +71,8 @@ mod tests {
 
     #[test]
     fn data_serialises_as_url_or_array() {
-        let url = serde_json::to_string(&HandshakeData::Url("http://x/upload/a.jpg".into())).unwrap();
+        let url =
+            serde_json::to_string(&HandshakeData::Url("http://x/upload/a.jpg".into())).unwrap();
         assert_eq!(url, "\"http://x/upload/a.jpg\"");
         let missing = serde_json::to_string(&HandshakeData::Missing(vec!["a".into()])).unwrap();
         assert_eq!(missing, "[\"a\"]");

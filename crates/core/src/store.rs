@@ -85,8 +85,13 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn staging_writer(&self, id: &UploadId, index: usize) -> io::Result<Box<dyn BlobWrite>>;
     /// Copies staging chunk `index` into the partial blob at `offset` (the kernel copies
     /// where it can), makes it durable, and removes the staging blob.
-    async fn place_staged(&self, id: &UploadId, index: usize, offset: u64, len: u64)
-    -> io::Result<()>;
+    async fn place_staged(
+        &self,
+        id: &UploadId,
+        index: usize,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<()>;
     /// Atomically turns the partial blob into the complete one, durably. Idempotent: calling
     /// it again after it succeeded (e.g. after a crash before the metadata commit) is fine.
     async fn publish(&self, id: &UploadId) -> io::Result<()>;

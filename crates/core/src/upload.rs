@@ -238,11 +238,7 @@ pub fn validate_ext(ext: &str) -> Result<String, &'static str> {
 /// path separators are dropped and the length is capped. The result is never used as a path.
 pub fn clean_file_name(name: &str) -> Option<String> {
     let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
-    let cleaned: String = base
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(255)
-        .collect();
+    let cleaned: String = base.chars().filter(|c| !c.is_control()).take(255).collect();
     let cleaned = cleaned.trim().to_owned();
     (!cleaned.is_empty() && cleaned != "." && cleaned != "..").then_some(cleaned)
 }
@@ -275,7 +271,10 @@ mod tests {
             clean_file_name("../../etc/passwd").as_deref(),
             Some("passwd")
         );
-        assert_eq!(clean_file_name("C:\\x\\报告.pdf").as_deref(), Some("报告.pdf"));
+        assert_eq!(
+            clean_file_name("C:\\x\\报告.pdf").as_deref(),
+            Some("报告.pdf")
+        );
         assert_eq!(clean_file_name("a\u{0}b\nc").as_deref(), Some("abc"));
         assert_eq!(clean_file_name(".."), None);
         assert_eq!(clean_file_name(""), None);

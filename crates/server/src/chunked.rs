@@ -19,13 +19,13 @@ use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use ferry_core::EngineError;
 use ferry_core::engine::NewUpload;
 use ferry_core::handshake::{Envelope, HandshakeData, HandshakeRequest, valid_chunk_id};
 use ferry_core::hash::{HashAlg, parse_hex};
 use ferry_core::upload::{
     ChunkLayout, DeclaredDigest, Dialect, Upload, clean_file_name, validate_ext,
 };
-use ferry_core::EngineError;
 use futures_util::{Stream, StreamExt};
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -169,7 +169,10 @@ async fn handshake_inner(
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_many_chunks",
-            format!("{} chunks is more than the {MAX_CHUNKS} allowed; use larger chunks", ids.len()),
+            format!(
+                "{} chunks is more than the {MAX_CHUNKS} allowed; use larger chunks",
+                ids.len()
+            ),
         ));
     }
     if let Some(bad) = ids.iter().find(|id| !valid_chunk_id(id, alg.hex_len())) {
@@ -188,10 +191,12 @@ async fn handshake_inner(
             .config()
             .max_upload_size
             .checked_sub(size)
-            .ok_or_else(|| ApiError::from(EngineError::TooLarge {
-                size,
-                max: state.engine.config().max_upload_size,
-            }))?;
+            .ok_or_else(|| {
+                ApiError::from(EngineError::TooLarge {
+                    size,
+                    max: state.engine.config().max_upload_size,
+                })
+            })?;
     }
     check_layout(ids.len(), hs.size, hs.chunk_size)?;
     let chunk_size = match (hs.chunk_size, hs.size, ids.len()) {
@@ -215,12 +220,16 @@ async fn handshake_inner(
             return Ok(answer(state, headers, &existing));
         }
         let same_layout = existing.chunks.as_ref().is_some_and(|c| {
-            c.ids == layout.ids && (layout.chunk_size.is_none() || c.chunk_size == layout.chunk_size)
+            c.ids == layout.ids
+                && (layout.chunk_size.is_none() || c.chunk_size == layout.chunk_size)
         });
         let u = if same_layout && (length.is_none() || existing.length == length) {
             existing
         } else {
-            state.engine.set_layout(&existing.id, layout, length).await?
+            state
+                .engine
+                .set_layout(&existing.id, layout, length)
+                .await?
         };
         return Ok(answer(state, headers, &u));
     }
@@ -255,9 +264,9 @@ fn check_layout(n: usize, size: Option<u64>, chunk_size: Option<u64>) -> Result<
             }
             Ok(())
         }
-        (Some(size), None) if size > 0 && n == 0 => {
-            bad(format!("a file of {size} bytes needs at least one chunk id"))
-        }
+        (Some(size), None) if size > 0 && n == 0 => bad(format!(
+            "a file of {size} bytes needs at least one chunk id"
+        )),
         _ => Ok(()),
     }
 }
@@ -287,11 +296,8 @@ async fn upload_chunk_inner(
 ) -> Result<Response, ApiError> {
     // Ids may also come in the query string, which lets a client stream the file part first
     // without the server spooling it.
-    let query: BTreeMap<String, String> = req
-        .uri()
-        .query()
-        .and_then(|q| serde_urlencoded_pairs(q))
-        .unwrap_or_default();
+    let query: BTreeMap<String, String> =
+        req.uri().query().and_then(query_pairs).unwrap_or_default();
     let mut chunk_id = query.get("chunkId").cloned();
     let mut file_id = query.get("fileId").cloned();
     let mut multipart = Multipart::from_request(req, state)
@@ -324,12 +330,20 @@ async fn upload_chunk_inner(
             _ => while field.chunk().await.ok().flatten().is_some() {},
         }
     }
-    let file_id = file_id.filter(|f| !f.is_empty()).ok_or_else(missing_file_id)?;
+    let file_id = file_id
+        .filter(|f| !f.is_empty())
+        .ok_or_else(missing_file_id)?;
     let chunk_id = chunk_id.filter(|c| !c.is_empty()).ok_or_else(|| {
-        ApiError::bad_request("chunk_id_required", "chunkId is missing: send the chunk's id from the handshake")
+        ApiError::bad_request(
+            "chunk_id_required",
+            "chunkId is missing: send the chunk's id from the handshake",
+        )
     })?;
     let (spool, _len) = spooled.ok_or_else(|| {
-        ApiError::bad_request("file_required", "the multipart body has no file field with the chunk's bytes")
+        ApiError::bad_request(
+            "file_required",
+            "the multipart body has no file field with the chunk's bytes",
+        )
     })?;
     let file = tokio::fs::File::open(&spool.0)
         .await
@@ -340,7 +354,7 @@ async fn upload_chunk_inner(
     resp
 }
 
-fn serde_urlencoded_pairs(q: &str) -> Option<BTreeMap<String, String>> {
+fn query_pairs(q: &str) -> Option<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for pair in q.split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -358,13 +372,18 @@ fn serde_urlencoded_pairs(q: &str) -> Option<BTreeMap<String, String>> {
 async fn read_text(field: &mut axum::extract::multipart::Field<'_>) -> Result<String, ApiError> {
     let mut buf = Vec::new();
     while let Some(chunk) = field.chunk().await.map_err(|e| {
-        ApiError::bad_request("malformed_multipart", format!("a form field could not be read: {e}"))
+        ApiError::bad_request(
+            "malformed_multipart",
+            format!("a form field could not be read: {e}"),
+        )
     })? {
         buf.extend_from_slice(&chunk);
         if buf.len() > MAX_TEXT_FIELD {
             return Err(ApiError::bad_request(
                 "field_too_long",
-                format!("form fields chunkId and fileId must be shorter than {MAX_TEXT_FIELD} bytes"),
+                format!(
+                    "form fields chunkId and fileId must be shorter than {MAX_TEXT_FIELD} bytes"
+                ),
             ));
         }
     }

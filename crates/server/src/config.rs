@@ -62,7 +62,10 @@ impl ServeArgs {
     /// Fills every option still at its default from `ferry.toml` (or `--config`).
     pub fn with_config_file(self, matches: &ArgMatches) -> anyhow::Result<Self> {
         let explicit = self.config.is_some();
-        let path = self.config.clone().unwrap_or_else(|| PathBuf::from("ferry.toml"));
+        let path = self
+            .config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("ferry.toml"));
         if !explicit && !path.exists() {
             return Ok(self);
         }
@@ -127,9 +130,12 @@ impl ServeArgs {
     }
 
     pub fn listen_addr(&self) -> anyhow::Result<SocketAddr> {
-        self.listen
-            .parse()
-            .with_context(|| format!("--listen {:?} is not an address like 127.0.0.1:8080", self.listen))
+        self.listen.parse().with_context(|| {
+            format!(
+                "--listen {:?} is not an address like 127.0.0.1:8080",
+                self.listen
+            )
+        })
     }
 
     /// The SQLite path of `--database`.
@@ -139,7 +145,9 @@ impl ServeArgs {
             Some(url) => match url.strip_prefix("sqlite://") {
                 Some(p) => Ok(PathBuf::from(p)),
                 None if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                    bail!("--database {url}: PostgreSQL support is not built into this version yet; use sqlite://PATH")
+                    bail!(
+                        "--database {url}: PostgreSQL support is not built into this version yet; use sqlite://PATH"
+                    )
                 }
                 None => bail!("--database {url}: expected sqlite://PATH"),
             },
@@ -153,7 +161,9 @@ impl ServeArgs {
             Some(url) => match url.strip_prefix("file://") {
                 Some(p) => Ok(PathBuf::from(p)),
                 None if url.starts_with("s3://") => {
-                    bail!("--storage {url}: S3 storage is not built into this version yet; use file://PATH")
+                    bail!(
+                        "--storage {url}: S3 storage is not built into this version yet; use file://PATH"
+                    )
                 }
                 None => bail!("--storage {url}: expected file://PATH"),
             },
@@ -205,9 +215,14 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "gib" => 1 << 30,
         "t" | "tb" => 1_000_000_000_000,
         "tib" => 1 << 40,
-        _ => return Err(format!("{s:?}: unknown unit (use B, KB, KiB, MB, MiB, GB, GiB, TB, TiB)")),
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown unit (use B, KB, KiB, MB, MiB, GB, GiB, TB, TiB)"
+            ));
+        }
     };
-    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// Parses durations like `24h`, `30m`, `90s`, `7d`, `0`.

@@ -119,14 +119,20 @@ pub fn app(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .merge(uploads)
-        .route("/upload/{name}", get(files::by_file_id).head(files::by_file_id))
+        .route(
+            "/upload/{name}",
+            get(files::by_file_id).head(files::by_file_id),
+        )
         .route("/files/{id}", get(files::by_id).head(files::by_id))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::handler))
         // Upload bodies are streamed and bounded by the engine's size rules, not by a
         // blanket body limit (axum's default is 2 MB).
         .layer(DefaultBodyLimit::disable())
-        .layer(middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .with_state(state)
 }
 
@@ -202,12 +208,16 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     match state.engine.recover().await {
         Ok(0) => {}
-        Ok(n) => tracing::info!(completed = n, "finished uploads that were complete at the last stop"),
+        Ok(n) => tracing::info!(
+            completed = n,
+            "finished uploads that were complete at the last stop"
+        ),
         Err(e) => tracing::warn!(error = %e, "recovery scan failed"),
     }
     let janitor = (!expire_incomplete.is_zero()).then(|| {
         let engine = state.engine.clone();
-        let every = (expire_incomplete / 10).clamp(Duration::from_secs(1), Duration::from_secs(600));
+        let every =
+            (expire_incomplete / 10).clamp(Duration::from_secs(1), Duration::from_secs(600));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             loop {

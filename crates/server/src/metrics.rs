@@ -45,7 +45,10 @@ fn route_group(path: &str) -> usize {
         p if p.starts_with("/upload/") || p.starts_with("/files/") => "download",
         _ => "other",
     };
-    ROUTES.iter().position(|r| *r == name).unwrap_or(ROUTES.len() - 1)
+    ROUTES
+        .iter()
+        .position(|r| *r == name)
+        .unwrap_or(ROUTES.len() - 1)
 }
 
 impl Metrics {
@@ -57,8 +60,7 @@ impl Metrics {
             }
         }
         h.count.fetch_add(1, Ordering::Relaxed);
-        h.sum_us
-            .fetch_add((secs * 1e6) as u64, Ordering::Relaxed);
+        h.sum_us.fetch_add((secs * 1e6) as u64, Ordering::Relaxed);
         let class = (status / 100).clamp(2, 5) as usize - 2;
         self.status[group][class].fetch_add(1, Ordering::Relaxed);
     }
@@ -119,7 +121,10 @@ impl Metrics {
                 );
             }
             let count = h.count.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{route=\"{route}\",le=\"+Inf\"}} {count}");
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{route=\"{route}\",le=\"+Inf\"}} {count}"
+            );
             let _ = writeln!(
                 out,
                 "{name}_sum{{route=\"{route}\"}} {}",

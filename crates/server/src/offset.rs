@@ -14,8 +14,8 @@ use crate::AppState;
 use crate::error::ApiError;
 use axum::Json;
 use axum::extract::{Request, State};
-use axum::http::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE};
 use axum::http::HeaderMap;
+use axum::http::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use ferry_core::EngineError;
 use ferry_core::engine::{NewUpload, WriteMode};
@@ -34,7 +34,10 @@ fn key_for(client_id: &str) -> String {
 /// The client's `X-File-Id`: any printable text (UTF-8 names included), bounded in length.
 fn client_id(headers: &HeaderMap) -> Result<String, ApiError> {
     let raw = headers.get("x-file-id").ok_or_else(|| {
-        ApiError::bad_request("file_id_required", "X-File-Id is missing: send an id for the file, e.g. name-size-lastModified")
+        ApiError::bad_request(
+            "file_id_required",
+            "X-File-Id is missing: send an id for the file, e.g. name-size-lastModified",
+        )
     })?;
     let id = std::str::from_utf8(raw.as_bytes())
         .ok()
@@ -112,7 +115,8 @@ fn summary(state: &AppState, headers: &HeaderMap, client_id: &str, u: &Upload) -
         "url": url,
     }))
     .into_response();
-    resp.headers_mut().insert("x-upload-offset", u.offset().into());
+    resp.headers_mut()
+        .insert("x-upload-offset", u.offset().into());
     resp
 }
 
@@ -157,10 +161,16 @@ pub async fn upload(State(state): State<AppState>, req: Request) -> Result<Respo
             if body_len.is_some_and(|n| n != len) {
                 return Err(ApiError::bad_request(
                     "length_mismatch",
-                    format!("Content-Range covers {len} bytes but the body has {}", body_len.unwrap_or(0)),
+                    format!(
+                        "Content-Range covers {len} bytes but the body has {}",
+                        body_len.unwrap_or(0)
+                    ),
                 ));
             }
-            WriteMode::At { start: r.first, len }
+            WriteMode::At {
+                start: r.first,
+                len,
+            }
         }
         (None, Some(s)) => WriteMode::Append { offset: s },
         (None, None) => {
@@ -174,10 +184,10 @@ pub async fn upload(State(state): State<AppState>, req: Request) -> Result<Respo
         WriteMode::Append { offset } => body_len.map(|n| offset.saturating_add(n)),
         WriteMode::At { start, len } => Some(start.saturating_add(len)),
     };
-    if let (Some(end), Some(total)) = (end, total) {
-        if end > total {
-            return Err(EngineError::PastLength { length: total, end }.into());
-        }
+    if let (Some(end), Some(total)) = (end, total)
+        && end > total
+    {
+        return Err(EngineError::PastLength { length: total, end }.into());
     }
     if let Some(t) = total {
         let max = state.engine.config().max_upload_size;
@@ -196,10 +206,10 @@ pub async fn upload(State(state): State<AppState>, req: Request) -> Result<Respo
             state.engine.create(new).await?.0
         }
     };
-    if let Some(t) = total {
-        if u.length != Some(t) {
-            u = state.engine.set_length(&u.id, t).await?;
-        }
+    if let Some(t) = total
+        && u.length != Some(t)
+    {
+        u = state.engine.set_length(&u.id, t).await?;
     }
     if u.is_complete() {
         // A retry of a request that already completed the file: answer as it would have.
