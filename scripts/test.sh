@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian machine with Rust: installs what the tests need,
+# builds once, runs the Rust tests (unit, integration, crash tests of the real binary), then
+# the end-to-end checks with real clients (the README's curl tour, the seed articles'
+# spark-md5 / byte-offset / Content-Range clients in Node) against a real server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "system packages"
+need=()
+command -v curl >/dev/null || need+=(curl)
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
+command -v python3 >/dev/null || need+=(python3)
+if ((${#need[@]})); then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}"
+fi
+
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "build"
+cargo build --workspace --all-targets --locked
+
+step "Rust tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+  cargo test --workspace --doc --locked
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
+
+# End-to-end checks share one server with a throwaway data dir.
+step "start a server for end-to-end clients"
+DATA=$(mktemp -d)
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+./target/debug/ferry serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" >"$DATA/server.log" 2>&1 &
+SERVER=$!
+cleanup() { kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; rm -rf "$DATA"; }
+trap cleanup EXIT
+for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+export FERRY_URL="http://127.0.0.1:$PORT"
+
+step "README curl tour"
+scripts/curl-tour.sh "$FERRY_URL"
+
+if [ -d web/tests/seed-clients ]; then
+  step "seed-article clients (spark-md5, byte-offset, Content-Range) in Node"
+  (cd web/tests/seed-clients && npm ci --no-audit --no-fund --silent && node run.mjs "$FERRY_URL")
+fi
+
+step "benchmark smoke (--quick)"
+scripts/bench-dialects.sh --quick "$FERRY_URL"
+
+step "all tests passed"
