@@ -17,7 +17,7 @@
 
 use crate::error::EngineError;
 use crate::hash::{HashAlg, Hasher};
-use crate::lock::{Locks, UploadLock};
+use crate::lock::{Locks, Reservation, UploadLock};
 use crate::store::{BlobKind, BlobRead, BlobWrite, Blobs, Meta, MetaError};
 use crate::upload::{
     ChunkLayout, DeclaredDigest, Dialect, HashProgress, Timestamp, Upload, UploadId, UploadState,
@@ -42,6 +42,8 @@ const READ_BLOCK: usize = 1 << 20;
 const STAGING_BASE: u64 = 1 << 62;
 /// Largest upload the engine accepts at all, whatever the configuration says.
 pub const MAX_SUPPORTED_SIZE: u64 = STAGING_BASE - 1;
+/// How long a write waits for an overlapping write of the same upload to end.
+const RESERVE_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -131,6 +133,7 @@ pub struct WriteOutcome {
 }
 
 /// Where the bytes of one chunk go.
+#[derive(PartialEq)]
 enum ChunkDest {
     /// Known spans (several when equal chunks share an id).
     Spans(Vec<Range<u64>>),
@@ -141,6 +144,7 @@ enum ChunkDest {
 }
 
 /// Plan for one streamed body.
+#[derive(PartialEq)]
 struct Plan {
     /// Offsets where stream byte 0 lands (several for duplicate chunks).
     targets: Vec<u64>,
@@ -361,41 +365,19 @@ impl Engine {
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
         E: Display,
     {
-        let u = self.get(id).await?;
-        if u.is_complete() {
-            return Err(EngineError::AlreadyComplete);
-        }
-        let bound = u.length.unwrap_or(self.0.cfg.max_upload_size);
-        let (start, limit) = match mode {
-            WriteMode::Append { offset } => {
-                let held = u.offset();
-                if offset != held {
-                    return Err(EngineError::OffsetMismatch { held, got: offset });
-                }
-                (offset, bound.saturating_sub(offset))
-            }
-            WriteMode::At { start, len } => {
-                let end = start
-                    .checked_add(len)
-                    .ok_or_else(|| EngineError::Invalid("the range overflows".into()))?;
-                if end > bound {
-                    return match u.length {
-                        Some(length) => Err(EngineError::PastLength { length, end }),
-                        None => Err(EngineError::TooLarge {
-                            size: end,
-                            max: bound,
-                        }),
-                    };
-                }
-                (start, len)
-            }
-        };
+        let max = self.0.cfg.max_upload_size;
+        let (u, planned) = self
+            .reserve_fresh(id, |u| {
+                let (start, limit) = plan_raw(u, mode, max)?;
+                Ok(Some((
+                    (start, limit),
+                    vec![start..start.saturating_add(limit)],
+                )))
+            })
+            .await?;
+        let ((start, limit), reservation) = planned.expect("raw writes always plan a range");
         let range = start..start.saturating_add(limit);
-        let reservation = self
-            .0
-            .locks
-            .reserve(id, vec![range.clone()])
-            .ok_or(EngineError::Busy)?;
+        let bound = u.length.unwrap_or(max);
         let writable: Vec<Range<u64>> = u
             .held
             .gaps_in(range.clone())
@@ -496,90 +478,30 @@ impl Engine {
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
         E: Display,
     {
-        let u = self.get(id).await?;
-        if u.is_complete() {
-            return Err(EngineError::AlreadyComplete);
-        }
-        let layout = u
-            .chunks
-            .clone()
-            .ok_or_else(|| EngineError::Invalid("this upload has no chunk layout".into()))?;
-        let indices: Vec<usize> = (0..layout.ids.len())
-            .filter(|&i| layout.ids[i] == chunk_id)
-            .collect();
-        if indices.is_empty() {
-            return Err(EngineError::UnknownChunk(chunk_id.to_owned()));
-        }
-        let hex_len = layout.alg.hex_len();
-        let expected = chunk_id
-            .get(..hex_len)
-            .map(str::to_ascii_lowercase)
-            .ok_or_else(|| EngineError::UnknownChunk(chunk_id.to_owned()))?;
-
-        // Decide where the bytes go: known spans not yet held, chunk 0 at offset 0 while the
-        // chunk size is still unknown, or a staging blob.
-        let mut spans = Vec::new();
-        let mut unknown = Vec::new();
-        for &i in &indices {
-            match layout.span(i, u.length) {
-                Some(span) if u.held.contains(span.clone()) => {}
-                Some(span) => spans.push(span),
-                None if layout.staged.contains_key(&i) => {}
-                None => unknown.push(i),
-            }
-        }
-        if let Some(first) = spans.first().cloned() {
-            let len = first.end - first.start;
-            spans.retain(|s| s.end - s.start == len);
-        }
-        let dest = if !spans.is_empty() {
-            ChunkDest::Spans(spans)
-        } else if unknown.first() == Some(&0) {
-            ChunkDest::OpenAtZero
-        } else if let Some(&i) = unknown.first() {
-            ChunkDest::Staged(i)
-        } else {
+        let max = self.0.cfg.max_upload_size;
+        let (u, planned) = self
+            .reserve_fresh(id, |u| {
+                Ok(plan_chunk(u, chunk_id, max)?.map(|p| {
+                    let ranges = p.reserve.clone();
+                    (p, ranges)
+                }))
+            })
+            .await?;
+        let Some((planned, reservation)) = planned else {
             // Every position of this id is held already: nothing to write.
             return Ok(WriteOutcome {
                 upload: u,
                 accepted: 0,
             });
         };
-
-        let bound = u.length.unwrap_or(self.0.cfg.max_upload_size);
-        let (reserve, plan, staged_index) = match &dest {
-            ChunkDest::Spans(spans) => {
-                let len = spans[0].end - spans[0].start;
-                (
-                    spans.clone(),
-                    Plan {
-                        targets: spans.iter().map(|s| s.start).collect(),
-                        limit: len,
-                        writable: vec![0..len],
-                    },
-                    None,
-                )
-            }
-            ChunkDest::OpenAtZero => (
-                vec![0..STAGING_BASE],
-                Plan {
-                    targets: vec![0],
-                    limit: bound,
-                    writable: vec![0..bound],
-                },
-                None,
-            ),
-            ChunkDest::Staged(i) => (
-                vec![STAGING_BASE + *i as u64..STAGING_BASE + *i as u64 + 1],
-                Plan {
-                    targets: vec![0],
-                    limit: bound,
-                    writable: vec![0..bound],
-                },
-                Some(*i),
-            ),
-        };
-        let reservation = self.0.locks.reserve(id, reserve).ok_or(EngineError::Busy)?;
+        let ChunkPlan {
+            layout,
+            expected,
+            dest,
+            plan,
+            staged_index,
+            ..
+        } = planned;
         let ulock = reservation.lock.clone();
         let writer = match staged_index {
             Some(i) => self.0.blobs.staging_writer(id, i).await?,
@@ -679,12 +601,120 @@ impl Engine {
         drop(reservation);
         let u = result?;
         let u = self.place_staged(u).await?;
+        let u = self.fill_duplicates(u, chunk_id).await?;
         let accepted = match &dest {
             ChunkDest::Spans(spans) => spans.iter().map(|s| s.end - s.start).sum(),
             _ => received,
         };
         let upload = self.after_commit(u).await?;
         Ok(WriteOutcome { upload, accepted })
+    }
+
+    /// Plans a write from a fresh record and reserves its ranges. When another request holds
+    /// an overlapping range (a retry racing the request it retries, a body still being
+    /// committed after its client went away), waits up to [`RESERVE_WAIT`] for it to end
+    /// rather than failing at once. The plan is recomputed from the record read *after* the
+    /// reservation, so it never rests on state another writer changed meanwhile.
+    async fn reserve_fresh<P: PartialEq>(
+        &self,
+        id: &UploadId,
+        plan: impl Fn(&Upload) -> Result<Option<(P, Vec<Range<u64>>)>, EngineError>,
+    ) -> Result<(Upload, Option<(P, Reservation)>), EngineError> {
+        let deadline = Instant::now() + RESERVE_WAIT;
+        loop {
+            let u = self.get(id).await?;
+            let Some((p, ranges)) = plan(&u)? else {
+                return Ok((u, None));
+            };
+            match self.0.locks.reserve(id, ranges.clone()) {
+                Some(res) => {
+                    let fresh = self.get(id).await?;
+                    match plan(&fresh)? {
+                        Some((p2, r2)) if p2 == p && r2 == ranges => {
+                            return Ok((fresh, Some((p, res))));
+                        }
+                        _ => continue,
+                    }
+                }
+                None if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                None => return Err(EngineError::Busy),
+            }
+        }
+    }
+
+    /// Equal chunks share an id (plain digests without a suffix), and one upload of the id
+    /// must fill every position. Positions whose offset only became known after the bytes
+    /// landed (the chunk size was inferred from this very chunk) are filled here by copying
+    /// the chunk from a held position.
+    async fn fill_duplicates(&self, u: Upload, chunk_id: &str) -> Result<Upload, EngineError> {
+        let Some(layout) = u.chunks.as_ref() else {
+            return Ok(u);
+        };
+        let spans: Vec<Range<u64>> = (0..layout.ids.len())
+            .filter(|&i| layout.ids[i] == chunk_id)
+            .filter_map(|i| layout.span(i, u.length))
+            .collect();
+        let Some(source) = spans
+            .iter()
+            .find(|s| u.held.contains((*s).clone()))
+            .cloned()
+        else {
+            return Ok(u);
+        };
+        let todo: Vec<Range<u64>> = spans
+            .into_iter()
+            .filter(|s| s.end - s.start == source.end - source.start && !u.held.contains(s.clone()))
+            .collect();
+        if todo.is_empty() {
+            return Ok(u);
+        }
+        let id = u.id.clone();
+        let Some(res) = self.0.locks.reserve(&id, todo.clone()) else {
+            // Someone is writing one of these positions right now; the handshake will keep
+            // listing the id until every position is held.
+            return Ok(u);
+        };
+        let mut writer = self.0.blobs.writer(&id).await?;
+        let targets = todo.clone();
+        spawn_blocking(move || -> std::io::Result<()> {
+            let mut buf = vec![0u8; READ_BLOCK];
+            let mut pos = source.start;
+            while pos < source.end {
+                let want = ((source.end - pos) as usize).min(READ_BLOCK);
+                let n = writer.read_at(&mut buf[..want], pos)?;
+                if n == 0 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "held chunk shorter than its span",
+                    ));
+                }
+                let piece = [Bytes::copy_from_slice(&buf[..n])];
+                for t in &targets {
+                    writer.write_at(t.start + (pos - source.start), &piece)?;
+                }
+                pos += n as u64;
+            }
+            writer.sync()
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
+        let u = self
+            .commit(
+                &id,
+                &res.lock,
+                |u| {
+                    for t in &todo {
+                        u.held.insert(t.clone());
+                    }
+                    Ok(())
+                },
+                None,
+            )
+            .await?;
+        drop(res);
+        Ok(u)
     }
 
     /// Moves staged chunks whose offset is now known into the partial blob (a kernel copy
@@ -1122,6 +1152,137 @@ impl Engine {
             end,
         })
     }
+}
+
+/// Where a raw write starts and how many bytes it may carry.
+fn plan_raw(u: &Upload, mode: WriteMode, max: u64) -> Result<(u64, u64), EngineError> {
+    if u.is_complete() {
+        return Err(EngineError::AlreadyComplete);
+    }
+    let bound = u.length.unwrap_or(max);
+    match mode {
+        WriteMode::Append { offset } => {
+            let held = u.offset();
+            if offset != held {
+                return Err(EngineError::OffsetMismatch { held, got: offset });
+            }
+            Ok((offset, bound.saturating_sub(offset)))
+        }
+        WriteMode::At { start, len } => {
+            let end = start
+                .checked_add(len)
+                .ok_or_else(|| EngineError::Invalid("the range overflows".into()))?;
+            if end > bound {
+                return match u.length {
+                    Some(length) => Err(EngineError::PastLength { length, end }),
+                    None => Err(EngineError::TooLarge {
+                        size: end,
+                        max: bound,
+                    }),
+                };
+            }
+            Ok((start, len))
+        }
+    }
+}
+
+/// Everything a chunk write needs to know before streaming.
+#[derive(PartialEq)]
+struct ChunkPlan {
+    layout: ChunkLayout,
+    /// Lowercase hex digest the chunk's bytes must have.
+    expected: String,
+    dest: ChunkDest,
+    reserve: Vec<Range<u64>>,
+    plan: Plan,
+    staged_index: Option<usize>,
+}
+
+/// Decides where the bytes of chunk `chunk_id` go: known spans not yet held, chunk 0 at
+/// offset 0 while the chunk size is still unknown, or a staging blob. `None` when every
+/// position of the id is held already.
+fn plan_chunk(u: &Upload, chunk_id: &str, max: u64) -> Result<Option<ChunkPlan>, EngineError> {
+    if u.is_complete() {
+        return Err(EngineError::AlreadyComplete);
+    }
+    let layout = u
+        .chunks
+        .clone()
+        .ok_or_else(|| EngineError::Invalid("this upload has no chunk layout".into()))?;
+    let indices: Vec<usize> = (0..layout.ids.len())
+        .filter(|&i| layout.ids[i] == chunk_id)
+        .collect();
+    if indices.is_empty() {
+        return Err(EngineError::UnknownChunk(chunk_id.to_owned()));
+    }
+    let expected = chunk_id
+        .get(..layout.alg.hex_len())
+        .map(str::to_ascii_lowercase)
+        .ok_or_else(|| EngineError::UnknownChunk(chunk_id.to_owned()))?;
+    let mut spans = Vec::new();
+    let mut unknown = Vec::new();
+    for &i in &indices {
+        match layout.span(i, u.length) {
+            Some(span) if u.held.contains(span.clone()) => {}
+            Some(span) => spans.push(span),
+            None if layout.staged.contains_key(&i) => {}
+            None => unknown.push(i),
+        }
+    }
+    if let Some(first) = spans.first().cloned() {
+        let len = first.end - first.start;
+        spans.retain(|s| s.end - s.start == len);
+    }
+    let dest = if !spans.is_empty() {
+        ChunkDest::Spans(spans)
+    } else if unknown.first() == Some(&0) {
+        ChunkDest::OpenAtZero
+    } else if let Some(&i) = unknown.first() {
+        ChunkDest::Staged(i)
+    } else {
+        return Ok(None);
+    };
+    let bound = u.length.unwrap_or(max);
+    let (reserve, plan, staged_index) = match &dest {
+        ChunkDest::Spans(spans) => {
+            let len = spans[0].end - spans[0].start;
+            (
+                spans.clone(),
+                Plan {
+                    targets: spans.iter().map(|s| s.start).collect(),
+                    limit: len,
+                    writable: vec![0..len],
+                },
+                None,
+            )
+        }
+        ChunkDest::OpenAtZero => (
+            vec![0..STAGING_BASE],
+            Plan {
+                targets: vec![0],
+                limit: bound,
+                writable: vec![0..bound],
+            },
+            None,
+        ),
+        ChunkDest::Staged(i) => (
+            vec![STAGING_BASE + *i as u64..STAGING_BASE + *i as u64 + 1],
+            Plan {
+                targets: vec![0],
+                limit: bound,
+                writable: vec![0..bound],
+            },
+            Some(*i),
+        ),
+    };
+    Ok(Some(ChunkPlan {
+        layout,
+        expected,
+        dest,
+        reserve,
+        plan,
+        staged_index,
+    }))
 }
 
 /// Writes one batch (stream offset `pos`) at every target, skipping non-writable parts, and

@@ -211,6 +211,13 @@ pub async fn upload(State(state): State<AppState>, req: Request) -> Result<Respo
     {
         u = state.engine.set_length(&u.id, t).await?;
     }
+    // Refuse a body that cannot fit before storing any of it (a streamed body without
+    // Content-Length is cut at the declared length by the engine instead).
+    if let (Some(end), Some(length)) = (end, u.length)
+        && end > length
+    {
+        return Err(EngineError::PastLength { length, end }.into());
+    }
     if u.is_complete() {
         // A retry of a request that already completed the file: answer as it would have.
         let fits = match mode {

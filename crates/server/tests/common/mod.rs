@@ -42,8 +42,11 @@ impl TestServer {
         });
         TestServer {
             base,
+            // No idle connection reuse: an error answered before the body was read closes
+            // the connection, and a pooled client would race that close on its next request.
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(120))
+                .pool_max_idle_per_host(0)
                 .build()
                 .unwrap(),
             state,
@@ -89,7 +92,10 @@ impl TestServer {
         file_first: bool,
     ) -> (u16, serde_json::Value) {
         use reqwest::multipart::{Form, Part};
-        let part = Part::bytes(bytes).file_name("blob").mime_str("application/octet-stream").unwrap();
+        let part = Part::bytes(bytes)
+            .file_name("blob")
+            .mime_str("application/octet-stream")
+            .unwrap();
         let form = if file_first {
             Form::new()
                 .part("file", part)
@@ -147,7 +153,10 @@ impl TestServer {
     pub async fn metric(&self, series: &str) -> f64 {
         let text = self.metrics().await;
         text.lines()
-            .find_map(|l| l.strip_prefix(series).map(|v| v.trim().parse::<f64>().unwrap()))
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .map(|v| v.trim().parse::<f64>().unwrap())
+            })
             .unwrap_or_else(|| panic!("metric {series} missing in:\n{text}"))
     }
 }

@@ -1,0 +1,1010 @@
+//! Crash tests (SPEC §4): the real `ferry serve` binary is killed with SIGKILL in the middle
+//! of uploads and restarted on the same data directory.
+//!
+//! Every test owns a temporary data directory and a free port, and speaks HTTP/1.1 over a raw
+//! `TcpStream` (`Connection: close`) so that it decides exactly which bytes have reached the
+//! server when the kill lands. The rules checked after every restart:
+//!
+//! - acknowledged bytes are never lost: the held count is at least what a 2xx reported;
+//! - nothing is invented: the held count is at most what the client wrote;
+//! - resuming from the held count finishes the upload, and the download equals the source,
+//!   never a partial file.
+
+use md5::{Digest, Md5};
+use std::fs::OpenOptions;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+const MIB: usize = 1 << 20;
+/// How long the debug binary may take to answer `/healthz` after a (re)start.
+const START_DEADLINE: Duration = Duration::from_secs(30);
+/// Socket timeouts: a hung server fails the test instead of hanging it.
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------------------------------
+// Test data
+// ---------------------------------------------------------------------------------------
+
+/// `len` deterministic pseudo-random bytes (splitmix64 stream seeded by `seed`).
+fn source(len: usize, seed: u64) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut next = || {
+        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut chunks = out.chunks_exact_mut(8);
+    for c in &mut chunks {
+        c.copy_from_slice(&next().to_le_bytes());
+    }
+    let rest = chunks.into_remainder();
+    let last = next().to_le_bytes();
+    let n = rest.len();
+    rest.copy_from_slice(&last[..n]);
+    out
+}
+
+fn md5_hex(data: &[u8]) -> String {
+    Md5::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Byte equality with a readable failure (lengths and first differing offset, not 64 MiB of
+/// debug output).
+#[track_caller]
+fn assert_same_bytes(got: &[u8], want: &[u8], what: &str) {
+    if got == want {
+        return;
+    }
+    let first = got
+        .iter()
+        .zip(want)
+        .position(|(a, b)| a != b)
+        .unwrap_or(got.len().min(want.len()));
+    panic!(
+        "{what}: downloaded {} bytes, source has {}; first difference at byte {first}",
+        got.len(),
+        want.len()
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The server process
+// ---------------------------------------------------------------------------------------
+
+/// One `ferry serve` on a data directory, restartable on the same directory.
+struct Server {
+    child: Option<Child>,
+    port: u16,
+    root: PathBuf,
+    data_dir: PathBuf,
+    log: PathBuf,
+    starts: u32,
+}
+
+/// A port nobody listens on: bind `127.0.0.1:0`, take the port, drop the listener. Ports are
+/// never handed out twice in this process, so concurrent tests cannot pick the same one.
+fn free_port() -> u16 {
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
+        let port = l.local_addr().expect("local addr").port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+}
+
+impl Server {
+    fn start(root: &Path) -> Server {
+        let mut s = Server {
+            child: None,
+            port: 0,
+            root: root.to_owned(),
+            data_dir: root.join("data"),
+            log: root.join("server.log"),
+            starts: 0,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "server already running");
+        self.starts += 1;
+        self.port = free_port();
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("opening server log");
+        writeln!(
+            log,
+            "===== start #{} on port {} =====",
+            self.starts, self.port
+        )
+        .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            // No ferry.toml from the developer's working directory.
+            .current_dir(&self.root)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("spawning the ferry binary");
+        self.child = Some(child);
+        self.wait_healthy();
+    }
+
+    fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            if let Some(st) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "ferry exited during start-up ({st}); log:\n{}",
+                    self.log_tail()
+                );
+            }
+            if let Ok(r) = try_request(self.port, "GET", "/healthz", &[], b"") {
+                if r.status == 200 {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "ferry did not answer /healthz with 200 within {START_DEADLINE:?}; log:\n{}",
+                    self.log_tail()
+                );
+            }
+            sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL (`Child::kill` is SIGKILL on Unix), then reap.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGKILL and start again on the same data directory (on a fresh free port).
+    fn crash_and_restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Whether the log of the current start says recovery finished an upload (informational:
+    /// which window a kill landed in depends on timing).
+    fn recovered_on_start(&self) -> bool {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let marker = format!("===== start #{} ", self.starts);
+        text.rsplit_once(&marker)
+            .is_some_and(|(_, tail)| tail.contains("finished uploads that were complete"))
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- ferry server log (tail) ---\n{}", self.log_tail());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Minimal HTTP/1.1 over TcpStream
+// ---------------------------------------------------------------------------------------
+
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("response is not JSON ({e}): {}", self.text()))
+    }
+}
+
+fn connect(port: u16) -> io::Result<TcpStream> {
+    let s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2))?;
+    s.set_read_timeout(Some(IO_TIMEOUT))?;
+    s.set_write_timeout(Some(IO_TIMEOUT))?;
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+/// Writes a request line and headers, ending with `Content-Length` and the blank line.
+fn write_head(
+    s: &mut TcpStream,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    content_length: usize,
+) -> io::Result<()> {
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {content_length}\r\n\r\n"));
+    s.write_all(head.as_bytes())
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Reads one response: status line, headers, then the body by `Content-Length` (or chunked,
+/// or to EOF).
+fn read_response(s: &mut TcpStream) -> io::Result<Resp> {
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut tmp = vec![0u8; 256 * 1024];
+    loop {
+        let head_end = loop {
+            if let Some(i) = find(&buf, b"\r\n\r\n") {
+                break i;
+            }
+            let n = s.read(&mut tmp)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed before the response head",
+                ));
+            }
+            buf.extend_from_slice(&tmp[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or_default();
+        let status: u16 = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| io::Error::other(format!("bad status line {status_line:?}")))?;
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+            .collect();
+        let mut rest = buf.split_off(head_end + 4);
+        if (100..200).contains(&status) {
+            buf = rest; // interim response: read the next head
+            continue;
+        }
+        let get = |n: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(n))
+                .map(|(_, v)| v.clone())
+        };
+        let body = if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+            s.read_to_end(&mut rest)?;
+            dechunk(&rest)?
+        } else if let Some(len) = get("content-length") {
+            let len: usize = len
+                .parse()
+                .map_err(|_| io::Error::other(format!("bad Content-Length {len:?}")))?;
+            if rest.len() < len {
+                let have = rest.len();
+                rest.resize(len, 0);
+                s.read_exact(&mut rest[have..])?;
+            }
+            rest.truncate(len);
+            rest
+        } else {
+            s.read_to_end(&mut rest)?;
+            rest
+        };
+        return Ok(Resp {
+            status,
+            headers,
+            body,
+        });
+    }
+}
+
+fn dechunk(mut raw: &[u8]) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let i = find(raw, b"\r\n").ok_or_else(|| io::Error::other("truncated chunked body"))?;
+        let size_str = String::from_utf8_lossy(&raw[..i]);
+        let size = usize::from_str_radix(size_str.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| io::Error::other(format!("bad chunk size {size_str:?}")))?;
+        raw = &raw[i + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if raw.len() < size + 2 {
+            return Err(io::Error::other("truncated chunk"));
+        }
+        out.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
+    }
+}
+
+fn try_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> io::Result<Resp> {
+    let mut s = connect(port)?;
+    write_head(&mut s, port, method, path, headers, body.len())?;
+    s.write_all(body)?;
+    read_response(&mut s)
+}
+
+#[track_caller]
+fn request(port: u16, method: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> Resp {
+    try_request(port, method, path, headers, body)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// Writes `body` in `pieces` writes with `pause` after each, so a kill lands mid-body.
+fn send_in_pieces(
+    s: &mut TcpStream,
+    body: &[u8],
+    pieces: usize,
+    pause: Duration,
+) -> io::Result<()> {
+    let step = body.len().div_ceil(pieces.max(1)).max(1);
+    for part in body.chunks(step) {
+        s.write_all(part)?;
+        s.flush()?;
+        if !pause.is_zero() {
+            sleep(pause);
+        }
+    }
+    Ok(())
+}
+
+/// The path of a URL the server handed out (the port changes across restarts).
+fn path_of(url: &str) -> &str {
+    let after_scheme = url.split_once("://").map_or(url, |(_, r)| r);
+    after_scheme.find('/').map_or("/", |i| &after_scheme[i..])
+}
+
+/// GETs a finished file and checks it is served whole: 200 and a Content-Length equal to the
+/// body (never a partial file).
+#[track_caller]
+fn download(port: u16, url: &str) -> Vec<u8> {
+    let path = path_of(url);
+    let r = request(port, "GET", path, &[], b"");
+    assert_eq!(r.status, 200, "GET {path}: {}", r.text());
+    if let Some(len) = r.header("content-length") {
+        assert_eq!(
+            len.parse::<usize>().ok(),
+            Some(r.body.len()),
+            "GET {path}: Content-Length vs body"
+        );
+    }
+    r.body
+}
+
+// ---------------------------------------------------------------------------------------
+// Byte-offset dialect (SPEC §2.2)
+// ---------------------------------------------------------------------------------------
+
+fn offset_headers(file_id: &str, start: usize, size: usize) -> Vec<(&'static str, String)> {
+    vec![
+        ("X-File-Id", file_id.to_owned()),
+        ("X-Start-Byte", start.to_string()),
+        ("X-File-Size", size.to_string()),
+        ("Content-Type", "application/octet-stream".to_owned()),
+    ]
+}
+
+/// `GET /api/upload/status`: the bytes the server holds.
+#[track_caller]
+fn held(port: u16, file_id: &str) -> usize {
+    let r = request(
+        port,
+        "GET",
+        "/api/upload/status",
+        &[("X-File-Id", file_id.to_owned())],
+        b"",
+    );
+    assert_eq!(r.status, 200, "status: {}", r.text());
+    r.text()
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("status body is not a number: {:?}", r.text()))
+}
+
+/// A complete byte-offset write of `body` at `start`.
+#[track_caller]
+fn post_offset(port: u16, file_id: &str, start: usize, size: usize, body: &[u8]) -> Resp {
+    request(
+        port,
+        "POST",
+        "/api/upload",
+        &offset_headers(file_id, start, size),
+        body,
+    )
+}
+
+/// Starts a byte-offset write at `start` declaring `content_length` bytes; the caller sends
+/// (some of) the body.
+fn open_offset(
+    port: u16,
+    file_id: &str,
+    start: usize,
+    size: usize,
+    content_length: usize,
+) -> TcpStream {
+    let mut s = connect(port).expect("connecting");
+    write_head(
+        &mut s,
+        port,
+        "POST",
+        "/api/upload",
+        &offset_headers(file_id, start, size),
+        content_length,
+    )
+    .expect("writing the request head");
+    s
+}
+
+/// Resumes from the held count with the rest of `src` and returns the finished file's URL.
+#[track_caller]
+fn finish_offset(port: u16, file_id: &str, src: &[u8]) -> String {
+    let h = held(port, file_id);
+    assert!(
+        h <= src.len(),
+        "held {h} is past the file size {}",
+        src.len()
+    );
+    let r = post_offset(port, file_id, h, src.len(), &src[h..]);
+    assert_eq!(r.status, 200, "resuming at {h}: {}", r.text());
+    let j = r.json();
+    assert_eq!(j["complete"], true, "resume at {h} did not complete: {j}");
+    assert_eq!(j["offset"].as_u64(), Some(src.len() as u64), "{j}");
+    let url = j["url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no url in {j}"))
+        .to_owned();
+    assert!(path_of(&url).starts_with("/files/"), "url {url}");
+    url
+}
+
+#[test]
+fn offset_kill_mid_body_never_reports_more_than_sent_and_resume_gives_identical_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut srv = Server::start(tmp.path());
+    let src = source(32 * MIB, 1);
+    let id = "mid-body.bin-33554432-1700000000";
+
+    let mut s = open_offset(srv.port, id, 0, src.len(), src.len());
+    let sent = src.len() * 4 / 10;
+    send_in_pieces(&mut s, &src[..sent], 8, Duration::from_millis(25)).expect("sending 40%");
+    sleep(Duration::from_millis(300));
+    // The kill lands while the request is still open (the body is unfinished).
+    srv.crash_and_restart();
+    drop(s);
+
+    let h = held(srv.port, id);
+    assert!(
+        h <= sent,
+        "after the crash the server reports {h} bytes, but only {sent} were sent"
+    );
+
+    let url = finish_offset(srv.port, id, &src);
+    assert_same_bytes(
+        &download(srv.port, &url),
+        &src,
+        "download after mid-body crash",
+    );
+}
+
+#[test]
+fn offset_acknowledged_bytes_survive_sigkill_right_after_the_response() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut srv = Server::start(tmp.path());
+    let src = source(24 * MIB + 777, 2);
+    let id = "acked.bin-25166601-1700000000";
+
+    let part = 10 * MIB + 12_345;
+    let r = post_offset(srv.port, id, 0, src.len(), &src[..part]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let acked = r.json()["offset"].as_u64().expect("offset in the answer") as usize;
+    assert_eq!(
+        acked, part,
+        "a complete request of {part} bytes is acknowledged whole"
+    );
+    srv.crash_and_restart();
+
+    let h = held(srv.port, id);
+    assert_eq!(
+        h, acked,
+        "status after SIGKILL must equal the acknowledged offset"
+    );
+
+    let url = finish_offset(srv.port, id, &src);
+    assert_same_bytes(
+        &download(srv.port, &url),
+        &src,
+        "download after crash post-ack",
+    );
+}
+
+#[test]
+fn offset_body_cut_off_by_the_client_keeps_what_arrived_across_sigkill() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut srv = Server::start(tmp.path());
+    let src = source(16 * MIB + 3, 3);
+    let id = "cut-off.bin-16777219-1700000000";
+
+    let mut s = open_offset(srv.port, id, 0, src.len(), src.len());
+    let sent = 6 * MIB + 4321;
+    send_in_pieces(&mut s, &src[..sent], 4, Duration::from_millis(20)).expect("sending");
+    // The client goes away mid-body: the server keeps what arrived (like tusd).
+    s.shutdown(Shutdown::Write).expect("shutdown");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = read_response(&mut s); // a 4xx, a reset or nothing; any is fine
+    drop(s);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut h = held(srv.port, id);
+    while h != sent && Instant::now() < deadline {
+        sleep(Duration::from_millis(20));
+        h = held(srv.port, id);
+    }
+    assert_eq!(
+        h, sent,
+        "every byte that arrived before the cut-off is kept"
+    );
+
+    srv.crash_and_restart();
+    assert_eq!(
+        held(srv.port, id),
+        sent,
+        "kept bytes are reported again after SIGKILL"
+    );
+
+    let url = finish_offset(srv.port, id, &src);
+    assert_same_bytes(
+        &download(srv.port, &url),
+        &src,
+        "download after cut-off and crash",
+    );
+}
+
+#[test]
+fn offset_repeated_kills_keep_status_between_acknowledged_and_sent_then_finish_identical() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut srv = Server::start(tmp.path());
+    let src = source(48 * MIB + 101, 4);
+    let id = "repeated.bin-50331749-1700000000";
+    let mut acked = 0usize; // highest offset a 2xx reported
+    let mut sent = 0usize; // highest offset the client wrote on the wire
+
+    // Checks the invariant after a crash and returns where to resume.
+    let check = |srv: &Server, acked: usize, sent: usize, cycle: &str| -> usize {
+        let h = held(srv.port, id);
+        assert!(
+            acked <= h && h <= sent,
+            "{cycle}: status {h} must lie between acknowledged {acked} and sent {sent}"
+        );
+        h
+    };
+
+    // Cycle 1: killed mid-body after the server had time to write what arrived.
+    let mut h = 0;
+    let mut s = open_offset(srv.port, id, h, src.len(), src.len() - h);
+    let n = (src.len() - h) * 3 / 10;
+    send_in_pieces(&mut s, &src[h..h + n], 6, Duration::from_millis(20)).unwrap();
+    sent = sent.max(h + n);
+    sleep(Duration::from_millis(300));
+    srv.crash_and_restart();
+    drop(s);
+    h = check(&srv, acked, sent, "cycle 1 (mid-body, after a pause)");
+
+    // Cycle 2: an acknowledged write, then killed at once while a second write streams in.
+    let part = 8 * MIB + 5;
+    let r = post_offset(srv.port, id, h, src.len(), &src[h..h + part]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    acked = r.json()["offset"].as_u64().unwrap() as usize;
+    assert_eq!(acked, h + part);
+    sent = sent.max(acked);
+    h = acked;
+    let mut s = open_offset(srv.port, id, h, src.len(), src.len() - h);
+    let n = MIB + 17;
+    s.write_all(&src[h..h + n]).unwrap();
+    sent = sent.max(h + n);
+    srv.crash_and_restart();
+    drop(s);
+    h = check(
+        &srv,
+        acked,
+        sent,
+        "cycle 2 (right after an ack, next body just started)",
+    );
+
+    // Cycle 3: killed immediately after the last write of a streamed half, no pause.
+    let mut s = open_offset(srv.port, id, h, src.len(), src.len() - h);
+    let n = (src.len() - h) / 2;
+    send_in_pieces(&mut s, &src[h..h + n], 8, Duration::from_millis(15)).unwrap();
+    sent = sent.max(h + n);
+    srv.crash_and_restart();
+    drop(s);
+    h = check(&srv, acked, sent, "cycle 3 (mid-body, no pause)");
+    let _ = h;
+
+    let url = finish_offset(srv.port, id, &src);
+    assert_same_bytes(
+        &download(srv.port, &url),
+        &src,
+        "download after three crashes",
+    );
+}
+
+/// Streams the completing request (`src[from..]`) and returns with it still open, right after
+/// its last byte was written.
+fn send_tail(port: u16, file_id: &str, src: &[u8], from: usize) -> TcpStream {
+    let mut s = open_offset(port, file_id, from, src.len(), src.len() - from);
+    send_in_pieces(&mut s, &src[from..], 4, Duration::from_millis(5)).expect("sending the tail");
+    s
+}
+
+/// Polls `probe` until it says yes; false when `deadline` passed first.
+fn poll_until(deadline: Duration, mut probe: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + deadline;
+    while Instant::now() < end {
+        if probe() {
+            return true;
+        }
+        sleep(Duration::from_millis(1));
+    }
+    false
+}
+
+#[test]
+fn offset_kill_during_completion_is_complete_or_resumable_and_never_serves_partial_content() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut srv = Server::start(tmp.path());
+    let src = source(64 * MIB, 5);
+    let size = src.len();
+    let id = "completion.bin-67108864-1700000000";
+
+    // Everything but the tail, acknowledged.
+    let tail = 8 * MIB;
+    let head = size - tail;
+    let r = post_offset(srv.port, id, 0, size, &src[..head]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["offset"].as_u64(), Some(head as u64));
+
+    // Crash 1: SIGKILL right after the last byte of the completing request was written,
+    // without waiting for the answer (the server is receiving, syncing, hashing, publishing
+    // or answering).
+    let s = send_tail(srv.port, id, &src, head);
+    srv.crash_and_restart();
+    drop(s);
+    let h1 = held(srv.port, id);
+    assert!(
+        (head..=size).contains(&h1),
+        "after crash 1 status is {h1}: below the acknowledged {head} or past the size {size}"
+    );
+
+    // Crash 2: resend the missing tail and SIGKILL the moment the server reports every byte
+    // held, i.e. between the metadata commit and the end of completion (hash finish, rename,
+    // completion record) or while it answers. On restart recovery must finish the upload.
+    let mut h2 = h1;
+    if h1 < size {
+        let s = send_tail(srv.port, id, &src, h1);
+        let all_held = poll_until(Duration::from_secs(20), || held(srv.port, id) == size);
+        srv.crash_and_restart();
+        drop(s);
+        assert!(
+            all_held,
+            "the completing request never made every byte held"
+        );
+        h2 = held(srv.port, id);
+        assert_eq!(
+            h2, size,
+            "bytes reported held before SIGKILL are held after it"
+        );
+    }
+    eprintln!(
+        "completion crashes: status after crash 1 = {h1}, after crash 2 = {h2}, size {size}; \
+         recovery finished it on the last start: {}",
+        srv.recovered_on_start()
+    );
+
+    // Complete now (recovery finished it: an empty resume at the size returns the URL), or
+    // resumable from the held count; the download is the whole source either way.
+    let url = finish_offset(srv.port, id, &src);
+    assert_same_bytes(
+        &download(srv.port, &url),
+        &src,
+        "download after crashes during completion",
+    );
+
+    // A finished file stays finished and whole across a further crash.
+    srv.crash_and_restart();
+    assert_eq!(held(srv.port, id), size);
+    assert_same_bytes(
+        &download(srv.port, &url),
+        &src,
+        "download after a further restart",
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Chunk-handshake dialect (SPEC §2.1)
+// ---------------------------------------------------------------------------------------
+
+const BOUNDARY: &str = "----ferrycrashtestboundary7MA4YWxkTrZu0gW";
+
+struct Chunked {
+    file_id: String,
+    ids: Vec<String>,
+    chunks: Vec<std::ops::Range<usize>>,
+}
+
+impl Chunked {
+    fn new(src: &[u8], chunk: usize) -> Chunked {
+        let chunks: Vec<_> = (0..src.len().div_ceil(chunk))
+            .map(|i| i * chunk..((i + 1) * chunk).min(src.len()))
+            .collect();
+        let ids = chunks
+            .iter()
+            .enumerate()
+            .map(|(i, r)| format!("{}{i}", md5_hex(&src[r.clone()])))
+            .collect();
+        Chunked {
+            file_id: md5_hex(src),
+            ids,
+            chunks,
+        }
+    }
+
+    /// `POST /api/upload/handshake`; returns `data`.
+    #[track_caller]
+    fn handshake(&self, port: u16) -> serde_json::Value {
+        let body = serde_json::json!({
+            "fileId": self.file_id,
+            "ext": ".bin",
+            "chunkIds": self.ids,
+        })
+        .to_string();
+        let r = request(
+            port,
+            "POST",
+            "/api/upload/handshake",
+            &[("Content-Type", "application/json".to_owned())],
+            body.as_bytes(),
+        );
+        assert_eq!(r.status, 200, "handshake: {}", r.text());
+        let j = r.json();
+        assert_eq!(j["code"], 0, "handshake: {j}");
+        j["data"].clone()
+    }
+
+    /// The multipart body of chunk `i`, split as (before the bytes, after the bytes).
+    fn envelope(&self, i: usize) -> (Vec<u8>, Vec<u8>) {
+        let pre = format!(
+            "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"chunkId\"\r\n\r\n{}\r\n\
+             --{BOUNDARY}\r\nContent-Disposition: form-data; name=\"fileId\"\r\n\r\n{}\r\n\
+             --{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"blob\"\r\n\
+             Content-Type: application/octet-stream\r\n\r\n",
+            self.ids[i], self.file_id
+        );
+        let post = format!("\r\n--{BOUNDARY}--\r\n");
+        (pre.into_bytes(), post.into_bytes())
+    }
+
+    fn content_type() -> (&'static str, String) {
+        (
+            "Content-Type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+    }
+
+    /// Sends chunk `i` whole; returns `data` of the answer.
+    #[track_caller]
+    fn send(&self, port: u16, src: &[u8], i: usize) -> serde_json::Value {
+        let (pre, post) = self.envelope(i);
+        let mut body = pre;
+        body.extend_from_slice(&src[self.chunks[i].clone()]);
+        body.extend_from_slice(&post);
+        let r = request(port, "POST", "/api/upload", &[Self::content_type()], &body);
+        assert_eq!(r.status, 200, "chunk {i}: {}", r.text());
+        let j = r.json();
+        assert_eq!(j["code"], 0, "chunk {i}: {j}");
+        j["data"].clone()
+    }
+
+    /// Starts chunk `i` and sends the ids and the first `sent` of its bytes (in a few writes);
+    /// the request stays open.
+    fn send_partial(&self, port: u16, src: &[u8], i: usize, sent: usize) -> TcpStream {
+        let (pre, post) = self.envelope(i);
+        let bytes = &src[self.chunks[i].clone()];
+        let mut s = connect(port).expect("connecting");
+        write_head(
+            &mut s,
+            port,
+            "POST",
+            "/api/upload",
+            &[Self::content_type()],
+            pre.len() + bytes.len() + post.len(),
+        )
+        .unwrap();
+        s.write_all(&pre).unwrap();
+        send_in_pieces(&mut s, &bytes[..sent], 4, Duration::from_millis(20)).unwrap();
+        s
+    }
+
+    fn missing(&self, from: &[usize]) -> serde_json::Value {
+        serde_json::json!(
+            from.iter()
+                .map(|&i| self.ids[i].clone())
+                .collect::<Vec<_>>()
+        )
+    }
+}
+
+#[test]
+fn chunk_handshake_after_sigkill_lists_exactly_the_unacknowledged_chunks_and_finishes_identical() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut srv = Server::start(tmp.path());
+    let src = source(16 * MIB + 123_456, 6);
+    let c = Chunked::new(&src, MIB);
+    let n = c.ids.len();
+    assert_eq!(n, 17);
+    let all: Vec<usize> = (0..n).collect();
+
+    assert_eq!(
+        c.handshake(srv.port),
+        c.missing(&all),
+        "a new upload misses every chunk"
+    );
+
+    // Chunks 0..6 acknowledged, each answer listing the rest.
+    for i in 0..6 {
+        assert_eq!(
+            c.send(srv.port, &src, i),
+            c.missing(&all[i + 1..]),
+            "after chunk {i}"
+        );
+    }
+    // Chunk 6 cut off by the kill, halfway through its bytes.
+    let s = c.send_partial(srv.port, &src, 6, MIB / 2);
+    sleep(Duration::from_millis(300));
+    srv.crash_and_restart();
+    drop(s);
+    assert_eq!(
+        c.handshake(srv.port),
+        c.missing(&all[6..]),
+        "after a kill mid-chunk 6: acknowledged chunks are not listed, the cut one is"
+    );
+
+    // The last chunk out of order (its place is known only from the chunk size), then
+    // chunks 6..10, killed right after the last acknowledgement.
+    let last = n - 1;
+    let want: Vec<usize> = (6..last).collect();
+    assert_eq!(
+        c.send(srv.port, &src, last),
+        c.missing(&want),
+        "after the last chunk"
+    );
+    for i in 6..10 {
+        let want: Vec<usize> = (i + 1..last).collect();
+        assert_eq!(
+            c.send(srv.port, &src, i),
+            c.missing(&want),
+            "after chunk {i}"
+        );
+    }
+    srv.crash_and_restart();
+    let want: Vec<usize> = (10..last).collect();
+    assert_eq!(
+        c.handshake(srv.port),
+        c.missing(&want),
+        "after a kill right after acknowledgements: exactly chunks 10..{last} are missing"
+    );
+
+    // One more cut-off chunk, killed without a pause.
+    let s = c.send_partial(srv.port, &src, 10, MIB - 1);
+    srv.crash_and_restart();
+    drop(s);
+    assert_eq!(
+        c.handshake(srv.port),
+        c.missing(&want),
+        "a cut-off chunk is never held"
+    );
+
+    // All but the completing chunk.
+    let final_chunk = last - 1;
+    for i in 10..final_chunk {
+        let want: Vec<usize> = (i + 1..=final_chunk).collect();
+        assert_eq!(
+            c.send(srv.port, &src, i),
+            c.missing(&want),
+            "after chunk {i}"
+        );
+    }
+    // The completing chunk, whole; SIGKILL as soon as the handshake no longer lists it (its
+    // bytes are committed), i.e. while the server verifies the file digest, publishes the file
+    // or answers. On restart recovery must finish the upload: the handshake answers the URL.
+    let mut s = c.send_partial(srv.port, &src, final_chunk, c.chunks[final_chunk].len());
+    s.write_all(&c.envelope(final_chunk).1)
+        .expect("closing the multipart body");
+    let committed = poll_until(Duration::from_secs(20), || {
+        c.handshake(srv.port) != c.missing(&[final_chunk])
+    });
+    srv.crash_and_restart();
+    drop(s);
+    assert!(committed, "the completing chunk was never taken");
+    eprintln!(
+        "chunk completion crash: recovery finished it on restart: {}",
+        srv.recovered_on_start()
+    );
+    let data = c.handshake(srv.port);
+    let url = data
+        .as_str()
+        .unwrap_or_else(|| {
+            panic!("after a crash during completion the handshake must answer the URL, got {data}")
+        })
+        .to_owned();
+    let want_path = format!("/upload/{}.bin", c.file_id);
+    assert_eq!(path_of(&url), want_path);
+    assert_same_bytes(&download(srv.port, &url), &src, "chunk-dialect download");
+
+    // Finished files survive a crash too, and a new handshake is an instant upload.
+    srv.crash_and_restart();
+    let again = c.handshake(srv.port);
+    assert_eq!(
+        again.as_str().map(path_of),
+        Some(want_path.as_str()),
+        "instant upload: {again}"
+    );
+    assert_same_bytes(
+        &download(srv.port, &want_path),
+        &src,
+        "download after a further restart",
+    );
+}
