@@ -167,10 +167,8 @@ impl Server {
                     self.log_tail()
                 );
             }
-            if let Ok(r) = try_request(self.port, "GET", "/healthz", &[], b"") {
-                if r.status == 200 {
-                    return;
-                }
+            if try_request(self.port, "GET", "/healthz", &[], b"").is_ok_and(|r| r.status == 200) {
+                return;
             }
             if Instant::now() > deadline {
                 panic!(

@@ -515,7 +515,6 @@ async fn chunks_sent_while_chunk_zero_is_still_streaming_with_an_unknown_chunk_s
     }
 
     let one = p.send(&srv, 1, true).await;
-    eprintln!("DEBUG one {:?} metric {}", one, srv.metric(BYTES_RECEIVED_CHUNK).await);
     assert_eq!(one.0, 200, "chunk 1 while chunk 0 streams: {}", one.1);
     // Chunk 2 may be written at once or wait for chunk 0; release chunk 0 shortly either way.
     let two = async { p.send(&srv, 2, false).await };
@@ -524,7 +523,6 @@ async fn chunks_sent_while_chunk_zero_is_still_streaming_with_an_unknown_chunk_s
         let _ = release.send(());
     };
     let (two, ()) = tokio::join!(two, release_later);
-    eprintln!("DEBUG two {:?}", two);
     assert_eq!(two.0, 200, "chunk 2 while chunk 0 streams: {}", two.1);
     let zero = slow.await.unwrap();
     assert_eq!(zero.0, 200, "chunk 0: {}", zero.1);
