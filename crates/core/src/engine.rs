@@ -479,9 +479,11 @@ impl Engine {
         E: Display,
     {
         let max = self.0.cfg.max_upload_size;
+        let ulock = self.0.locks.entry(id);
         let (u, planned) = self
             .reserve_fresh(id, |u| {
-                Ok(plan_chunk(u, chunk_id, max)?.map(|p| {
+                let zero_open = ulock.zero_open.load(Ordering::Acquire);
+                Ok(plan_chunk(u, chunk_id, max, zero_open)?.map(|p| {
                     let ranges = p.reserve.clone();
                     (p, ranges)
                 }))
@@ -502,7 +504,7 @@ impl Engine {
             staged_index,
             ..
         } = planned;
-        let ulock = reservation.lock.clone();
+        let _zero_open = matches!(dest, ChunkDest::OpenAtZero).then(|| ZeroOpen::set(&ulock));
         let writer = match staged_index {
             Some(i) => self.0.blobs.staging_writer(id, i).await?,
             None => self.0.blobs.writer(id).await?,
@@ -1186,6 +1188,22 @@ fn plan_raw(u: &Upload, mode: WriteMode, max: u64) -> Result<(u64, u64), EngineE
     }
 }
 
+/// Marks chunk 0 as streaming with an unknown length while it lives.
+struct ZeroOpen(Arc<UploadLock>);
+
+impl ZeroOpen {
+    fn set(lock: &Arc<UploadLock>) -> Self {
+        lock.zero_open.store(true, Ordering::Release);
+        ZeroOpen(lock.clone())
+    }
+}
+
+impl Drop for ZeroOpen {
+    fn drop(&mut self) {
+        self.0.zero_open.store(false, Ordering::Release);
+    }
+}
+
 /// Everything a chunk write needs to know before streaming.
 #[derive(PartialEq)]
 struct ChunkPlan {
@@ -1201,7 +1219,12 @@ struct ChunkPlan {
 /// Decides where the bytes of chunk `chunk_id` go: known spans not yet held, chunk 0 at
 /// offset 0 while the chunk size is still unknown, or a staging blob. `None` when every
 /// position of the id is held already.
-fn plan_chunk(u: &Upload, chunk_id: &str, max: u64) -> Result<Option<ChunkPlan>, EngineError> {
+fn plan_chunk(
+    u: &Upload,
+    chunk_id: &str,
+    max: u64,
+    zero_open: bool,
+) -> Result<Option<ChunkPlan>, EngineError> {
     if u.is_complete() {
         return Err(EngineError::AlreadyComplete);
     }
@@ -1224,17 +1247,23 @@ fn plan_chunk(u: &Upload, chunk_id: &str, max: u64) -> Result<Option<ChunkPlan>,
     for &i in &indices {
         match layout.span(i, u.length) {
             Some(span) if u.held.contains(span.clone()) => {}
-            Some(span) => spans.push(span),
+            Some(span) => spans.push((i, span)),
             None if layout.staged.contains_key(&i) => {}
             None => unknown.push(i),
         }
     }
-    if let Some(first) = spans.first().cloned() {
+    if let Some((_, first)) = spans.first().cloned() {
         let len = first.end - first.start;
-        spans.retain(|s| s.end - s.start == len);
+        spans.retain(|(_, s)| s.end - s.start == len);
     }
-    let dest = if !spans.is_empty() {
-        ChunkDest::Spans(spans)
+    let dest = if let Some(&(i, _)) = spans.first() {
+        if zero_open {
+            // Chunk 0 is still streaming with its length unknown and holds the whole data
+            // range; rather than wait for it, stage this chunk and place it afterwards.
+            ChunkDest::Staged(i)
+        } else {
+            ChunkDest::Spans(spans.into_iter().map(|(_, s)| s).collect())
+        }
     } else if unknown.first() == Some(&0) {
         ChunkDest::OpenAtZero
     } else if let Some(&i) = unknown.first() {

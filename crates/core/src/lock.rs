@@ -15,6 +15,7 @@ use crate::hash::Hasher;
 use crate::upload::UploadId;
 use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, Weak};
 
 #[derive(Default)]
@@ -24,6 +25,9 @@ pub struct UploadLock {
     pub commit: tokio::sync::Mutex<()>,
     /// The whole-file hasher, when loaded; whoever holds the guard may advance it.
     pub hasher: tokio::sync::Mutex<Option<Hasher>>,
+    /// Chunk 0 is streaming before the chunk size is known, reserving the whole data range;
+    /// other chunks are staged meanwhile instead of waiting for it.
+    pub zero_open: AtomicBool,
 }
 
 #[derive(Default)]
