@@ -7,6 +7,7 @@
 #
 # Without BASE_URL it builds a release server and runs it with its data on /dev/shm
 # (override with BENCH_DIR=/path to measure a real disk). --quick: 32 MiB, one run.
+# FILE_FIRST=1 sends each chunk's file field before its ids, as most browser clients do.
 # Client-side hashing and splitting happen before the clock starts; the figures are the
 # wall time from the first request to the finished file's URL. Prints medians.
 set -euo pipefail
@@ -93,7 +94,12 @@ run_chunk() { # $1 = order: sorted | shuffled
   local order="$WORK/chunks.tsv"
   if [ "$1" = shuffled ]; then shuf "$WORK/chunks.tsv" > "$WORK/shuffled.tsv"; order="$WORK/shuffled.tsv"; fi
   t0=$(now)
-  xargs -P4 -L1 sh -c 'curl -fsS -o /dev/null -F "chunkId=$0" -F "fileId='"$file_id"'" -F "file=@$1" "'"$BASE"'/api/upload"' < "$order"
+  if [ "${FILE_FIRST:-0}" = 1 ]; then
+    # The field order of most browser clients: the bytes before the ids (the server spools).
+    xargs -P4 -L1 sh -c 'curl -fsS -o /dev/null -F "file=@$1" -F "chunkId=$0" -F "fileId='"$file_id"'" "'"$BASE"'/api/upload"' < "$order"
+  else
+    xargs -P4 -L1 sh -c 'curl -fsS -o /dev/null -F "chunkId=$0" -F "fileId='"$file_id"'" -F "file=@$1" "'"$BASE"'/api/upload"' < "$order"
+  fi
   t1=$(now)
   local url
   url=$(curl -fsS -X POST "$BASE/api/upload/handshake" -H 'Content-Type: application/json' \

@@ -1006,3 +1006,269 @@ fn chunk_handshake_after_sigkill_lists_exactly_the_unacknowledged_chunks_and_fin
         "download after a further restart",
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Graceful shutdown and configuration (SPEC §1, §6, §7)
+// ---------------------------------------------------------------------------------------
+
+/// Polls `child` until it exits; `None` when `within` passed first.
+fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let end = Instant::now() + within;
+    loop {
+        if let Some(st) = child.try_wait().expect("polling the child") {
+            return Some(st);
+        }
+        if Instant::now() > end {
+            return None;
+        }
+        sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether the server has taken the byte-offset request for `file_id`: the handler records
+/// the upload (and the status answer then carries its declared size) before it reads the body.
+fn upload_recorded(port: u16, file_id: &str) -> bool {
+    try_request(
+        port,
+        "GET",
+        "/api/upload/status",
+        &[("X-File-Id", file_id.to_owned())],
+        b"",
+    )
+    .is_ok_and(|r| r.status == 200 && r.header("x-file-size").is_some())
+}
+
+#[test]
+fn sigterm_lets_an_in_flight_body_finish_then_exits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut srv = Server::start(tmp.path());
+    let src = source(8 * MIB + 3, 7);
+    let id = "sigterm.bin-8388611-1700000000";
+    let half = src.len() / 2;
+
+    let mut s = open_offset(srv.port, id, 0, src.len(), src.len());
+    send_in_pieces(&mut s, &src[..half], 4, Duration::from_millis(5)).expect("sending half");
+    assert!(
+        poll_until(Duration::from_secs(10), || upload_recorded(srv.port, id)),
+        "the upload request never reached its handler"
+    );
+    sleep(Duration::from_millis(100));
+
+    let pid = srv.child.as_ref().expect("running").id();
+    let kill = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("running kill");
+    assert!(kill.success(), "kill -TERM {pid}: {kill}");
+    // The signal was handled once the listener is gone: new connections are refused while
+    // the request in flight goes on.
+    assert!(
+        poll_until(Duration::from_secs(5), || connect(srv.port).is_err()),
+        "still accepting connections 5 s after SIGTERM"
+    );
+    assert!(
+        srv.child.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "ferry exited with a request in flight"
+    );
+
+    send_in_pieces(&mut s, &src[half..], 4, Duration::from_millis(5)).expect("sending the rest");
+    let r = read_response(&mut s).expect("an answer to the request in flight");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let j = r.json();
+    assert_eq!(j["complete"], true, "{j}");
+    assert_eq!(j["offset"].as_u64(), Some(src.len() as u64), "{j}");
+    let url = j["url"].as_str().expect("url").to_owned();
+    drop(s);
+
+    let mut child = srv.child.take().expect("running");
+    let status = wait_exit(&mut child, Duration::from_secs(10)).unwrap_or_else(|| {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "ferry did not exit within 10 s of SIGTERM; log:\n{}",
+            srv.log_tail()
+        )
+    });
+    assert!(
+        status.success(),
+        "ferry exits cleanly after SIGTERM, got {status}; log:\n{}",
+        srv.log_tail()
+    );
+
+    srv.spawn();
+    assert_eq!(held(srv.port, id), src.len());
+    assert_same_bytes(
+        &download(srv.port, &url),
+        &src,
+        "download after a graceful stop and restart",
+    );
+}
+
+/// A `ferry serve` started with explicit arguments and environment; killed on drop.
+struct Ferry {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Ferry {
+    /// Spawns `ferry serve ARGS` in `cwd` with `env` on top of an environment cleared of
+    /// every `FERRY_*` variable, output appended to `log`.
+    fn spawn(cwd: &Path, args: &[&str], env: &[(&str, &str)], log: &Path) -> Ferry {
+        let mut out = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("opening the log");
+        writeln!(out, "===== ferry serve {} (env {env:?}) =====", args.join(" ")).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        cmd.arg("serve")
+            .args(args)
+            .current_dir(cwd)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log handle"))
+            .stderr(out);
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("FERRY_") {
+                cmd.env_remove(k);
+            }
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Ferry {
+            child: cmd.spawn().expect("spawning the ferry binary"),
+            log: log.to_owned(),
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for `/healthz` on `127.0.0.1:port`.
+    #[track_caller]
+    fn wait_healthy(&mut self, port: u16) {
+        let ok = poll_until(START_DEADLINE, || {
+            if let Some(st) = self.child.try_wait().ok().flatten() {
+                panic!("ferry exited during start-up ({st}); log:\n{}", self.log_text());
+            }
+            try_request(port, "GET", "/healthz", &[], b"").is_ok_and(|r| r.status == 200)
+        });
+        assert!(
+            ok,
+            "ferry did not answer /healthz on port {port}; log:\n{}",
+            self.log_text()
+        );
+    }
+}
+
+impl Drop for Ferry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `POST /api/upload` declaring a 2048-byte file with an empty body: only the size rule
+/// decides the answer.
+fn declare_2048(port: u16, file_id: &str) -> Resp {
+    request(
+        port,
+        "POST",
+        "/api/upload",
+        &offset_headers(file_id, 0, 2048),
+        b"",
+    )
+}
+
+#[test]
+fn config_file_and_environment_are_applied_with_flags_winning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let data = root.join("data");
+    let data_arg = data.to_str().unwrap();
+    let log = root.join("server.log");
+    let port1 = free_port();
+    let port2 = free_port();
+    let config = root.join("conf").join("ferry.toml");
+    std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+    std::fs::write(
+        &config,
+        format!("listen = \"127.0.0.1:{port1}\"\nmax-upload-size = \"1KiB\"\n"),
+    )
+    .unwrap();
+    let config_arg = config.to_str().unwrap();
+    let src = source(2048, 8);
+
+    // The file alone: listen address and size limit come from it.
+    {
+        let mut f = Ferry::spawn(root, &["--config", config_arg, "--data-dir", data_arg], &[], &log);
+        f.wait_healthy(port1);
+        let r = declare_2048(port1, "config-1.bin-2048-1");
+        assert_eq!(r.status, 413, "max-upload-size = 1KiB from the file: {}", r.text());
+        assert_eq!(held(port1, "config-1.bin-2048-1"), 0, "a refused upload stores nothing");
+    }
+
+    // The environment wins over the file.
+    {
+        let mut f = Ferry::spawn(
+            root,
+            &["--config", config_arg, "--data-dir", data_arg],
+            &[("FERRY_MAX_UPLOAD_SIZE", "1MiB")],
+            &log,
+        );
+        f.wait_healthy(port1);
+        let r = post_offset(port1, "config-2.bin-2048-1", 0, src.len(), &src);
+        assert_eq!(r.status, 200, "FERRY_MAX_UPLOAD_SIZE=1MiB beats the file: {}", r.text());
+        assert_eq!(r.json()["complete"], true);
+    }
+
+    // A flag wins over the file; the file's other settings still apply.
+    {
+        let listen2 = format!("127.0.0.1:{port2}");
+        let mut f = Ferry::spawn(
+            root,
+            &["--config", config_arg, "--data-dir", data_arg, "--listen", &listen2],
+            &[],
+            &log,
+        );
+        f.wait_healthy(port2);
+        assert!(
+            connect(port1).is_err(),
+            "--listen {listen2} beats the file's listen = 127.0.0.1:{port1}"
+        );
+        let r = declare_2048(port2, "config-3.bin-2048-1");
+        assert_eq!(r.status, 413, "the file's size limit still applies: {}", r.text());
+    }
+}
+
+#[test]
+fn non_loopback_listen_without_tokens_is_refused_unless_insecure_no_auth() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let data = root.join("data");
+    let data_arg = data.to_str().unwrap();
+    let log = root.join("server.log");
+    let port = free_port();
+    let listen = format!("0.0.0.0:{port}");
+
+    let mut f = Ferry::spawn(root, &["--listen", &listen, "--data-dir", data_arg], &[], &log);
+    let status = wait_exit(&mut f.child, START_DEADLINE)
+        .unwrap_or_else(|| panic!("ferry serve --listen {listen} without tokens kept running"));
+    assert!(!status.success(), "refusing must exit non-zero, got {status}");
+    let text = f.log_text();
+    assert!(
+        text.contains("--auth-token"),
+        "the refusal names --auth-token:\n{text}"
+    );
+    drop(f);
+
+    let mut f = Ferry::spawn(
+        root,
+        &["--listen", &listen, "--data-dir", data_arg, "--insecure-no-auth"],
+        &[],
+        &log,
+    );
+    f.wait_healthy(port);
+}

@@ -198,3 +198,18 @@ pub fn spark_chunks(data: &[u8], chunk: usize) -> (String, Vec<(String, Vec<u8>)
         .collect();
     (md5_hex(data), pieces)
 }
+
+impl TestServer {
+    /// Starts a graceful shutdown without waiting for it: the server stops accepting, lets
+    /// requests in flight finish, then its task ends ([`TestServer::stop`] awaits that).
+    pub fn trigger_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Whether the server task has ended (after [`TestServer::trigger_shutdown`]).
+    pub fn is_finished(&self) -> bool {
+        self.task.as_ref().is_none_or(|t| t.is_finished())
+    }
+}

@@ -1,0 +1,1442 @@
+//! The real [`Engine`] over [`FsBlobStore`] and [`SqliteMetaStore`] in a temporary directory:
+//! completion, offsets and lengths, cut-off bodies, durable hasher progress across a restart,
+//! verified chunks (staged, duplicated, mismatching), concurrent writers, recovery after a
+//! failed completion commit, expiry and deletion.
+//!
+//! Bodies are streams of `Bytes` frames, like the server hands them over; a body cut off
+//! mid-way ends with an `Err`.
+
+#![cfg(all(feature = "fs", feature = "sqlite"))]
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use ferry_core::engine::{EngineConfig, NewUpload, Stats, WriteMode, WriteOutcome};
+use ferry_core::hash::{self, HashAlg};
+use ferry_core::store::{BlobRead, Blobs, Meta, MetaError, MetaStore};
+use ferry_core::upload::{
+    ChunkLayout, DeclaredDigest, Dialect, Timestamp, Upload, UploadId, UploadState,
+};
+use ferry_core::{Engine, EngineError};
+use ferry_store::fs::FsBlobStore;
+use ferry_store::sqlite::SqliteMetaStore;
+use futures_util::stream::{self, BoxStream, StreamExt};
+use std::collections::BTreeMap;
+use std::io;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * KIB;
+/// Small enough that tests can exceed it cheaply.
+const MAX_UPLOAD: u64 = 64 * MIB as u64;
+
+type Frame = Result<Bytes, io::Error>;
+type Body = BoxStream<'static, Frame>;
+
+// ---------------------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------------------
+
+fn meta_at(dir: &Path) -> SqliteMetaStore {
+    SqliteMetaStore::open(&dir.join("meta.db")).unwrap()
+}
+
+fn engine_on(dir: &Path, meta: Arc<dyn MetaStore>) -> Engine {
+    let blobs = FsBlobStore::open(dir.join("blobs")).unwrap();
+    Engine::new(
+        Meta(meta),
+        Blobs(Arc::new(blobs)),
+        EngineConfig {
+            max_upload_size: MAX_UPLOAD,
+        },
+    )
+}
+
+/// A fresh engine on the stores under `dir` (opening them again: a restart).
+fn open_engine(dir: &Path) -> Engine {
+    engine_on(dir, Arc::new(meta_at(dir)))
+}
+
+fn partial_path(dir: &Path, id: &UploadId) -> PathBuf {
+    dir.join("blobs").join("partial").join(id.as_str())
+}
+
+fn complete_path(dir: &Path, id: &UploadId) -> PathBuf {
+    dir.join("blobs").join("complete").join(id.as_str())
+}
+
+fn staging_path(dir: &Path, id: &UploadId, index: usize) -> PathBuf {
+    dir.join("blobs")
+        .join("staging")
+        .join(format!("{id}.{index}"))
+}
+
+fn staging_entries(dir: &Path, id: &UploadId) -> Vec<String> {
+    let prefix = format!("{id}.");
+    std::fs::read_dir(dir.join("blobs").join("staging"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with(&prefix))
+        .collect()
+}
+
+/// Deterministic pseudo-random bytes (xorshift), different per seed.
+fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&hash::digest(HashAlg::Sha256, bytes))
+}
+
+fn md5_hex(bytes: &[u8]) -> String {
+    hex(&hash::digest(HashAlg::Md5, bytes))
+}
+
+fn frames(bytes: &[u8], frame: usize) -> Vec<Frame> {
+    bytes
+        .chunks(frame)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect()
+}
+
+/// A whole body in 64 KiB frames.
+fn body(bytes: &[u8]) -> Body {
+    stream::iter(frames(bytes, 64 * KIB)).boxed()
+}
+
+/// A body that delivers `bytes` in 16 KiB frames and then fails, like a dropped connection.
+fn cut_body(bytes: &[u8]) -> Body {
+    let mut items = frames(bytes, 16 * KIB);
+    items.push(Err(io::Error::new(
+        io::ErrorKind::ConnectionReset,
+        "client went away",
+    )));
+    stream::iter(items).boxed()
+}
+
+/// A body whose frames trickle in, so that concurrent requests really overlap.
+fn slow_body(bytes: &[u8], frame: usize, pause: Duration) -> Body {
+    stream::iter(frames(bytes, frame))
+        .then(move |f| async move {
+            tokio::time::sleep(pause).await;
+            f
+        })
+        .boxed()
+}
+
+/// A body the test feeds frame by frame; it ends when the sender is dropped.
+fn channel_body() -> (mpsc::UnboundedSender<Frame>, Body) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let body = stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+    .boxed();
+    (tx, body)
+}
+
+async fn create_offset(engine: &Engine, length: Option<u64>) -> Upload {
+    let mut new = NewUpload::new(Dialect::Offset);
+    new.length = length;
+    let (u, created) = engine.create(new).await.unwrap();
+    assert!(created);
+    u
+}
+
+fn md5_layout(ids: Vec<String>, chunk_size: Option<u64>) -> ChunkLayout {
+    ChunkLayout {
+        ids,
+        chunk_size,
+        alg: HashAlg::Md5,
+        staged: BTreeMap::new(),
+    }
+}
+
+/// Chunk ids as the seed clients make them: the chunk's md5, optionally followed by its index.
+fn chunk_ids(src: &[u8], chunk_size: usize, suffix: bool) -> Vec<String> {
+    src.chunks(chunk_size)
+        .enumerate()
+        .map(|(i, c)| {
+            if suffix {
+                format!("{}-{i}", md5_hex(c))
+            } else {
+                md5_hex(c)
+            }
+        })
+        .collect()
+}
+
+async fn create_chunked(
+    engine: &Engine,
+    layout: ChunkLayout,
+    length: Option<u64>,
+    declared: Option<DeclaredDigest>,
+) -> Upload {
+    let mut new = NewUpload::new(Dialect::Chunk);
+    new.chunks = Some(layout);
+    new.length = length;
+    new.declared = declared;
+    let (u, created) = engine.create(new).await.unwrap();
+    assert!(created);
+    u
+}
+
+async fn append(
+    engine: &Engine,
+    id: &UploadId,
+    offset: usize,
+    bytes: &[u8],
+) -> Result<WriteOutcome, EngineError> {
+    engine
+        .write(
+            id,
+            WriteMode::Append {
+                offset: offset as u64,
+            },
+            body(bytes),
+        )
+        .await
+}
+
+async fn write_at(
+    engine: &Engine,
+    id: &UploadId,
+    start: usize,
+    bytes: &[u8],
+) -> Result<WriteOutcome, EngineError> {
+    engine
+        .write(
+            id,
+            WriteMode::At {
+                start: start as u64,
+                len: bytes.len() as u64,
+            },
+            body(bytes),
+        )
+        .await
+}
+
+async fn chunk(
+    engine: &Engine,
+    id: &UploadId,
+    chunk_id: &str,
+    bytes: &[u8],
+) -> Result<WriteOutcome, EngineError> {
+    engine.write_chunk(id, chunk_id, body(bytes)).await
+}
+
+fn read_all(blob: &dyn BlobRead) -> Vec<u8> {
+    let mut out = vec![0u8; blob.len() as usize];
+    let mut at = 0;
+    while at < out.len() {
+        let n = blob.read_at(&mut out[at..], at as u64).unwrap();
+        assert!(n > 0, "blob ended at {at} of {}", out.len());
+        at += n;
+    }
+    out
+}
+
+/// The published blob of a complete upload.
+async fn read_complete(engine: &Engine, u: &Upload) -> Vec<u8> {
+    let (blob, _) = engine.open_complete(u).await.unwrap();
+    tokio::task::spawn_blocking(move || read_all(&*blob))
+        .await
+        .unwrap()
+}
+
+fn held(u: &Upload) -> Vec<Range<u64>> {
+    u.held.iter().collect()
+}
+
+fn r(start: usize, end: usize) -> Range<u64> {
+    start as u64..end as u64
+}
+
+/// The upload is complete, its published blob equals `src`, and its digest is the sha256
+/// of `src`.
+async fn assert_complete_with(engine: &Engine, dir: &Path, id: &UploadId, src: &[u8]) -> Upload {
+    let u = engine.get(id).await.unwrap();
+    assert_eq!(u.state, UploadState::Complete, "upload is not complete");
+    assert!(u.completed_at.is_some());
+    assert_eq!(u.length, Some(src.len() as u64));
+    assert!(u.held.is_complete(src.len() as u64));
+    assert_eq!(u.content_alg, HashAlg::Sha256);
+    assert_eq!(
+        u.content_digest.as_deref(),
+        Some(sha256_hex(src).as_str()),
+        "content digest is not the sha256 of the content"
+    );
+    let content = read_complete(engine, &u).await;
+    assert!(content == src, "the published blob differs from the source");
+    assert!(complete_path(dir, id).is_file());
+    assert!(!partial_path(dir, id).exists(), "partial blob left behind");
+    u
+}
+
+async fn wait_for(what: &str, mut cond: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Forwards to SQLite, but fails the first `update` that marks an upload complete: the
+/// process "dies" between publishing the blob and committing completion.
+struct FailCompletionOnce {
+    inner: SqliteMetaStore,
+    armed: AtomicBool,
+}
+
+#[async_trait]
+impl MetaStore for FailCompletionOnce {
+    async fn insert(&self, upload: &Upload) -> Result<(), MetaError> {
+        self.inner.insert(upload).await
+    }
+    async fn get(&self, id: &UploadId) -> Result<Option<Upload>, MetaError> {
+        self.inner.get(id).await
+    }
+    async fn get_by_key(&self, key: &str) -> Result<Option<Upload>, MetaError> {
+        self.inner.get_by_key(key).await
+    }
+    async fn update(&self, upload: &Upload) -> Result<(), MetaError> {
+        if upload.state == UploadState::Complete && self.armed.swap(false, Ordering::SeqCst) {
+            return Err(MetaError::Backend(
+                "injected: crashed before the completion commit".into(),
+            ));
+        }
+        self.inner.update(upload).await
+    }
+    async fn delete(&self, id: &UploadId) -> Result<(), MetaError> {
+        self.inner.delete(id).await
+    }
+    async fn list_stale(&self, before: Timestamp) -> Result<Vec<UploadId>, MetaError> {
+        self.inner.list_stale(before).await
+    }
+    async fn list_incomplete(&self) -> Result<Vec<UploadId>, MetaError> {
+        self.inner.list_incomplete().await
+    }
+    async fn ping(&self) -> Result<(), MetaError> {
+        self.inner.ping().await
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Completion, raw writes
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn appends_complete_exactly_when_the_last_byte_is_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open_engine(dir.path());
+    // Crosses the engine's 1 MiB batch boundary inside one request.
+    let src = data(MIB + 500 * KIB + 123, 1);
+    let len = src.len();
+    let u = create_offset(&engine, Some(len as u64)).await;
+    let cuts = [0, 100 * KIB + 7, 1200 * KIB, len - 1, len];
+    for w in cuts.windows(2) {
+        let (from, to) = (w[0], w[1]);
+        let out = append(&engine, &u.id, from, &src[from..to]).await.unwrap();
+        assert_eq!(out.accepted, (to - from) as u64);
+        assert_eq!(out.upload.offset(), to as u64);
+        let last = to == len;
+        assert_eq!(out.upload.is_complete(), last, "after writing up to {to}");
+        let stored = engine.get(&u.id).await.unwrap();
+        assert_eq!(stored.is_complete(), last);
+        assert_eq!(stored.offset(), to as u64);
+        if !last {
+            assert!(stored.content_digest.is_none());
+            assert!(matches!(
+                engine.open_complete(&stored).await,
+                Err(EngineError::NotFound)
+            ));
+            assert!(!complete_path(dir.path(), &u.id).exists());
+        }
+    }
+    let done = assert_complete_with(&engine, dir.path(), &u.id, &src).await;
+    assert_eq!(
+        done.etag(),
+        Some(format!("\"sha256-{}\"", sha256_hex(&src))),
+        "the ETag derives from the content digest"
+    );
+    assert_eq!(engine.stats().rehashed_bytes.load(Ordering::Relaxed), 0);
+    assert_eq!(Stats::get(&engine.stats().completed, Dialect::Offset), 1);
+    assert!(matches!(
+        append(&engine, &u.id, len, b"x").await,
+        Err(EngineError::AlreadyComplete)
+    ));
+}
+
+#[tokio::test]
+async fn a_declared_digest_sets_the_content_algorithm_and_etag() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open_engine(dir.path());
+    let src = data(300 * KIB, 2);
+    let mut new = NewUpload::new(Dialect::Offset);
+    new.length = Some(src.len() as u64);
+    new.declared = Some(DeclaredDigest {
+        alg: HashAlg::Md5,
+        hex: md5_hex(&src),
+    });
+    let (u, _) = engine.create(new).await.unwrap();
+    assert_eq!(u.content_alg, HashAlg::Md5);
+    let out = append(&engine, &u.id, 0, &src).await.unwrap();
+    assert!(out.upload.is_complete());
+    assert_eq!(out.upload.content_digest, Some(md5_hex(&src)));
+    assert_eq!(
+        out.upload.etag(),
+        Some(format!("\"md5-{}\"", md5_hex(&src)))
+    );
+    assert!(read_complete(&engine, &out.upload).await == src);
+}
+
+#[tokio::test]
+async fn a_zero_length_upload_is_complete_when_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open_engine(dir.path());
+    let u = create_offset(&engine, Some(0)).await;
+    assert!(u.is_complete());
+    assert_complete_with(&engine, dir.path(), &u.id, &[]).await;
+}
+
+#[tokio::test]
+async fn out_of_order_and_overlapping_at_writes_complete_with_identical_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open_engine(dir.path());
+    let src = data(MIB + 333, 3);
+    let len = src.len();
+    let u = create_offset(&engine, Some(len as u64)).await;
+    // (start, end, newly accepted bytes)
+    let plan = [
+        (600 * KIB, 900 * KIB, 300 * KIB),
+        (0, 300 * KIB, 300 * KIB),
+        // Re-sends parts of both held ranges around the gap.
+        (200 * KIB, 700 * KIB, 300 * KIB),
+        // Entirely held already.
+        (100 * KIB, 800 * KIB, 0),
+        (850 * KIB, len, len - 900 * KIB),
+    ];
+    for (i, &(start, end, accepted)) in plan.iter().enumerate() {
+        let out = write_at(&engine, &u.id, start, &src[start..end])
+            .await
+            .unwrap();
+        assert_eq!(out.accepted, accepted as u64, "write {i} ({start}..{end})");
+        assert_eq!(out.upload.is_complete(), i == plan.len() - 1, "write {i}");
+    }
+    assert_complete_with(&engine, dir.path(), &u.id, &src).await;
+}
+
+#[tokio::test]
+async fn an_at_write_never_rewrites_bytes_already_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open_engine(dir.path());
+    let src = data(200 * KIB, 4);
+    let len = src.len();
+    let u = create_offset(&engine, Some(len as u64)).await;
+    write_at(&engine, &u.id, 0, &src[..100 * KIB])
+        .await
+        .unwrap();
+
+    // 50K..150K: the held half carries different bytes, the new half the real ones.
+    let mut resend = data(50 * KIB, 99);
+    resend.extend_from_slice(&src[100 * KIB..150 * KIB]);
+    let out = write_at(&engine, &u.id, 50 * KIB, &resend).await.unwrap();
+    assert_eq!(out.accepted, 50 * KIB as u64);
+    assert_eq!(held(&out.upload), vec![r(0, 150 * KIB)]);
+    let partial = std::fs::read(partial_path(dir.path(), &u.id)).unwrap();
+    assert!(
+        partial[..150 * KIB] == src[..150 * KIB],
+        "held bytes were overwritten by a re-sent range"
+    );
+
+    write_at(&engine, &u.id, 150 * KIB, &src[150 * KIB..])
+        .await
+        .unwrap();
+    assert_complete_with(&engine, dir.path(), &u.id, &src).await;
+}
+
+#[tokio::test]
+async fn append_at_a_wrong_offset_is_offset_mismatch_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open_engine(dir.path());
+    let src = data(100 * KIB, 5);
+    let u = create_offset(&engine, Some(src.len() as u64)).await;
+    assert!(matches!(
+        append(&engine, &u.id, 7, &src[7..20]).await,
+        Err(EngineError::OffsetMismatch { held: 0, got: 7 })
+    ));
+    append(&engine, &u.id, 0, &src[..40 * KIB]).await.unwrap();
+    let before = engine.get(&u.id).await.unwrap();
+    for got in [0, 30 * KIB, 50 * KIB] {
+        match append(&engine, &u.id, got, &data(10 * KIB, 77)).await {
+            Err(EngineError::OffsetMismatch { held, got: g }) => {
+                assert_eq!(held, 40 * KIB as u64);
+                assert_eq!(g, got as u64);
+            }
+            other => panic!("append at {got}: expected OffsetMismatch, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        engine.get(&u.id).await.unwrap(),
+        before,
+        "the record changed"
+    );
+    let partial = std::fs::read(partial_path(dir.path(), &u.id)).unwrap();
+    assert!(partial == src[..40 * KIB], "the partial blob changed");
+    append(&engine, &u.id, 40 * KIB, &src[40 * KIB..])
+        .await
+        .unwrap();
+    assert_complete_with(&engine, dir.path(), &u.id, &src).await;
+}
+
+#[tokio::test]
+async fn writes_past_the_declared_length_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open_engine(dir.path());
+    let src = data(100 * KIB, 6);
+    let len = src.len();
+    let u = create_offset(&engine, Some(len as u64)).await;
+
+    // A range past the end is refused before a byte is stored.
+    match write_at(&engine, &u.id, 90 * KIB, &data(20 * KIB, 60)).await {
+        Err(EngineError::PastLength { length, end }) => {
+            assert_eq!(length, len as u64);
+            assert_eq!(end, 110 * KIB as u64);
+        }
+        other => panic!("expected PastLength, got {other:?}"),
+    }
+    let after = engine.get(&u.id).await.unwrap();
+    assert!(after.held.is_empty());
+    assert_eq!(
+        std::fs::metadata(partial_path(dir.path(), &u.id))
+            .unwrap()
+            .len(),
+        0
+    );
+
+    // An append whose body runs past the end: refused, and nothing past the end is stored.
+    let mut long = src.clone();
+    long.extend_from_slice(&data(10 * KIB, 61));
+    match append(&engine, &u.id, 0, &long).await {
+        Err(EngineError::PastLength { length, .. }) => assert_eq!(length, len as u64),
+        other => panic!("expected PastLength, got {other:?}"),
+    }
+    let after = engine.get(&u.id).await.unwrap();
+    assert!(
+        held(&after).iter().all(|h| h.end <= len as u64),
+        "held past the length: {:?}",
+        held(&after)
+    );
+    for path in [
+        partial_path(dir.path(), &u.id),
+        complete_path(dir.path(), &u.id),
+    ] {
+        if let Ok(m) = std::fs::metadata(&path) {
+            assert!(
+                m.len() <= len as u64,
+                "{} grew past the length",
+                path.display()
+            );
+        }
+    }
+    if after.is_complete() {
+        assert_complete_with(&engine, dir.path(), &u.id, &src).await;
+    } else {
+        let partial = std::fs::read(partial_path(dir.path(), &u.id)).unwrap();
+        for h in held(&after) {
+            let h = h.start as usize..h.end as usize;
+            assert!(
+                partial[h.clone()] == src[h],
+                "held bytes differ from the source"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn set_length_conflicts_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open_engine(dir.path());
+    let src = data(30 * KIB, 7);
+    let u = create_offset(&engine, None).await;
+    append(&engine, &u.id, 0, &src[..10 * KIB]).await.unwrap();
+
+    // Shorter than what is held already.
+    assert!(matches!(
+        engine.set_length(&u.id, 5 * KIB as u64).await,
+        Err(EngineError::Invalid(_))
+    ));
+    assert_eq!(engine.get(&u.id).await.unwrap().length, None);
+    // Above the server's limit.
+    assert!(matches!(
+        engine.set_length(&u.id, MAX_UPLOAD + 1).await,
+        Err(EngineError::TooLarge { .. })
+    ));
+
+    let set = engine.set_length(&u.id, 30 * KIB as u64).await.unwrap();
+    assert_eq!(set.length, Some(30 * KIB as u64));
+    // The same length again is a no-op; another one is a conflict.
+    let again = engine.set_length(&u.id, 30 * KIB as u64).await.unwrap();
+    assert_eq!(again, engine.get(&u.id).await.unwrap());
+    match engine.set_length(&u.id, 40 * KIB as u64).await {
+        Err(EngineError::LengthMismatch { known, given }) => {
+            assert_eq!((known, given), (30 * KIB as u64, 40 * KIB as u64));
+        }
+        other => panic!("expected LengthMismatch, got {other:?}"),
+    }
+    assert_eq!(
+        engine.get(&u.id).await.unwrap().length,
+        Some(30 * KIB as u64)
+    );
+
+    // A length given at creation conflicts the same way.
+    let fixed = create_offset(&engine, Some(1000)).await;
+    assert!(matches!(
+        engine.set_length(&fixed.id, 999).await,
+        Err(EngineError::LengthMismatch {
+            known: 1000,
+            given: 999
+        })
+    ));
+
+    append(&engine, &u.id, 10 * KIB, &src[10 * KIB..])
+        .await
+        .unwrap();
+    assert_complete_with(&engine, dir.path(), &u.id, &src).await;
+}
+
+#[tokio::test]
+async fn declaring_the_length_of_bytes_already_held_completes_the_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open_engine(dir.path());
+    let src = data(50 * KIB, 8);
+    let u = create_offset(&engine, None).await;
+    let out = append(&engine, &u.id, 0, &src).await.unwrap();
+    assert!(!out.upload.is_complete());
+    let done = engine.set_length(&u.id, src.len() as u64).await.unwrap();
+    assert!(done.is_complete());
+    assert_complete_with(&engine, dir.path(), &u.id, &src).await;
+}
+
+#[tokio::test]
+async fn a_cut_off_body_keeps_exactly_the_bytes_that_arrived() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open_engine(dir.path());
+    let src = data(2 * MIB, 9);
+    let len = src.len();
+    let u = create_offset(&engine, Some(len as u64)).await;
+
+    // Append cut after 1.25 MiB (more than one engine batch).
+    let cut = MIB + 256 * KIB;
+    let res = engine
+        .write(
+            &u.id,
+            WriteMode::Append { offset: 0 },
+            cut_body(&src[..cut]),
+        )
+        .await;
+    match res {
+        Err(EngineError::BodyInterrupted { received, .. }) => assert_eq!(received, cut as u64),
+        other => panic!("expected BodyInterrupted, got {other:?}"),
+    }
+    let stored = engine.get(&u.id).await.unwrap();
+    assert_eq!(stored.offset(), cut as u64);
+    assert_eq!(held(&stored), vec![r(0, cut)]);
+    assert_eq!(
+        stored.hash_progress.as_ref().map(|p| p.position),
+        Some(cut as u64),
+        "the hasher state of the bytes that arrived is committed with them"
+    );
+    let partial = std::fs::read(partial_path(dir.path(), &u.id)).unwrap();
+    assert!(partial[..cut] == src[..cut]);
+
+    // A cut-off At write keeps its prefix too.
+    let (start, arrived) = (cut + 200 * KIB, 60 * KIB);
+    let res = engine
+        .write(
+            &u.id,
+            WriteMode::At {
+                start: start as u64,
+                len: 100 * KIB as u64,
+            },
+            cut_body(&src[start..start + arrived]),
+        )
+        .await;
+    assert!(
+        matches!(res, Err(EngineError::BodyInterrupted { received, .. }) if received == arrived as u64),
+        "{res:?}"
+    );
+    let stored = engine.get(&u.id).await.unwrap();
+    assert_eq!(held(&stored), vec![r(0, cut), r(start, start + arrived)]);
+
+    // The client resumes from the reported offset.
+    append(&engine, &u.id, cut, &src[cut..]).await.unwrap();
+    assert_complete_with(&engine, dir.path(), &u.id, &src).await;
+    // The bytes of the cut-off append were hashed as they landed; only what the resumed
+    // append wrote around the held island is read back.
+    let rehashed = engine.stats().rehashed_bytes.load(Ordering::Relaxed);
+    assert!(
+        rehashed <= (len - cut) as u64,
+        "the cut-off prefix was re-read ({rehashed} bytes rehashed)"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Durable hasher progress
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn hasher_progress_survives_a_restart_without_rereading_the_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = data(2 * MIB + 512 * KIB, 10);
+    let len = src.len();
+    let half = len / 2;
+    let id = {
+        let engine = open_engine(dir.path());
+        let u = create_offset(&engine, Some(len as u64)).await;
+        append(&engine, &u.id, 0, &src[..half / 3]).await.unwrap();
+        let out = append(&engine, &u.id, half / 3, &src[half / 3..half])
+            .await
+            .unwrap();
+        let progress = out.upload.hash_progress.expect("hasher progress recorded");
+        assert_eq!(progress.position, half as u64);
+        assert_eq!(engine.stats().rehashed_bytes.load(Ordering::Relaxed), 0);
+        u.id
+    };
+    // Restart: new stores, new engine, same directories.
+    let engine = open_engine(dir.path());
+    let stored = engine.get(&id).await.unwrap();
+    assert_eq!(stored.offset(), half as u64);
+    assert_eq!(
+        stored.hash_progress.as_ref().map(|p| p.position),
+        Some(half as u64)
+    );
+    let out = append(&engine, &id, half, &src[half..]).await.unwrap();
+    assert!(out.upload.is_complete());
+    assert_eq!(
+        engine.stats().rehashed_bytes.load(Ordering::Relaxed),
+        0,
+        "completion after a restart re-read the prefix"
+    );
+    assert_complete_with(&engine, dir.path(), &id, &src).await;
+}
+
+#[tokio::test]
+async fn out_of_order_bytes_are_caught_up_and_the_digest_stays_right() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open_engine(dir.path());
+    let third = 300 * KIB;
+    let src = data(3 * third + 17, 11);
+    let len = src.len();
+    let u = create_offset(&engine, Some(len as u64)).await;
+
+    // The middle first: nothing to hash yet (no prefix).
+    write_at(&engine, &u.id, third, &src[third..2 * third])
+        .await
+        .unwrap();
+    assert_eq!(engine.stats().rehashed_bytes.load(Ordering::Relaxed), 0);
+    // The first third streams through the hasher; the middle is then read back.
+    write_at(&engine, &u.id, 0, &src[..third]).await.unwrap();
+    let (e, id) = (engine.clone(), u.id.clone());
+    wait_for("the catch-up pass", async || {
+        e.get(&id)
+            .await
+            .unwrap()
+            .hash_progress
+            .is_some_and(|p| p.position == 2 * third as u64)
+    })
+    .await;
+    assert_eq!(
+        engine.stats().rehashed_bytes.load(Ordering::Relaxed),
+        third as u64
+    );
+    // The rest lands where the hasher stands: nothing more is re-read.
+    let out = write_at(&engine, &u.id, 2 * third, &src[2 * third..])
+        .await
+        .unwrap();
+    assert!(out.upload.is_complete());
+    assert_eq!(
+        engine.stats().rehashed_bytes.load(Ordering::Relaxed),
+        third as u64
+    );
+    assert_complete_with(&engine, dir.path(), &u.id, &src).await;
+}
+
+#[tokio::test]
+async fn reverse_order_arrival_rehashes_at_completion_and_the_digest_stays_right() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open_engine(dir.path());
+    let part = 200 * KIB;
+    let src = data(4 * part, 12);
+    let u = create_offset(&engine, Some(src.len() as u64)).await;
+    for i in (0..4).rev() {
+        write_at(&engine, &u.id, i * part, &src[i * part..(i + 1) * part])
+            .await
+            .unwrap();
+    }
+    assert!(engine.stats().rehashed_bytes.load(Ordering::Relaxed) > 0);
+    assert_complete_with(&engine, dir.path(), &u.id, &src).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Chunk uploads
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn chunks_with_md5_ids_complete_in_any_order() {
+    for suffix in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = open_engine(dir.path());
+        let cs = 256 * KIB;
+        let src = data(4 * cs + 5, 13);
+        let ids = chunk_ids(&src, cs, suffix);
+        let u = create_chunked(
+            &engine,
+            md5_layout(ids.clone(), Some(cs as u64)),
+            Some(src.len() as u64),
+            None,
+        )
+        .await;
+        let order = [2, 0, 4, 1, 3];
+        for (n, &i) in order.iter().enumerate() {
+            let bytes = &src[i * cs..((i + 1) * cs).min(src.len())];
+            let out = chunk(&engine, &u.id, &ids[i], bytes).await.unwrap();
+            assert_eq!(out.accepted, bytes.len() as u64);
+            assert_eq!(out.upload.is_complete(), n == order.len() - 1);
+        }
+        // A chunk sent again after completion: the upload is done.
+        assert!(matches!(
+            chunk(&engine, &u.id, &ids[0], &src[..cs]).await,
+            Err(EngineError::AlreadyComplete)
+        ));
+        assert_complete_with(&engine, dir.path(), &u.id, &src).await;
+    }
+}
+
+#[tokio::test]
+async fn a_chunk_whose_digest_differs_from_its_id_is_refused_and_nothing_is_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open_engine(dir.path());
+    let cs = 64 * KIB;
+    let src = data(3 * cs + 8 * KIB, 14);
+    let ids = chunk_ids(&src, cs, true);
+    let u = create_chunked(
+        &engine,
+        md5_layout(ids.clone(), Some(cs as u64)),
+        Some(src.len() as u64),
+        None,
+    )
+    .await;
+    let before = engine.get(&u.id).await.unwrap();
+
+    // Chunk 0's id with chunk 1's bytes (it would feed the whole-file hasher).
+    match chunk(&engine, &u.id, &ids[0], &src[cs..2 * cs]).await {
+        Err(EngineError::ChunkDigestMismatch { expected, actual }) => {
+            assert_eq!(expected, md5_hex(&src[..cs]));
+            assert_eq!(actual, md5_hex(&src[cs..2 * cs]));
+        }
+        other => panic!("expected ChunkDigestMismatch, got {other:?}"),
+    }
+    // Chunk 2 with one flipped byte.
+    let mut bad = src[2 * cs..3 * cs].to_vec();
+    bad[1234] ^= 0x40;
+    assert!(matches!(
+        chunk(&engine, &u.id, &ids[2], &bad).await,
+        Err(EngineError::ChunkDigestMismatch { .. })
+    ));
+    let after = engine.get(&u.id).await.unwrap();
+    assert!(after.held.is_empty());
+    assert_eq!(after, before, "a refused chunk changed the record");
+
+    for (i, id) in ids.iter().enumerate() {
+        chunk(
+            &engine,
+            &u.id,
+            id,
+            &src[i * cs..((i + 1) * cs).min(src.len())],
+        )
+        .await
+        .unwrap();
+    }
+    assert_complete_with(&engine, dir.path(), &u.id, &src).await;
+}
+
+#[tokio::test]
+async fn a_chunk_of_the_wrong_length_is_chunk_size_and_nothing_is_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open_engine(dir.path());
+    let cs = 64 * KIB;
+    let src = data(3 * cs + 8 * KIB, 15);
+    let short = &src[cs..cs + 60 * KIB];
+    let long = &src[2 * cs..2 * cs + 70 * KIB];
+    let long_last = data(8 * KIB + 2, 16);
+    // A client whose ids describe bytes that do not fit the declared layout.
+    let ids = vec![
+        md5_hex(&src[..cs]),
+        md5_hex(short),
+        md5_hex(long),
+        md5_hex(&long_last),
+    ];
+    let u = create_chunked(
+        &engine,
+        md5_layout(ids.clone(), Some(cs as u64)),
+        Some(src.len() as u64),
+        None,
+    )
+    .await;
+    let before = engine.get(&u.id).await.unwrap();
+    for (i, bytes) in [(1, short), (2, long), (3, &long_last[..])] {
+        let res = chunk(&engine, &u.id, &ids[i], bytes).await;
+        assert!(
+            matches!(res, Err(EngineError::ChunkSize(_))),
+            "chunk {i}: {res:?}"
+        );
+    }
+    assert_eq!(engine.get(&u.id).await.unwrap(), before);
+    // The one chunk that fits is accepted.
+    let out = chunk(&engine, &u.id, &ids[0], &src[..cs]).await.unwrap();
+    assert_eq!(held(&out.upload), vec![r(0, cs)]);
+}
+
+#[tokio::test]
+async fn a_cut_off_chunk_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open_engine(dir.path());
+    let cs = 128 * KIB;
+    let src = data(2 * cs + 3, 17);
+    let ids = chunk_ids(&src, cs, false);
+    let u = create_chunked(
+        &engine,
+        md5_layout(ids.clone(), Some(cs as u64)),
+        Some(src.len() as u64),
+        None,
+    )
+    .await;
+    let before = engine.get(&u.id).await.unwrap();
+    let res = engine
+        .write_chunk(&u.id, &ids[0], cut_body(&src[..cs / 2]))
+        .await;
+    assert!(
+        matches!(res, Err(EngineError::BodyInterrupted { received, .. }) if received == cs as u64 / 2),
+        "{res:?}"
+    );
+    assert_eq!(engine.get(&u.id).await.unwrap(), before);
+    for (i, id) in ids.iter().enumerate() {
+        chunk(
+            &engine,
+            &u.id,
+            id,
+            &src[i * cs..((i + 1) * cs).min(src.len())],
+        )
+        .await
+        .unwrap();
+    }
+    assert_complete_with(&engine, dir.path(), &u.id, &src).await;
+}
+
+#[tokio::test]
+async fn the_last_chunk_first_without_a_chunk_size_is_staged_then_placed() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open_engine(dir.path());
+    let cs = 100 * KIB;
+    let src = data(3 * cs + 37 * KIB, 18);
+    let len = src.len();
+    let ids = chunk_ids(&src, cs, true);
+    // A handshake without size and chunkSize.
+    let u = create_chunked(&engine, md5_layout(ids.clone(), None), None, None).await;
+
+    let out = chunk(&engine, &u.id, &ids[3], &src[3 * cs..])
+        .await
+        .unwrap();
+    assert_eq!(out.accepted, 37 * KIB as u64);
+    let layout = out.upload.chunks.clone().unwrap();
+    assert_eq!(
+        layout.staged,
+        BTreeMap::from([(3, 37 * KIB as u64)]),
+        "the last chunk is staged"
+    );
+    assert!(out.upload.held.is_empty());
+    assert_eq!(out.upload.length, None);
+    assert!(staging_path(dir.path(), &u.id, 3).is_file());
+
+    // Chunk 0 fixes the chunk size, so the staged chunk's offset is known and it is placed.
+    let out = chunk(&engine, &u.id, &ids[0], &src[..cs]).await.unwrap();
+    let stored = engine.get(&u.id).await.unwrap();
+    assert_eq!(out.upload, stored);
+    assert_eq!(stored.length, Some(len as u64));
+    assert_eq!(stored.chunks.as_ref().unwrap().chunk_size, Some(cs as u64));
+    assert!(stored.chunks.as_ref().unwrap().staged.is_empty());
+    assert_eq!(held(&stored), vec![r(0, cs), r(3 * cs, len)]);
+    assert!(staging_entries(dir.path(), &u.id).is_empty());
+
+    chunk(&engine, &u.id, &ids[2], &src[2 * cs..3 * cs])
+        .await
+        .unwrap();
+    let out = chunk(&engine, &u.id, &ids[1], &src[cs..2 * cs])
+        .await
+        .unwrap();
+    assert!(out.upload.is_complete());
+    assert_complete_with(&engine, dir.path(), &u.id, &src).await;
+}
+
+#[tokio::test]
+async fn a_middle_chunk_before_chunk_zero_fixes_the_layout_of_a_staged_last_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open_engine(dir.path());
+    let cs = 100 * KIB;
+    let src = data(3 * cs + 37 * KIB, 19);
+    let len = src.len();
+    let ids = chunk_ids(&src, cs, false);
+    let u = create_chunked(&engine, md5_layout(ids.clone(), None), None, None).await;
+
+    chunk(&engine, &u.id, &ids[3], &src[3 * cs..])
+        .await
+        .unwrap();
+    // Chunk 1 is staged too, and its size fixes the chunk size and so the total length:
+    // both staged chunks can be placed.
+    let out = chunk(&engine, &u.id, &ids[1], &src[cs..2 * cs])
+        .await
+        .unwrap();
+    let stored = engine.get(&u.id).await.unwrap();
+    assert_eq!(out.upload, stored);
+    assert_eq!(stored.length, Some(len as u64));
+    assert!(stored.chunks.as_ref().unwrap().staged.is_empty());
+    assert_eq!(held(&stored), vec![r(cs, 2 * cs), r(3 * cs, len)]);
+    assert!(staging_entries(dir.path(), &u.id).is_empty());
+
+    chunk(&engine, &u.id, &ids[0], &src[..cs]).await.unwrap();
+    chunk(&engine, &u.id, &ids[2], &src[2 * cs..3 * cs])
+        .await
+        .unwrap();
+    assert_complete_with(&engine, dir.path(), &u.id, &src).await;
+}
+
+#[tokio::test]
+async fn a_declared_file_digest_mismatch_discards_the_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open_engine(dir.path());
+    let cs = 64 * KIB;
+    let src = data(2 * cs + 100, 20);
+    let ids = chunk_ids(&src, cs, true);
+    let wrong = md5_hex(b"some other file");
+    let u = create_chunked(
+        &engine,
+        md5_layout(ids.clone(), Some(cs as u64)),
+        Some(src.len() as u64),
+        Some(DeclaredDigest {
+            alg: HashAlg::Md5,
+            hex: wrong.clone(),
+        }),
+    )
+    .await;
+    chunk(&engine, &u.id, &ids[0], &src[..cs]).await.unwrap();
+    chunk(&engine, &u.id, &ids[1], &src[cs..2 * cs])
+        .await
+        .unwrap();
+    match chunk(&engine, &u.id, &ids[2], &src[2 * cs..]).await {
+        Err(EngineError::FileDigestMismatch { expected, actual }) => {
+            assert_eq!(expected, wrong);
+            assert_eq!(actual, md5_hex(&src));
+        }
+        other => panic!("expected FileDigestMismatch, got {other:?}"),
+    }
+    assert!(matches!(
+        engine.get(&u.id).await,
+        Err(EngineError::NotFound)
+    ));
+    assert!(!partial_path(dir.path(), &u.id).exists());
+    assert!(!complete_path(dir.path(), &u.id).exists());
+    assert!(staging_entries(dir.path(), &u.id).is_empty());
+    assert_eq!(Stats::get(&engine.stats().failed, Dialect::Chunk), 1);
+    assert_eq!(Stats::get(&engine.stats().completed, Dialect::Chunk), 0);
+}
+
+#[tokio::test]
+async fn one_upload_of_a_duplicate_chunk_id_fills_every_position() {
+    // With the layout declared, and with the chunk size learnt from the duplicate itself.
+    for declared in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = open_engine(dir.path());
+        let cs = 64 * KIB;
+        let (a, b, c) = (data(cs, 21), data(cs, 22), data(10 * KIB, 23));
+        let src: Vec<u8> = [&a[..], &b[..], &a[..], &a[..], &c[..]].concat();
+        let len = src.len();
+        let ids = vec![
+            md5_hex(&a),
+            md5_hex(&b),
+            md5_hex(&a),
+            md5_hex(&a),
+            md5_hex(&c),
+        ];
+        let (chunk_size, length) = if declared {
+            (Some(cs as u64), Some(len as u64))
+        } else {
+            (None, None)
+        };
+        let u = create_chunked(&engine, md5_layout(ids.clone(), chunk_size), length, None).await;
+
+        let out = chunk(&engine, &u.id, &ids[0], &a).await.unwrap();
+        if declared {
+            assert_eq!(out.accepted, 3 * cs as u64);
+        }
+        let stored = engine.get(&u.id).await.unwrap();
+        assert_eq!(
+            held(&stored),
+            vec![r(0, cs), r(2 * cs, 4 * cs)],
+            "declared layout: {declared}"
+        );
+        // Sending the id again has nothing left to write.
+        let again = chunk(&engine, &u.id, &ids[2], &a).await.unwrap();
+        assert_eq!(again.accepted, 0);
+
+        chunk(&engine, &u.id, &ids[4], &c).await.unwrap();
+        let out = chunk(&engine, &u.id, &ids[1], &b).await.unwrap();
+        assert!(out.upload.is_complete(), "declared layout: {declared}");
+        assert_complete_with(&engine, dir.path(), &u.id, &src).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_chunks_without_a_chunk_size_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open_engine(dir.path());
+    let cs = 96 * KIB;
+    let src = data(5 * cs + 1000, 24);
+    let ids = chunk_ids(&src, cs, true);
+    let u = create_chunked(&engine, md5_layout(ids.clone(), None), None, None).await;
+    let tasks: Vec<_> = (0..ids.len())
+        .rev()
+        .map(|i| {
+            let (engine, id, chunk_id) = (engine.clone(), u.id.clone(), ids[i].clone());
+            let bytes = src[i * cs..((i + 1) * cs).min(src.len())].to_vec();
+            tokio::spawn(async move {
+                let body = slow_body(&bytes, 16 * KIB, Duration::from_millis(2));
+                engine.write_chunk(&id, &chunk_id, body).await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_complete_with(&engine, dir.path(), &u.id, &src).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Concurrency
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appends_at_the_same_offset_never_interleave() {
+    for (round, stagger) in [(0u64, 0u64), (1, 30), (2, 5)] {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = open_engine(dir.path());
+        let part = 100 * KIB;
+        let u = create_offset(&engine, Some(4 * part as u64)).await;
+        let bodies = [data(part, 100 + round), data(part, 200 + round)];
+        let mut tasks = Vec::new();
+        for (n, bytes) in bodies.iter().enumerate() {
+            if n == 1 {
+                tokio::time::sleep(Duration::from_millis(stagger)).await;
+            }
+            let (engine, id) = (engine.clone(), u.id.clone());
+            let body = slow_body(bytes, 10 * KIB, Duration::from_millis(10));
+            tasks.push(tokio::spawn(async move {
+                engine
+                    .write(&id, WriteMode::Append { offset: 0 }, body)
+                    .await
+            }));
+        }
+        let mut winners = Vec::new();
+        for (n, t) in tasks.into_iter().enumerate() {
+            match t.await.unwrap() {
+                Ok(out) => {
+                    assert_eq!(out.accepted, part as u64);
+                    winners.push(n);
+                }
+                Err(EngineError::OffsetMismatch { held, got: 0 }) => {
+                    assert_eq!(held, part as u64)
+                }
+                Err(EngineError::Busy) => {}
+                Err(e) => panic!("round {round}: writer {n} failed with {e:?}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: exactly one append wins");
+        let winner = &bodies[winners[0]];
+        let stored = engine.get(&u.id).await.unwrap();
+        assert_eq!(held(&stored), vec![r(0, part)], "round {round}");
+        let partial = std::fs::read(partial_path(dir.path(), &u.id)).unwrap();
+        assert!(
+            &partial == winner,
+            "round {round}: the partial blob mixes both bodies"
+        );
+        // The winner's upload continues normally.
+        let mut src = winner.clone();
+        src.extend_from_slice(&data(3 * part, 300 + round));
+        append(&engine, &u.id, part, &src[part..]).await.unwrap();
+        assert_complete_with(&engine, dir.path(), &u.id, &src).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_disjoint_at_writes_complete_with_identical_bytes() {
+    for round in 0..2u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = open_engine(dir.path());
+        let part = 256 * KIB;
+        let src = data(8 * part, 400 + round);
+        let u = create_offset(&engine, Some(src.len() as u64)).await;
+        let order: Vec<usize> = if round == 0 {
+            (0..8).collect()
+        } else {
+            vec![5, 2, 7, 0, 3, 6, 1, 4]
+        };
+        let tasks: Vec<_> = order
+            .iter()
+            .map(|&i| {
+                let (engine, id) = (engine.clone(), u.id.clone());
+                let bytes = src[i * part..(i + 1) * part].to_vec();
+                tokio::spawn(async move {
+                    let body = slow_body(&bytes, 32 * KIB, Duration::from_millis(2));
+                    engine
+                        .write(
+                            &id,
+                            WriteMode::At {
+                                start: (i * part) as u64,
+                                len: part as u64,
+                            },
+                            body,
+                        )
+                        .await
+                })
+            })
+            .collect();
+        let mut accepted = 0;
+        let mut completions = 0;
+        for t in tasks {
+            let out = t.await.unwrap().unwrap();
+            accepted += out.accepted;
+            completions += usize::from(out.upload.is_complete());
+        }
+        assert_eq!(accepted, src.len() as u64);
+        assert_eq!(completions, 1, "round {round}: exactly one write completes");
+        assert_complete_with(&engine, dir.path(), &u.id, &src).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Recovery, expiry, deletion
+// ---------------------------------------------------------------------------------------
+
+/// All bytes held, but the completion commit failed (a crash right after publishing).
+async fn recover_after_a_failed_completion_commit(in_order: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let src = data(600 * KIB + 11, 25 + u64::from(in_order));
+    let len = src.len();
+    let half = len / 2;
+    let (id, other) = {
+        let meta = Arc::new(FailCompletionOnce {
+            inner: meta_at(dir.path()),
+            armed: AtomicBool::new(true),
+        });
+        let engine = engine_on(dir.path(), meta.clone());
+        let u = create_offset(&engine, Some(len as u64)).await;
+        // An unfinished upload that recovery must leave alone.
+        let other = create_offset(&engine, Some(1000)).await;
+        append(&engine, &other.id, 0, &[7; 100]).await.unwrap();
+
+        let last = if in_order {
+            append(&engine, &u.id, 0, &src[..half]).await.unwrap();
+            append(&engine, &u.id, half, &src[half..]).await
+        } else {
+            write_at(&engine, &u.id, half, &src[half..]).await.unwrap();
+            write_at(&engine, &u.id, 0, &src[..half]).await
+        };
+        assert!(
+            matches!(last, Err(EngineError::Meta(MetaError::Backend(_)))),
+            "{last:?}"
+        );
+        assert!(!meta.armed.load(Ordering::SeqCst), "the fault never fired");
+        let stuck = engine.get(&u.id).await.unwrap();
+        assert_eq!(stuck.state, UploadState::Receiving);
+        assert!(stuck.held.is_complete(len as u64));
+        (u.id, other.id)
+    };
+
+    // Restart on the same directories.
+    let engine = open_engine(dir.path());
+    assert_eq!(engine.recover().await.unwrap(), 1);
+    let done = assert_complete_with(&engine, dir.path(), &id, &src).await;
+    assert_eq!(
+        done.etag(),
+        Some(format!("\"sha256-{}\"", sha256_hex(&src)))
+    );
+    if in_order {
+        assert_eq!(
+            engine.stats().rehashed_bytes.load(Ordering::Relaxed),
+            0,
+            "the committed hasher state covered every byte"
+        );
+    }
+    let other = engine.get(&other).await.unwrap();
+    assert!(!other.is_complete());
+    assert_eq!(other.offset(), 100);
+    // Recovery is idempotent.
+    assert_eq!(engine.recover().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn recover_completes_an_in_order_upload_whose_completion_commit_failed() {
+    recover_after_a_failed_completion_commit(true).await;
+}
+
+#[tokio::test]
+async fn recover_completes_an_out_of_order_upload_whose_completion_commit_failed() {
+    recover_after_a_failed_completion_commit(false).await;
+}
+
+#[tokio::test]
+async fn expire_removes_idle_incomplete_uploads_and_keeps_complete_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open_engine(dir.path());
+    let cs = 32 * KIB;
+    let idle = create_offset(&engine, Some(100 * KIB as u64)).await;
+    append(&engine, &idle.id, 0, &data(10 * KIB, 26))
+        .await
+        .unwrap();
+    // An idle chunk upload with a staged chunk: its staging blob goes too.
+    let staged_src = data(2 * cs + 5, 27);
+    let staged_ids = chunk_ids(&staged_src, cs, true);
+    let staged = create_chunked(&engine, md5_layout(staged_ids.clone(), None), None, None).await;
+    chunk(&engine, &staged.id, &staged_ids[2], &staged_src[2 * cs..])
+        .await
+        .unwrap();
+    assert!(staging_path(dir.path(), &staged.id, 2).is_file());
+    let src = data(20 * KIB, 28);
+    let done = create_offset(&engine, Some(src.len() as u64)).await;
+    append(&engine, &done.id, 0, &src).await.unwrap();
+
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let fresh = create_offset(&engine, Some(100)).await;
+
+    assert_eq!(engine.expire(Duration::from_millis(100)).await.unwrap(), 2);
+    for id in [&idle.id, &staged.id] {
+        assert!(matches!(engine.get(id).await, Err(EngineError::NotFound)));
+        assert!(!partial_path(dir.path(), id).exists());
+        assert!(staging_entries(dir.path(), id).is_empty());
+        assert!(engine.meta().get(id).await.unwrap().is_none());
+    }
+    assert_complete_with(&engine, dir.path(), &done.id, &src).await;
+    let fresh = engine.get(&fresh.id).await.unwrap();
+    assert!(!fresh.is_complete());
+    assert!(partial_path(dir.path(), &fresh.id).is_file());
+    assert_eq!(Stats::get(&engine.stats().failed, Dialect::Offset), 1);
+    assert_eq!(Stats::get(&engine.stats().failed, Dialect::Chunk), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expire_spares_an_upload_with_a_write_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open_engine(dir.path());
+    let src = data(100 * KIB, 29);
+    let u = create_offset(&engine, Some(src.len() as u64)).await;
+    append(&engine, &u.id, 0, &src[..10 * KIB]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+
+    let (tx, body) = channel_body();
+    let (e, id) = (engine.clone(), u.id.clone());
+    let writer = tokio::spawn(async move {
+        e.write(
+            &id,
+            WriteMode::Append {
+                offset: 10 * KIB as u64,
+            },
+            body,
+        )
+        .await
+    });
+    tx.send(Ok(Bytes::copy_from_slice(&src[10 * KIB..20 * KIB])))
+        .unwrap();
+    let e = engine.clone();
+    wait_for("the write to start streaming", async || {
+        Stats::get(&e.stats().bytes_received, Dialect::Offset) >= 20 * KIB as u64
+    })
+    .await;
+    assert_eq!(engine.expire(Duration::from_millis(100)).await.unwrap(), 0);
+    engine.get(&u.id).await.unwrap();
+
+    for f in frames(&src[20 * KIB..], 16 * KIB) {
+        tx.send(f).unwrap();
+    }
+    drop(tx);
+    let out = writer.await.unwrap().unwrap();
+    assert!(out.upload.is_complete());
+    assert_complete_with(&engine, dir.path(), &u.id, &src).await;
+}
+
+#[tokio::test]
+async fn delete_removes_bytes_and_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open_engine(dir.path());
+
+    let partial = create_offset(&engine, Some(100 * KIB as u64)).await;
+    append(&engine, &partial.id, 0, &data(30 * KIB, 30))
+        .await
+        .unwrap();
+    assert!(partial_path(dir.path(), &partial.id).is_file());
+    engine.delete(&partial.id).await.unwrap();
+    assert!(matches!(
+        engine.get(&partial.id).await,
+        Err(EngineError::NotFound)
+    ));
+    assert!(engine.meta().get(&partial.id).await.unwrap().is_none());
+    assert!(!partial_path(dir.path(), &partial.id).exists());
+    assert!(matches!(
+        engine.delete(&partial.id).await,
+        Err(EngineError::NotFound)
+    ));
+    assert!(matches!(
+        append(&engine, &partial.id, 30 * KIB, b"more").await,
+        Err(EngineError::NotFound)
+    ));
+
+    let src = data(40 * KIB, 31);
+    let done = create_offset(&engine, Some(src.len() as u64)).await;
+    append(&engine, &done.id, 0, &src).await.unwrap();
+    let record = assert_complete_with(&engine, dir.path(), &done.id, &src).await;
+    engine.delete(&done.id).await.unwrap();
+    assert!(matches!(
+        engine.get(&done.id).await,
+        Err(EngineError::NotFound)
+    ));
+    assert!(!complete_path(dir.path(), &done.id).exists());
+    assert!(engine.open_complete(&record).await.is_err());
+
+    let cs = 32 * KIB;
+    let chunked_src = data(2 * cs + 9, 32);
+    let ids = chunk_ids(&chunked_src, cs, false);
+    let chunked = create_chunked(&engine, md5_layout(ids.clone(), None), None, None).await;
+    chunk(&engine, &chunked.id, &ids[2], &chunked_src[2 * cs..])
+        .await
+        .unwrap();
+    assert!(staging_path(dir.path(), &chunked.id, 2).is_file());
+    engine.delete(&chunked.id).await.unwrap();
+    assert!(staging_entries(dir.path(), &chunked.id).is_empty());
+    assert!(!partial_path(dir.path(), &chunked.id).exists());
+    assert!(engine.meta().get(&chunked.id).await.unwrap().is_none());
+}
