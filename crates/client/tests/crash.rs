@@ -1119,7 +1119,12 @@ impl Ferry {
             .append(true)
             .open(log)
             .expect("opening the log");
-        writeln!(out, "===== ferry serve {} (env {env:?}) =====", args.join(" ")).unwrap();
+        writeln!(
+            out,
+            "===== ferry serve {} (env {env:?}) =====",
+            args.join(" ")
+        )
+        .unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
         cmd.arg("serve")
             .args(args)
@@ -1151,7 +1156,10 @@ impl Ferry {
     fn wait_healthy(&mut self, port: u16) {
         let ok = poll_until(START_DEADLINE, || {
             if let Some(st) = self.child.try_wait().ok().flatten() {
-                panic!("ferry exited during start-up ({st}); log:\n{}", self.log_text());
+                panic!(
+                    "ferry exited during start-up ({st}); log:\n{}",
+                    self.log_text()
+                );
             }
             try_request(port, "GET", "/healthz", &[], b"").is_ok_and(|r| r.status == 200)
         });
@@ -1203,11 +1211,25 @@ fn config_file_and_environment_are_applied_with_flags_winning() {
 
     // The file alone: listen address and size limit come from it.
     {
-        let mut f = Ferry::spawn(root, &["--config", config_arg, "--data-dir", data_arg], &[], &log);
+        let mut f = Ferry::spawn(
+            root,
+            &["--config", config_arg, "--data-dir", data_arg],
+            &[],
+            &log,
+        );
         f.wait_healthy(port1);
         let r = declare_2048(port1, "config-1.bin-2048-1");
-        assert_eq!(r.status, 413, "max-upload-size = 1KiB from the file: {}", r.text());
-        assert_eq!(held(port1, "config-1.bin-2048-1"), 0, "a refused upload stores nothing");
+        assert_eq!(
+            r.status,
+            413,
+            "max-upload-size = 1KiB from the file: {}",
+            r.text()
+        );
+        assert_eq!(
+            held(port1, "config-1.bin-2048-1"),
+            0,
+            "a refused upload stores nothing"
+        );
     }
 
     // The environment wins over the file.
@@ -1220,7 +1242,12 @@ fn config_file_and_environment_are_applied_with_flags_winning() {
         );
         f.wait_healthy(port1);
         let r = post_offset(port1, "config-2.bin-2048-1", 0, src.len(), &src);
-        assert_eq!(r.status, 200, "FERRY_MAX_UPLOAD_SIZE=1MiB beats the file: {}", r.text());
+        assert_eq!(
+            r.status,
+            200,
+            "FERRY_MAX_UPLOAD_SIZE=1MiB beats the file: {}",
+            r.text()
+        );
         assert_eq!(r.json()["complete"], true);
     }
 
@@ -1229,7 +1256,14 @@ fn config_file_and_environment_are_applied_with_flags_winning() {
         let listen2 = format!("127.0.0.1:{port2}");
         let mut f = Ferry::spawn(
             root,
-            &["--config", config_arg, "--data-dir", data_arg, "--listen", &listen2],
+            &[
+                "--config",
+                config_arg,
+                "--data-dir",
+                data_arg,
+                "--listen",
+                &listen2,
+            ],
             &[],
             &log,
         );
@@ -1239,7 +1273,12 @@ fn config_file_and_environment_are_applied_with_flags_winning() {
             "--listen {listen2} beats the file's listen = 127.0.0.1:{port1}"
         );
         let r = declare_2048(port2, "config-3.bin-2048-1");
-        assert_eq!(r.status, 413, "the file's size limit still applies: {}", r.text());
+        assert_eq!(
+            r.status,
+            413,
+            "the file's size limit still applies: {}",
+            r.text()
+        );
     }
 }
 
@@ -1253,10 +1292,18 @@ fn non_loopback_listen_without_tokens_is_refused_unless_insecure_no_auth() {
     let port = free_port();
     let listen = format!("0.0.0.0:{port}");
 
-    let mut f = Ferry::spawn(root, &["--listen", &listen, "--data-dir", data_arg], &[], &log);
+    let mut f = Ferry::spawn(
+        root,
+        &["--listen", &listen, "--data-dir", data_arg],
+        &[],
+        &log,
+    );
     let status = wait_exit(&mut f.child, START_DEADLINE)
         .unwrap_or_else(|| panic!("ferry serve --listen {listen} without tokens kept running"));
-    assert!(!status.success(), "refusing must exit non-zero, got {status}");
+    assert!(
+        !status.success(),
+        "refusing must exit non-zero, got {status}"
+    );
     let text = f.log_text();
     assert!(
         text.contains("--auth-token"),
@@ -1266,7 +1313,13 @@ fn non_loopback_listen_without_tokens_is_refused_unless_insecure_no_auth() {
 
     let mut f = Ferry::spawn(
         root,
-        &["--listen", &listen, "--data-dir", data_arg, "--insecure-no-auth"],
+        &[
+            "--listen",
+            &listen,
+            "--data-dir",
+            data_arg,
+            "--insecure-no-auth",
+        ],
         &[],
         &log,
     );
