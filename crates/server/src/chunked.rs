@@ -185,18 +185,9 @@ async fn handshake_inner(
             ),
         ));
     }
-    if let Some(size) = hs.size {
-        state
-            .engine
-            .config()
-            .max_upload_size
-            .checked_sub(size)
-            .ok_or_else(|| {
-                ApiError::from(EngineError::TooLarge {
-                    size,
-                    max: state.engine.config().max_upload_size,
-                })
-            })?;
+    let max = state.engine.config().max_upload_size;
+    if let Some(size) = hs.size.filter(|&size| size > max) {
+        return Err(EngineError::TooLarge { size, max }.into());
     }
     check_layout(ids.len(), hs.size, hs.chunk_size)?;
     let chunk_size = match (hs.chunk_size, hs.size, ids.len()) {

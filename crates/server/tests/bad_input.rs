@@ -589,9 +589,10 @@ async fn every_bad_request_gets_its_4xx_and_changes_nothing() {
         }
         // The chunk dialect's envelope carries the status in `code`.
         if let Some(c) = body.get("code").and_then(Value::as_u64)
-            && c != status as u64 {
-                failures.push(format!("{}: envelope code {c} != HTTP {status}", row.name));
-            }
+            && c != status as u64
+        {
+            failures.push(format!("{}: envelope code {c} != HTTP {status}", row.name));
+        }
         let after = f.snapshot().await;
         if after != before {
             failures.push(format!(

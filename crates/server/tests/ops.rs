@@ -354,14 +354,14 @@ fn the_exposition_checker_rejects_malformed_lines() {
     let e = parse_exposition(&good).unwrap();
     assert_eq!(e.value("x_total", &[("a", "1"), ("b", "q\"")]), 3.0);
     for bad in [
-        "x_total 1\n".to_owned(),                       // no HELP/TYPE
-        format!("{head}x_total{{a=1}} 1\n"),             // unquoted label
-        format!("{head}x_total{{a=\"1\"}}1\n"),          // no space
-        format!("{head}x_total{{a=\"1\"}} one\n"),       // not a number
-        format!("{head}x_total{{a=\"1\" 1\n"),           // unclosed labels
-        format!("{head}x_total 1 2 3\n"),                // trailing fields
-        format!("{head}2x 1\n"),                         // bad name
-        format!("{head}# TYPE x_total gauge\n"),         // second TYPE
+        "x_total 1\n".to_owned(),                  // no HELP/TYPE
+        format!("{head}x_total{{a=1}} 1\n"),       // unquoted label
+        format!("{head}x_total{{a=\"1\"}}1\n"),    // no space
+        format!("{head}x_total{{a=\"1\"}} one\n"), // not a number
+        format!("{head}x_total{{a=\"1\" 1\n"),     // unclosed labels
+        format!("{head}x_total 1 2 3\n"),          // trailing fields
+        format!("{head}2x 1\n"),                   // bad name
+        format!("{head}# TYPE x_total gauge\n"),   // second TYPE
     ] {
         assert!(parse_exposition(&bad).is_err(), "accepted {bad:?}");
     }
@@ -893,7 +893,10 @@ async fn shutdown_lets_an_in_flight_upload_finish_then_refuses_new_connections()
         if r.headers().contains_key("x-file-size") {
             break;
         }
-        assert!(Instant::now() < deadline, "the upload request never reached its handler");
+        assert!(
+            Instant::now() < deadline,
+            "the upload request never reached its handler"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
