@@ -458,10 +458,15 @@ impl Engine {
                 tracing::info!(%id, received, %reason, "body cut off; kept what arrived");
                 Err(EngineError::BodyInterrupted { received, reason })
             }
-            PumpEnd::TooLong => Err(EngineError::PastLength {
-                length: upload.length.unwrap_or(bound),
-                end: start + limit + 1,
-            }),
+            PumpEnd::TooLong => match mode {
+                WriteMode::Append { .. } => Err(EngineError::PastLength {
+                    length: upload.length.unwrap_or(bound),
+                    end: start + limit + 1,
+                }),
+                WriteMode::At { len, .. } => Err(EngineError::Invalid(format!(
+                    "the body is longer than the {len} bytes of its range; bytes past the range were not stored"
+                ))),
+            },
         }
     }
 
@@ -490,9 +495,12 @@ impl Engine {
             })
             .await?;
         let Some((planned, reservation)) = planned else {
-            // Every position of this id is held already: nothing to write.
+            // Every position of this id is held already: nothing to write. A staged chunk
+            // whose placement failed earlier (a crash, a disk error) is placed now, so a retry
+            // always moves the upload forward.
+            let u = self.place_staged(u).await?;
             return Ok(WriteOutcome {
-                upload: u,
+                upload: self.after_commit(u).await?,
                 accepted: 0,
             });
         };
@@ -1033,6 +1041,14 @@ impl Engine {
         let mut done = 0;
         for id in self.0.meta.list_incomplete().await? {
             let Ok(u) = self.get(&id).await else { continue };
+            // Staged chunks whose offset was known before the stop but were not placed yet.
+            let u = match self.place_staged(u).await {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::warn!(%id, error = %e, "recovery could not place staged chunks");
+                    continue;
+                }
+            };
             if let Some(len) = u.length
                 && u.held.is_complete(len)
             {
