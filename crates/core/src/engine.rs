@@ -20,7 +20,8 @@ use crate::hash::{HashAlg, Hasher};
 use crate::lock::{Locks, Reservation, UploadLock};
 use crate::store::{BlobKind, BlobRead, BlobWrite, Blobs, Meta, MetaError};
 use crate::upload::{
-    ChunkLayout, DeclaredDigest, Dialect, HashProgress, Timestamp, Upload, UploadId, UploadState,
+    ChunkLayout, Concat, DeclaredDigest, Dialect, HashProgress, Timestamp, Upload, UploadId,
+    UploadState,
 };
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -98,6 +99,16 @@ pub struct NewUpload {
     pub ext: String,
     pub chunks: Option<ChunkLayout>,
     pub metadata: BTreeMap<String, String>,
+    /// `Concat::Partial` for a tus partial upload; finals are created by [`Engine::create_final`].
+    pub concat: Option<Concat>,
+}
+
+/// A digest the whole request body must have (tus `Upload-Checksum`). A checked write is all
+/// or nothing: a mismatch or a cut-off body stores none of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BodyCheck {
+    pub alg: HashAlg,
+    pub digest: Vec<u8>,
 }
 
 impl NewUpload {
@@ -111,6 +122,7 @@ impl NewUpload {
             ext: String::new(),
             chunks: None,
             metadata: BTreeMap::new(),
+            concat: None,
         }
     }
 }
@@ -248,6 +260,7 @@ impl Engine {
             ext: new.ext,
             chunks: new.chunks,
             metadata: new.metadata,
+            concat: new.concat,
             created_at: now,
             updated_at: now,
             completed_at: None,
@@ -365,6 +378,23 @@ impl Engine {
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
         E: Display,
     {
+        self.write_checked(id, mode, None, body).await
+    }
+
+    /// [`Engine::write`] with an optional digest the whole body must have. With a check the
+    /// write is all or nothing (tus checksum extension: a mismatch keeps nothing of the
+    /// request); without one, a body cut off mid-way keeps what arrived.
+    pub async fn write_checked<S, E>(
+        &self,
+        id: &UploadId,
+        mode: WriteMode,
+        check: Option<BodyCheck>,
+        body: S,
+    ) -> Result<WriteOutcome, EngineError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: Display,
+    {
         let max = self.0.cfg.max_upload_size;
         let (u, planned) = self
             .reserve_fresh(id, |u| {
@@ -402,7 +432,10 @@ impl Engine {
             Some((g, h)) => (Some(g), Some(h)),
             None => (None, None),
         };
-        let pumped = self.pump(u.dialect, writer, whole, None, &plan, body).await;
+        let body_hasher = check.as_ref().map(|c| Hasher::new(c.alg));
+        let pumped = self
+            .pump(u.dialect, writer, whole, body_hasher, &plan, body)
+            .await;
         let Pumped {
             mut worker,
             received,
@@ -414,6 +447,38 @@ impl Engine {
                 return Err(e);
             }
         };
+        if let Some(check) = &check {
+            // All or nothing: verify before anything becomes held.
+            let verdict = match &end {
+                PumpEnd::Complete => {
+                    let actual = worker
+                        .chunk
+                        .take()
+                        .map(Hasher::finalize)
+                        .unwrap_or_default();
+                    if actual == check.digest {
+                        Ok(())
+                    } else {
+                        Err(EngineError::ChecksumMismatch {
+                            alg: check.alg,
+                            expected: hex::encode(&check.digest),
+                            actual: hex::encode(actual),
+                        })
+                    }
+                }
+                PumpEnd::Body(reason) => Err(EngineError::BodyInterrupted {
+                    received: 0,
+                    reason: format!("{reason} (a checksummed body is kept only whole)"),
+                }),
+                PumpEnd::TooLong => Err(EngineError::Invalid(
+                    "the body is longer than the upload has room for; nothing was stored".into(),
+                )),
+            };
+            if let Err(e) = verdict {
+                restore_hasher(guard, hasher_backup);
+                return Err(e);
+            }
+        }
         let accepted_ranges: Vec<Range<u64>> = plan
             .writable
             .iter()
@@ -939,6 +1004,19 @@ impl Engine {
     /// it against the declared one, publishes the blob atomically, and records completion.
     /// Idempotent, so recovery after a crash at any point simply calls it again.
     pub async fn finalize(&self, id: &UploadId) -> Result<Upload, EngineError> {
+        let u = self.finalize_one(id).await?;
+        // A completed part may be the last one some final upload was waiting for.
+        if let Some(Concat::Partial { finals }) = &u.concat {
+            for f in finals {
+                if let Err(e) = self.assemble(f).await {
+                    tracing::warn!(final_id = %f, error = %e, "could not assemble a final upload");
+                }
+            }
+        }
+        Ok(u)
+    }
+
+    async fn finalize_one(&self, id: &UploadId) -> Result<Upload, EngineError> {
         let started = Instant::now();
         let lock = self.0.locks.entry(id);
         let mut hslot = lock.hasher.lock().await;
@@ -999,6 +1077,129 @@ impl Engine {
         Ok(u)
     }
 
+    /// Creates a final upload: the concatenation of `parts`, in order (tus concatenation).
+    /// Every part must be a partial upload. When all parts are complete the final is
+    /// assembled at once; otherwise ("unfinished concatenation") it is assembled when the
+    /// last part completes.
+    pub async fn create_final(
+        &self,
+        mut new: NewUpload,
+        parts: Vec<UploadId>,
+    ) -> Result<Upload, EngineError> {
+        if parts.is_empty() {
+            return Err(EngineError::Invalid(
+                "a final upload needs at least one partial upload".into(),
+            ));
+        }
+        let mut length = Some(0u64);
+        for p in &parts {
+            let part = match self.get(p).await {
+                Ok(u) => u,
+                Err(EngineError::NotFound) => return Err(EngineError::UnknownPart(p.to_string())),
+                Err(e) => return Err(e),
+            };
+            if !matches!(part.concat, Some(Concat::Partial { .. })) {
+                return Err(EngineError::Invalid(format!(
+                    "upload {p} was not created as a partial upload (Upload-Concat: partial)"
+                )));
+            }
+            length = match (length, part.length) {
+                (Some(a), Some(b)) => a.checked_add(b),
+                _ => None,
+            };
+        }
+        if let Some(len) = length {
+            self.check_size(len)?;
+        }
+        new.length = length;
+        new.concat = Some(Concat::Final {
+            parts: parts.clone(),
+        });
+        let (u, _) = self.create(new).await?;
+        // Register the final with every part still receiving, so its completion triggers
+        // the assembly.
+        for p in &parts {
+            let lock = self.0.locks.entry(p);
+            let final_id = u.id.clone();
+            self.commit(
+                p,
+                &lock,
+                |part| {
+                    if let Some(Concat::Partial { finals }) = part.concat.as_mut()
+                        && !finals.contains(&final_id)
+                    {
+                        finals.push(final_id);
+                    }
+                    Ok(())
+                },
+                None,
+            )
+            .await?;
+        }
+        self.assemble(&u.id).await
+    }
+
+    /// Assembles a final upload whose parts are all complete: the backend copies each part
+    /// into place (a kernel copy), then the final is published like any upload. Its content
+    /// digest is the SHA-256 of the parts' digests, so no byte is read to hash it.
+    async fn assemble(&self, id: &UploadId) -> Result<Upload, EngineError> {
+        let lock = self.0.locks.entry(id);
+        let _h = lock.hasher.lock().await;
+        let _c = lock.commit.lock().await;
+        let mut u = self.get(id).await?;
+        let Some(Concat::Final { parts }) = u.concat.clone() else {
+            return Ok(u);
+        };
+        if u.is_complete() {
+            return Ok(u);
+        }
+        let mut loaded = Vec::with_capacity(parts.len());
+        for p in &parts {
+            let part = self.get(p).await?;
+            if !part.is_complete() {
+                return Ok(u);
+            }
+            loaded.push(part);
+        }
+        let started = Instant::now();
+        let mut offset = 0u64;
+        let mut composite = Hasher::new(HashAlg::Sha256);
+        for part in &loaded {
+            let len = part.length.unwrap_or(0);
+            if len > 0 {
+                self.0
+                    .blobs
+                    .copy_complete(&part.id, id, offset, len)
+                    .await?;
+            }
+            composite.update(
+                format!(
+                    "{}:{}:{}\n",
+                    part.content_alg,
+                    part.content_digest.as_deref().unwrap_or_default(),
+                    len
+                )
+                .as_bytes(),
+            );
+            offset += len;
+        }
+        self.check_size(offset)?;
+        self.0.blobs.publish(id).await?;
+        let now = Timestamp::now();
+        u.length = Some(offset);
+        u.held = Default::default();
+        u.held.insert(0..offset);
+        u.state = UploadState::Complete;
+        u.content_alg = HashAlg::Sha256;
+        u.content_digest = Some(composite.finalize_hex());
+        u.completed_at = Some(now);
+        u.updated_at = now;
+        self.0.meta.update(&u).await?;
+        Stats::add(&self.0.stats.completed, u.dialect, 1);
+        tracing::info!(%id, length = offset, parts = loaded.len(), assemble_ms = started.elapsed().as_millis() as u64, "final upload assembled");
+        Ok(u)
+    }
+
     /// Deletes an upload: bytes first, then metadata, so a crash in between leaves a record
     /// whose blob is missing (reported as gone) rather than orphaned bytes nobody tracks.
     pub async fn delete(&self, id: &UploadId) -> Result<(), EngineError> {
@@ -1049,6 +1250,16 @@ impl Engine {
                     continue;
                 }
             };
+            if matches!(u.concat, Some(Concat::Final { .. })) {
+                match self.assemble(&id).await {
+                    Ok(f) if f.is_complete() => done += 1,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(%id, error = %e, "recovery could not assemble final upload")
+                    }
+                }
+                continue;
+            }
             if let Some(len) = u.length
                 && u.held.is_complete(len)
             {
@@ -1174,6 +1385,9 @@ impl Engine {
 
 /// Where a raw write starts and how many bytes it may carry.
 fn plan_raw(u: &Upload, mode: WriteMode, max: u64) -> Result<(u64, u64), EngineError> {
+    if matches!(u.concat, Some(Concat::Final { .. })) {
+        return Err(EngineError::FinalUpload);
+    }
     if u.is_complete() {
         return Err(EngineError::AlreadyComplete);
     }

@@ -34,6 +34,18 @@ pub enum EngineError {
     FileDigestMismatch { expected: String, actual: String },
     #[error("the request body ended early after {received} bytes: {reason}")]
     BodyInterrupted { received: u64, reason: String },
+    #[error(
+        "the body's {alg} checksum is {actual}, but Upload-Checksum says {expected}; nothing of this request was stored"
+    )]
+    ChecksumMismatch {
+        alg: crate::hash::HashAlg,
+        expected: String,
+        actual: String,
+    },
+    #[error("a final upload is assembled from its parts and cannot be written to")]
+    FinalUpload,
+    #[error("partial upload {0} does not exist")]
+    UnknownPart(String),
     #[error("{0}")]
     Invalid(String),
     #[error("storage failed")]
@@ -58,6 +70,9 @@ impl EngineError {
             EngineError::ChunkSize(_) => "chunk_size_mismatch",
             EngineError::FileDigestMismatch { .. } => "file_digest_mismatch",
             EngineError::BodyInterrupted { .. } => "body_interrupted",
+            EngineError::ChecksumMismatch { .. } => "checksum_mismatch",
+            EngineError::FinalUpload => "final_upload_immutable",
+            EngineError::UnknownPart(_) => "concat_part_unknown",
             EngineError::Invalid(_) => "invalid_request",
             EngineError::Storage(_) => "storage_error",
             EngineError::Meta(_) => "metadata_error",

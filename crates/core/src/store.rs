@@ -92,6 +92,25 @@ pub trait BlobStore: Send + Sync + 'static {
         offset: u64,
         len: u64,
     ) -> io::Result<()>;
+    /// Copies the first `len` bytes of complete blob `src` into the partial blob of `dst` at
+    /// `offset`, durably (tus concatenation). The kernel copies where it can. Optional: a
+    /// backend that cannot returns `Unsupported` and says so in [`BlobStore::can_concatenate`].
+    async fn copy_complete(
+        &self,
+        _src: &UploadId,
+        _dst: &UploadId,
+        _offset: u64,
+        _len: u64,
+    ) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this storage backend cannot concatenate uploads",
+        ))
+    }
+    /// Whether [`BlobStore::copy_complete`] works; drives the advertised tus extensions.
+    fn can_concatenate(&self) -> bool {
+        false
+    }
     /// Atomically turns the partial blob into the complete one, durably. Idempotent: calling
     /// it again after it succeeded (e.g. after a crash before the metadata commit) is fine.
     async fn publish(&self, id: &UploadId) -> io::Result<()>;

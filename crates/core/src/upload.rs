@@ -120,6 +120,22 @@ impl ChunkLayout {
     }
 }
 
+/// An upload's part in a concatenation: a partial upload is one piece of later finals; a
+/// final upload is the concatenation of its parts, assembled by the storage backend (a
+/// kernel copy) once every part is complete.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Concat {
+    Partial {
+        /// Finals waiting for this part to complete.
+        #[serde(default)]
+        finals: Vec<UploadId>,
+    },
+    Final {
+        parts: Vec<UploadId>,
+    },
+}
+
 /// Durable progress of the whole-file hasher: the digest of bytes `0..position`, saved so a
 /// restart continues instead of re-reading the file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,6 +174,9 @@ pub struct Upload {
     pub chunks: Option<ChunkLayout>,
     /// Free-form metadata (tus `Upload-Metadata`, content type…).
     pub metadata: BTreeMap<String, String>,
+    /// Role in a concatenation (tus `Upload-Concat`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concat: Option<Concat>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub completed_at: Option<Timestamp>,

@@ -61,6 +61,12 @@ impl From<EngineError> for ApiError {
             EngineError::ChunkSize(_) => StatusCode::UNPROCESSABLE_ENTITY,
             EngineError::FileDigestMismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             EngineError::BodyInterrupted { .. } => StatusCode::BAD_REQUEST,
+            // tus checksum extension: 460 Checksum Mismatch.
+            EngineError::ChecksumMismatch { .. } => {
+                StatusCode::from_u16(460).expect("460 is a valid status code")
+            }
+            EngineError::FinalUpload => StatusCode::FORBIDDEN,
+            EngineError::UnknownPart(_) => StatusCode::BAD_REQUEST,
             EngineError::Invalid(_) => StatusCode::BAD_REQUEST,
             EngineError::Storage(_) | EngineError::Meta(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };

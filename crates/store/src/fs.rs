@@ -221,6 +221,36 @@ impl BlobStore for FsBlobStore {
         .await
     }
 
+    fn can_concatenate(&self) -> bool {
+        true
+    }
+
+    async fn copy_complete(
+        &self,
+        src: &UploadId,
+        dst: &UploadId,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<()> {
+        let (src, dst) = (src.clone(), dst.clone());
+        self.blocking(move |dirs| {
+            let from = File::open(dirs.complete(&src))?;
+            let have = from.metadata()?.len();
+            if have < len {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("complete blob {src} holds {have} bytes, {len} expected"),
+                ));
+            }
+            let to = OpenOptions::new().write(true).open(dirs.partial(&dst))?;
+            // The kernel copies (and may share extents on file systems that reflink); the
+            // bytes never pass through user-space buffers.
+            copy_range(&from, 0, &to, offset, len)?;
+            to.sync_data()
+        })
+        .await
+    }
+
     /// Renames `partial/<id>` to `complete/<id>`, durably.
     ///
     /// The discipline is the usual one for atomic replacement on POSIX file systems: make

@@ -27,6 +27,7 @@ fn sample(key: Option<&str>) -> Upload {
         ext: ".bin".to_owned(),
         chunks: None,
         metadata: Default::default(),
+        concat: None,
         created_at: Timestamp(1),
         updated_at: Timestamp(2),
         completed_at: None,

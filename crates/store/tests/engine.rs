@@ -372,6 +372,18 @@ impl BlobStore for FailPlacementOnce {
         }
         self.inner.place_staged(id, index, offset, len).await
     }
+    async fn copy_complete(
+        &self,
+        src: &UploadId,
+        dst: &UploadId,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<()> {
+        self.inner.copy_complete(src, dst, offset, len).await
+    }
+    fn can_concatenate(&self) -> bool {
+        self.inner.can_concatenate()
+    }
     async fn publish(&self, id: &UploadId) -> io::Result<()> {
         self.inner.publish(id).await
     }
