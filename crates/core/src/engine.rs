@@ -422,15 +422,10 @@ impl Engine {
             writable,
         };
         let writer = self.0.blobs.writer(id).await?;
-        let hasher = if fully_new {
+        let (claim, whole) = if fully_new {
             self.claim_hasher(&ulock, &u, start).await
         } else {
-            None
-        };
-        let hasher_backup = hasher.as_ref().map(|(_, h)| h.clone());
-        let (guard, whole) = match hasher {
-            Some((g, h)) => (Some(g), Some(h)),
-            None => (None, None),
+            (HashClaim::none(), None)
         };
         let body_hasher = check.as_ref().map(|c| Hasher::new(c.alg));
         let pumped = self
@@ -443,7 +438,7 @@ impl Engine {
         } = match pumped {
             Ok(p) => p,
             Err(e) => {
-                restore_hasher(guard, hasher_backup);
+                claim.abandon();
                 return Err(e);
             }
         };
@@ -475,7 +470,7 @@ impl Engine {
                 )),
             };
             if let Err(e) = verdict {
-                restore_hasher(guard, hasher_backup);
+                claim.abandon();
                 return Err(e);
             }
         }
@@ -504,12 +499,10 @@ impl Engine {
                     whole.as_ref(),
                 )
                 .await;
-            if let Some(mut g) = guard {
-                *g = if u.is_ok() { whole } else { None };
-            }
+            claim.settle(u.is_ok(), whole);
             Some(u?)
         } else {
-            restore_hasher(guard, hasher_backup);
+            claim.abandon();
             None
         };
         drop(reservation);
@@ -582,14 +575,9 @@ impl Engine {
             Some(i) => self.0.blobs.staging_writer(id, i).await?,
             None => self.0.blobs.writer(id).await?,
         };
-        let hasher = match (&dest, plan.targets.first()) {
-            (ChunkDest::Staged(_), _) | (_, None) => None,
+        let (claim, whole) = match (&dest, plan.targets.first()) {
+            (ChunkDest::Staged(_), _) | (_, None) => (HashClaim::none(), None),
             (_, Some(&t)) => self.claim_hasher(&ulock, &u, t).await,
-        };
-        let hasher_backup = hasher.as_ref().map(|(_, h)| h.clone());
-        let (guard, whole) = match hasher {
-            Some((g, h)) => (Some(g), Some(h)),
-            None => (None, None),
         };
         let chunk_hasher = Some(Hasher::new(layout.alg));
         let pumped = self
@@ -602,7 +590,7 @@ impl Engine {
         } = match pumped {
             Ok(p) => p,
             Err(e) => {
-                restore_hasher(guard, hasher_backup);
+                claim.abandon();
                 return Err(e);
             }
         };
@@ -633,13 +621,13 @@ impl Engine {
             }
         };
         if let Err(e) = verdict {
-            restore_hasher(guard, hasher_backup);
+            claim.abandon();
             return Err(e);
         }
         let synced;
         (worker, synced) = sync_worker(worker).await;
         if let Err(e) = synced {
-            restore_hasher(guard, hasher_backup);
+            claim.abandon();
             return Err(e.into());
         }
         let whole = worker.whole.take();
@@ -670,9 +658,7 @@ impl Engine {
                 whole.as_ref(),
             )
             .await;
-        if let Some(mut g) = guard {
-            *g = if result.is_ok() { whole } else { None };
-        }
+        claim.settle(result.is_ok(), whole);
         drop(reservation);
         let u = result?;
         let u = self.place_staged(u).await?;
@@ -928,17 +914,29 @@ impl Engine {
         lock: &'a Arc<UploadLock>,
         u: &Upload,
         offset: u64,
-    ) -> Option<(tokio::sync::MutexGuard<'a, Option<Hasher>>, Hasher)> {
-        let mut guard = lock.hasher.try_lock().ok()?;
+    ) -> (HashClaim<'a>, Option<Hasher>) {
+        let Ok(mut guard) = lock.hasher.try_lock() else {
+            return (HashClaim::none(), None);
+        };
         let hasher = match guard.take() {
             Some(h) => h,
-            None => load_hasher(u).ok()?,
+            None => match load_hasher(u) {
+                Ok(h) => h,
+                Err(_) => return (HashClaim::none(), None),
+            },
         };
         if hasher.position() == offset {
-            Some((guard, hasher))
+            let backup = Some(hasher.clone());
+            (
+                HashClaim {
+                    guard: Some(guard),
+                    backup,
+                },
+                Some(hasher),
+            )
         } else {
             *guard = Some(hasher);
-            None
+            (HashClaim::none(), None)
         }
     }
 
@@ -1605,12 +1603,33 @@ async fn sync_worker(mut w: Worker) -> (Worker, std::io::Result<()>) {
     }
 }
 
-fn restore_hasher(
-    guard: Option<tokio::sync::MutexGuard<'_, Option<Hasher>>>,
+/// The whole-file hasher taken by one write, with a copy of its state before the write.
+struct HashClaim<'a> {
+    guard: Option<tokio::sync::MutexGuard<'a, Option<Hasher>>>,
     backup: Option<Hasher>,
-) {
-    if let Some(mut g) = guard {
-        *g = backup;
+}
+
+impl HashClaim<'_> {
+    fn none() -> Self {
+        HashClaim {
+            guard: None,
+            backup: None,
+        }
+    }
+
+    /// The write kept nothing: the hasher goes back to where it stood before.
+    fn abandon(self) {
+        if let Some(mut g) = self.guard {
+            *g = self.backup;
+        }
+    }
+
+    /// The write was committed (or not): keep the advanced hasher, or forget it so the next
+    /// claim reloads the committed state from the record.
+    fn settle(self, committed: bool, hasher: Option<Hasher>) {
+        if let Some(mut g) = self.guard {
+            *g = if committed { hasher } else { None };
+        }
     }
 }
 
