@@ -30,7 +30,7 @@ trap cleanup EXIT
 if [ -z "$BASE" ]; then
   cargo build --release -p ferry --locked -q
   PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  RUST_LOG=warn ./target/release/ferry serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" --expire-incomplete 0 &
+  RUST_LOG=warn "${CARGO_TARGET_DIR:-target}/release/ferry" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" --expire-incomplete 0 &
   SERVER=$!
   BASE="http://127.0.0.1:$PORT"
   for _ in $(seq 100); do curl -fsS "$BASE/healthz" >/dev/null 2>&1 && break; sleep 0.1; done

@@ -61,4 +61,17 @@ for k in $(seq $((${#PARTS[@]} - 1)) -1 0); do
 done
 URL=$(json 'd["url"]' < cr.json)
 curl -fsS "$URL" -o got3.bin && cmp photo.bin got3.bin || fail "Content-Range download differs"
-echo "curl-tour: chunk handshake, byte-offset and Content-Range uploads verified ($SIZE bytes each)"
+# --- tus 1.0 (SPEC §2.3): create, PATCH with a checksum, HEAD, GET ---
+LOC=$(curl -fsSi -X POST "$BASE/files/" -H 'Tus-Resumable: 1.0.0' -H "Upload-Length: $SIZE" \
+  -H "Upload-Metadata: filename $(printf 'photo.bin' | base64)" | awk 'tolower($1)=="location:" {print $2}' | tr -d '\r')
+[ -n "$LOC" ] || fail "tus creation returned no Location"
+CODE=$(curl -sS -X PATCH "$LOC" -H 'Tus-Resumable: 1.0.0' -H 'Upload-Offset: 0' \
+  -H 'Content-Type: application/offset+octet-stream' \
+  -H "Upload-Checksum: sha256 $(openssl dgst -sha256 -binary photo.bin | base64)" \
+  --data-binary @photo.bin -o /dev/null -w '%{http_code}')
+[ "$CODE" = 204 ] || fail "tus PATCH answered $CODE"
+OFF=$(curl -fsSI "$LOC" -H 'Tus-Resumable: 1.0.0' | awk 'tolower($1)=="upload-offset:" {print $2}' | tr -d '\r')
+[ "$OFF" = "$SIZE" ] || fail "tus HEAD offset $OFF, want $SIZE"
+curl -fsS "$LOC" -o got4.bin && cmp photo.bin got4.bin || fail "tus download differs"
+
+echo "curl-tour: chunk handshake, byte-offset, Content-Range and tus uploads verified ($SIZE bytes each)"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine with Rust: installs what the tests need,
 # builds once, runs the Rust tests (unit, integration, crash tests of the real binary), then
-# the end-to-end checks with real clients (the README's curl tour, the seed articles'
-# spark-md5 / byte-offset / Content-Range clients in Node) against a real server.
+# the end-to-end checks with real clients (the README's curl tour, tus-js-client, tuspy, a
+# curl pass of the IETF draft, the seed articles' spark-md5 / byte-offset / Content-Range
+# clients in Node) against a real server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -15,6 +16,7 @@ command -v curl >/dev/null || need+=(curl)
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
 command -v python3 >/dev/null || need+=(python3)
+command -v openssl >/dev/null || need+=(openssl)
 if ((${#need[@]})); then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}"
@@ -39,7 +41,7 @@ fi
 step "start a server for end-to-end clients"
 DATA=$(mktemp -d)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-./target/debug/ferry serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" >"$DATA/server.log" 2>&1 &
+"${CARGO_TARGET_DIR:-target}/debug/ferry" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" >"$DATA/server.log" 2>&1 &
 SERVER=$!
 cleanup() { kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; rm -rf "$DATA"; }
 trap cleanup EXIT
@@ -48,6 +50,9 @@ export FERRY_URL="http://127.0.0.1:$PORT"
 
 step "README curl tour"
 scripts/curl-tour.sh "$FERRY_URL"
+
+step "real tus clients: tus-js-client (Node), tuspy (Python), curl IETF draft interop 8"
+scripts/tus-clients.sh "$FERRY_URL"
 
 if [ -d web/tests/seed-clients ]; then
   step "seed-article clients (spark-md5, byte-offset, Content-Range) in Node"

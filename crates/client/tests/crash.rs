@@ -1325,3 +1325,102 @@ fn non_loopback_listen_without_tokens_is_refused_unless_insecure_no_auth() {
     );
     f.wait_healthy(port);
 }
+
+// ---------------------------------------------------------------------------------------
+// tus 1.0 (SPEC §2.3)
+// ---------------------------------------------------------------------------------------
+
+fn tus_headers(extra: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
+    let mut h = vec![("Tus-Resumable", "1.0.0".to_owned())];
+    h.extend_from_slice(extra);
+    h
+}
+
+/// `HEAD /files/<id>` → `Upload-Offset`.
+#[track_caller]
+fn tus_offset(port: u16, path: &str) -> usize {
+    let r = request(port, "HEAD", path, &tus_headers(&[]), b"");
+    assert_eq!(r.status, 200, "HEAD {path}");
+    assert_eq!(r.header("cache-control"), Some("no-store"), "HEAD {path}");
+    r.header("upload-offset")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("HEAD {path}: no Upload-Offset"))
+}
+
+#[track_caller]
+fn tus_patch(port: u16, path: &str, offset: usize, body: &[u8]) -> Resp {
+    request(
+        port,
+        "PATCH",
+        path,
+        &tus_headers(&[
+            ("Upload-Offset", offset.to_string()),
+            ("Content-Type", "application/offset+octet-stream".to_owned()),
+        ]),
+        body,
+    )
+}
+
+#[test]
+fn tus_kill_mid_patch_head_reports_only_durable_bytes_and_the_client_resumes_identical() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut srv = Server::start(tmp.path());
+    let src = source(48 * MIB, 9);
+    let created = request(
+        srv.port,
+        "POST",
+        "/files/",
+        &tus_headers(&[
+            ("Upload-Length", src.len().to_string()),
+            ("Upload-Metadata", "filename Y3Jhc2guYmlu".to_owned()),
+        ]),
+        b"",
+    );
+    assert_eq!(created.status, 201, "POST /files/: {}", created.text());
+    let path = path_of(created.header("location").expect("Location")).to_owned();
+
+    // An acknowledged first PATCH.
+    let acked = 8 * MIB;
+    let r = tus_patch(srv.port, &path, 0, &src[..acked]);
+    assert_eq!(r.status, 204, "first PATCH: {}", r.text());
+
+    // A second PATCH for the rest, killed while its body streams.
+    let mut s = connect(srv.port).expect("connect");
+    write_head(
+        &mut s,
+        srv.port,
+        "PATCH",
+        &path,
+        &tus_headers(&[
+            ("Upload-Offset", acked.to_string()),
+            ("Content-Type", "application/offset+octet-stream".to_owned()),
+        ]),
+        src.len() - acked,
+    )
+    .expect("PATCH head");
+    let sent = acked + 16 * MIB;
+    send_in_pieces(&mut s, &src[acked..sent], 8, Duration::from_millis(20)).expect("PATCH body");
+    sleep(Duration::from_millis(300));
+    srv.crash_and_restart();
+    drop(s);
+
+    // HEAD: never less than acknowledged, never more than sent.
+    let held = tus_offset(srv.port, &path);
+    assert!(
+        (acked..=sent).contains(&held),
+        "after kill -9 HEAD reports {held}; acknowledged {acked}, sent {sent}"
+    );
+
+    // The client resumes from HEAD, as tus clients do, and finishes.
+    let r = tus_patch(srv.port, &path, held, &src[held..]);
+    assert_eq!(r.status, 204, "resuming PATCH: {}", r.text());
+    assert_eq!(
+        r.header("upload-offset").and_then(|v| v.parse().ok()),
+        Some(src.len())
+    );
+    assert_same_bytes(
+        &download(srv.port, &path),
+        &src,
+        "tus download after a crash mid-PATCH",
+    );
+}

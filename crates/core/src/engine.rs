@@ -465,9 +465,15 @@ impl Engine {
                     received: 0,
                     reason: format!("{reason} (a checksummed body is kept only whole)"),
                 }),
-                PumpEnd::TooLong => Err(EngineError::Invalid(
-                    "the body is longer than the upload has room for; nothing was stored".into(),
-                )),
+                PumpEnd::TooLong => match mode {
+                    WriteMode::Append { .. } => Err(EngineError::PastLength {
+                        length: u.length.unwrap_or(max),
+                        end: start + limit + 1,
+                    }),
+                    WriteMode::At { len, .. } => Err(EngineError::Invalid(format!(
+                        "the body is longer than the {len} bytes of its range; nothing was stored"
+                    ))),
+                },
             };
             if let Err(e) = verdict {
                 claim.abandon();
@@ -1201,12 +1207,29 @@ impl Engine {
     /// Deletes an upload: bytes first, then metadata, so a crash in between leaves a record
     /// whose blob is missing (reported as gone) rather than orphaned bytes nobody tracks.
     pub async fn delete(&self, id: &UploadId) -> Result<(), EngineError> {
-        let lock = self.0.locks.entry(id);
-        let _h = lock.hasher.lock().await;
-        let _c = lock.commit.lock().await;
-        self.get(id).await?;
-        self.0.blobs.delete(id).await?;
-        self.0.meta.delete(id).await?;
+        let waiting = {
+            let lock = self.0.locks.entry(id);
+            let _h = lock.hasher.lock().await;
+            let _c = lock.commit.lock().await;
+            let u = self.get(id).await?;
+            self.0.blobs.delete(id).await?;
+            self.0.meta.delete(id).await?;
+            match u.concat {
+                Some(Concat::Partial { finals }) => finals,
+                _ => Vec::new(),
+            }
+        };
+        // A final still waiting for this part can never be assembled now: it goes too
+        // (tus termination of one part of a parallel upload ends the whole upload).
+        for f in waiting {
+            match self.get(&f).await {
+                Ok(fin) if !fin.is_complete() => {
+                    tracing::info!(final_id = %f, part = %id, "final upload removed with its deleted part");
+                    Box::pin(self.delete(&f)).await?;
+                }
+                _ => {}
+            }
+        }
         Ok(())
     }
 
@@ -1224,6 +1247,7 @@ impl Engine {
             if let Ok(u) = u
                 && u.updated_at < before
                 && !u.is_complete()
+                && !self.parts_active(&u, before).await
             {
                 self.delete(&id).await?;
                 Stats::add(&self.0.stats.failed, u.dialect, 1);
@@ -1232,6 +1256,22 @@ impl Engine {
             }
         }
         Ok(removed)
+    }
+
+    /// A final upload is idle only when its parts are: its own record does not move while
+    /// the parts are written.
+    async fn parts_active(&self, u: &Upload, before: Timestamp) -> bool {
+        let Some(Concat::Final { parts }) = &u.concat else {
+            return false;
+        };
+        for p in parts {
+            if let Ok(part) = self.get(p).await
+                && part.updated_at >= before
+            {
+                return true;
+            }
+        }
+        false
     }
 
     /// Finishes uploads that were fully held when the server stopped (a crash between the

@@ -5,6 +5,7 @@
 //! - [`http_range`]: RFC 9110 `Range` / `Content-Range` codecs shared by server and client.
 //! - [`upload`]: the upload record the metadata store persists.
 //! - [`store`]: the storage traits (`BlobStore`, `MetaStore`) backends implement.
+//! - [`tus`]: tus 1.0.0 header codecs (`Upload-Metadata`, `Upload-Checksum`, `Upload-Concat`).
 //! - [`engine`]: the upload engine every protocol front drives.
 
 pub mod engine;
@@ -15,6 +16,7 @@ pub mod http_range;
 pub mod lock;
 pub mod ranges;
 pub mod store;
+pub mod tus;
 pub mod upload;
 
 pub use engine::Engine;

@@ -2,7 +2,9 @@
 //!
 //! - [`chunked`]: the chunk-handshake dialect (SPEC §2.1),
 //! - [`offset`]: the byte-offset resume dialect (SPEC §2.2),
+//! - [`tus`]: tus 1.0.0 and the IETF resumable-upload draft at `/files/` (SPEC §2.3, §2.4),
 //! - [`files`]: finished files by id and by `fileId` + extension, through [`download`] (SPEC §3),
+//! - [`cors`]: CORS for every route, so browsers can use every dialect,
 //! - [`metrics`], `/healthz`: operations (SPEC §7).
 //!
 //! [`app`] builds the router from a state, [`run`] serves it on a listener until a shutdown
@@ -11,11 +13,13 @@
 
 pub mod chunked;
 pub mod config;
+pub mod cors;
 pub mod download;
 pub mod error;
 pub mod files;
 pub mod metrics;
 pub mod offset;
+pub mod tus;
 
 use crate::config::ServeArgs;
 use crate::error::ApiError;
@@ -46,6 +50,9 @@ pub struct AppState {
     pub spool_dir: Arc<PathBuf>,
     /// Accepted bearer tokens; empty means no authentication.
     pub tokens: Arc<Vec<String>>,
+    /// `--expire-incomplete`: idle incomplete uploads are removed after this long (zero:
+    /// never). Fronts announce it (tus `Upload-Expires`).
+    pub expire_incomplete: Duration,
 }
 
 impl AppState {
@@ -105,6 +112,7 @@ pub async fn state_from_args(args: &ServeArgs) -> anyhow::Result<AppState> {
         public_url: args.public_url.as_deref().map(Arc::from),
         spool_dir: Arc::new(spool_dir),
         tokens: Arc::new(args.tokens()?),
+        expire_incomplete: args.expire_incomplete,
     })
 }
 
@@ -123,7 +131,8 @@ pub fn app(state: AppState) -> Router {
             "/upload/{name}",
             get(files::by_file_id).head(files::by_file_id),
         )
-        .route("/files/{id}", get(files::by_id).head(files::by_id))
+        // tus, the IETF draft and downloads of finished files share `/files/`.
+        .merge(tus::routes(state.clone()))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::handler))
         // Upload bodies are streamed and bounded by the engine's size rules, not by a
@@ -133,6 +142,9 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             metrics::track,
         ))
+        // Outermost, so preflights are answered before anything else and every response,
+        // errors included, carries the CORS headers.
+        .layer(middleware::from_fn(cors::layer))
         .with_state(state)
 }
 

@@ -5,6 +5,7 @@
 use crate::AppState;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use ferry_core::engine::Stats;
@@ -19,7 +20,15 @@ const BUCKETS: [f64; 12] = [
 ];
 
 /// Route groups requests are counted under (a closed set keeps label cardinality fixed).
-const ROUTES: [&str; 6] = ["handshake", "upload", "status", "download", "ops", "other"];
+const ROUTES: [&str; 7] = [
+    "handshake",
+    "upload",
+    "status",
+    "download",
+    "tus",
+    "ops",
+    "other",
+];
 
 #[derive(Default)]
 struct Histogram {
@@ -36,12 +45,20 @@ pub struct Metrics {
     status: [[AtomicU64; 4]; ROUTES.len()],
 }
 
-fn route_group(path: &str) -> usize {
+/// `/files` serves tus and the IETF draft ("tus") as well as downloads: a GET, or a HEAD
+/// without either protocol's header, is a download.
+fn route_group(method: &Method, path: &str, headers: &HeaderMap) -> usize {
+    let download = method == Method::GET
+        || (method == Method::HEAD
+            && !headers.contains_key("tus-resumable")
+            && !headers.contains_key("upload-draft-interop-version"));
     let name = match path {
         "/api/upload/handshake" => "handshake",
         "/api/upload" | "/upload" => "upload",
         "/api/upload/status" | "/status" => "status",
         "/healthz" | "/metrics" => "ops",
+        "/files" | "/files/" => "tus",
+        "/files/{id}" if !download => "tus",
         p if p.starts_with("/upload/") || p.starts_with("/files/") => "download",
         _ => "other",
     };
@@ -159,10 +176,11 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| req.uri().path().to_owned());
     let method = req.method().clone();
+    let group = route_group(&method, &path, req.headers());
     let resp = next.run(req).await;
     let secs = started.elapsed().as_secs_f64();
     let status = resp.status().as_u16();
-    state.metrics.record(route_group(&path), status, secs);
+    state.metrics.record(group, status, secs);
     tracing::debug!(%method, %path, status, ms = secs * 1e3, "request");
     resp
 }

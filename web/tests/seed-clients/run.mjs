@@ -307,7 +307,8 @@ await scenario('4. byte-offset client (X-File-Id/X-Start-Byte): connection cut m
 
   // Attempt 2, at once: the unchanged client asks for the status and sends the rest. Like
   // the front ends' automatic retry, a 409 (the server is still closing the broken request,
-  // or its status answer was already stale) is retried after a short backoff.
+  // or its status answer was already stale) or a network error is retried after a short
+  // backoff.
   net.reset();
   const refusals = [];
   let resumed;
@@ -316,7 +317,9 @@ await scenario('4. byte-offset client (X-File-Id/X-Start-Byte): connection cut m
       resumed = await resumeUpload(src.file);
       break;
     } catch (err) {
-      if (attempt >= 5 || !/\b409\b/.test(err.message)) throw err;
+      // A network error is retried too: the connection the broken request left behind may
+      // be reset under the next one, and front ends retry that like any network loss.
+      if (attempt >= 5 || !/\b409\b|fetch failed/.test(err.message)) throw err;
       refusals.push(err.message.replace(/^upload failed: /, ''));
       await sleep(100 * 2 ** attempt);
     }

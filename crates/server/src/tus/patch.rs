@@ -1,0 +1,103 @@
+//! `PATCH /files/<id>`: tus "Core Protocol" append, with "Checksum", "creation-defer-length"
+//! (`Upload-Length` on PATCH), "Expiration" and the "Concatenation" rule for finals.
+
+use super::{
+    TusError, UPLOAD_LENGTH, UPLOAD_OFFSET, add_expires, header_checksum, header_number,
+    is_offset_octet_stream,
+};
+use crate::AppState;
+use crate::error::ApiError;
+use axum::body::{Body, HttpBody};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use ferry_core::EngineError;
+use ferry_core::engine::{BodyCheck, WriteMode};
+use ferry_core::upload::{Concat, Upload, UploadId};
+
+pub async fn handle(state: &AppState, id: &UploadId, headers: &HeaderMap, body: Body) -> Response {
+    match append(state, id, headers, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn append(
+    state: &AppState,
+    id: &UploadId,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, TusError> {
+    // "All PATCH requests MUST use Content-Type: application/offset+octet-stream, otherwise
+    // the server SHOULD return a 415 Unsupported Media Type status."
+    if !is_offset_octet_stream(headers) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "a tus PATCH body must be sent as Content-Type: application/offset+octet-stream",
+        )
+        .into());
+    }
+    let offset = header_number(headers, &UPLOAD_OFFSET)?.ok_or_else(|| {
+        ApiError::bad_request(
+            "offset_required",
+            "send Upload-Offset: the offset HEAD reports for this upload",
+        )
+    })?;
+    let new_length = header_number(headers, &UPLOAD_LENGTH)?;
+    // "Checksum": an unsupported algorithm is 400, known before any byte is read.
+    let check = header_checksum(headers)?.map(|c| BodyCheck {
+        alg: c.alg,
+        digest: c.digest,
+    });
+    let body_len = header_number(headers, &header::CONTENT_LENGTH)?;
+
+    let mut u = state.engine.get(id).await?;
+    // "Concatenation": PATCH to a final upload is 403 and changes nothing. The engine refuses
+    // the write too; saying it here keeps an Upload-Length on the request from being applied.
+    if matches!(u.concat, Some(Concat::Final { .. })) {
+        return Err(EngineError::FinalUpload.into());
+    }
+    // A body that cannot fit is refused before any of it is stored. Without Content-Length
+    // (a chunked body) the engine stops at the length instead.
+    if let (Some(n), Some(length)) = (body_len, u.length.or(new_length)) {
+        let end = offset.saturating_add(n);
+        if end > length {
+            return Err(EngineError::PastLength { length, end }.into());
+        }
+    }
+    // "creation-defer-length": once the length is known, the client sets Upload-Length on
+    // the next PATCH, and it must never change (the engine refuses a different one, 409).
+    // It is applied only when the offset matches: a PATCH answered 409 must not modify the
+    // upload ("Core Protocol", PATCH); the write below reports that 409.
+    if let Some(len) = new_length
+        && offset == u.offset()
+    {
+        u = state.engine.set_length(id, len).await?;
+    }
+    if u.is_complete() && Some(offset) == u.length && body.size_hint().exact() == Some(0) {
+        // An empty PATCH at the end of a finished upload (a retry of the request that
+        // finished it, or a deferred-length client declaring the length it already sent)
+        // changes nothing and is answered as it would have been the first time.
+        return Ok(no_content(state, &u));
+    }
+    let out = state
+        .engine
+        .write_checked(
+            id,
+            WriteMode::Append { offset },
+            check,
+            body.into_data_stream(),
+        )
+        .await?;
+    Ok(no_content(state, &out.upload))
+}
+
+/// "The Server MUST acknowledge successful PATCH requests with the 204 No Content status"
+/// and the new `Upload-Offset`; "Expiration": `Upload-Expires` in every PATCH response of an
+/// upload that is going to expire.
+fn no_content(state: &AppState, u: &Upload) -> Response {
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    resp.headers_mut().insert(UPLOAD_OFFSET, u.offset().into());
+    add_expires(&mut resp, state, u);
+    resp
+}
