@@ -1,7 +1,22 @@
-//! The `ferry` command. `serve` runs the server; the upload and download clients follow.
+//! The `ferry` command: `serve` runs the server; `upload` and `download` are thin layers over
+//! the `ferry_client` library.
 
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use ferry_server::config::ServeArgs;
+/// Modules of the binary only (the library is `ferry_client`, `lib.rs`).
+mod cli {
+    pub mod output;
+}
+
+use clap::builder::TypedValueParser as _;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use cli::output::{self, Output};
+use ferry_client::{
+    DownloadOptions, Downloader, Protocol, RetryPolicy, StateStore, UploadOptions, Uploader,
+};
+use ferry_server::config::{ServeArgs, parse_duration, parse_size};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -18,9 +33,101 @@ struct Cli {
 enum Command {
     /// Run the server (filesystem + SQLite by default; nothing else to install).
     Serve(ServeArgs),
+    /// Upload files; run the same command again after any interruption to resume.
+    Upload(UploadArgs),
+    /// Download a file with resume (`FILE.part`), optionally over several connections.
+    Download(DownloadArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+#[derive(Clone, Copy, ValueEnum)]
+enum ProtocolArg {
+    /// tus 1.0.0 at /files/ (parallel parts via concatenation, sha256 checksums).
+    Tus,
+    /// The chunk-handshake dialect (MD5 ids, instant upload of files the server has).
+    Chunk,
+}
+
+#[derive(Args)]
+struct OutputArgs {
+    /// Print JSON lines (progress and one result per file), also the default when stdout is
+    /// not a terminal.
+    #[arg(long)]
+    json: bool,
+    /// No progress output: only results (URLs) and errors.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct UploadArgs {
+    /// Files to upload.
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// The server's base URL, e.g. http://127.0.0.1:8080.
+    #[arg(long, env = "FERRY_SERVER", value_name = "URL")]
+    server: String,
+    /// Requests in flight at once, over all files (several files at once, several parts of a
+    /// large file at once).
+    #[arg(long, default_value_t = ferry_client::upload::DEFAULT_PARALLEL, value_parser = clap::value_parser!(u16).range(1..=256).map(usize::from))]
+    parallel: usize,
+    /// Bytes per request, e.g. 8MiB [default: 16MiB for tus, 5MiB for chunk].
+    #[arg(long, value_name = "SIZE", value_parser = parse_chunk_size)]
+    chunk_size: Option<u64>,
+    #[arg(long, value_enum, default_value = "tus")]
+    protocol: ProtocolArg,
+    /// Bearer token for servers started with --auth-token.
+    #[arg(long, env = "FERRY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Give up after this long without any request succeeding (e.g. 30s, 5m, 1h).
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
+    retry_for: Duration,
+    /// Where to remember uploads for resuming [default: $XDG_STATE_HOME/ferry/uploads.json
+    /// or ~/.local/state/ferry/uploads.json].
+    #[arg(long, env = "FERRY_STATE_FILE", value_name = "PATH")]
+    state_file: Option<PathBuf>,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+#[derive(Args)]
+struct DownloadArgs {
+    /// The file's URL, as `ferry upload` printed it.
+    url: String,
+    /// Where to save it (a file, or a directory) [default: the name the server suggests,
+    /// in the current directory].
+    #[arg(short, long, value_name = "PATH")]
+    output: Option<PathBuf>,
+    /// Ranges fetched in parallel over separate connections.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64).map(usize::from))]
+    connections: usize,
+    /// Give up after this long without any request succeeding (e.g. 30s, 5m, 1h).
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
+    retry_for: Duration,
+    /// Bearer token, sent with every request (finished files download without one on a
+    /// ferry server; it lets the client tell a concatenation when the server has tokens).
+    #[arg(long, env = "FERRY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[command(flatten)]
+    output_args: OutputArgs,
+}
+
+fn parse_chunk_size(s: &str) -> Result<u64, String> {
+    match parse_size(s)? {
+        0 => Err("the chunk size must be at least 1 byte".into()),
+        n if n > 1 << 30 => {
+            Err("chunks larger than 1GiB are not supported (each is held in memory)".into())
+        }
+        n => Ok(n),
+    }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+fn main() -> anyhow::Result<ExitCode> {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches)?;
     match cli.command {
@@ -29,10 +136,98 @@ fn main() -> anyhow::Result<()> {
                 .subcommand_matches("serve")
                 .expect("clap matched the serve subcommand");
             let args = args.with_config_file(sub)?;
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?
-                .block_on(ferry_server::serve(args))
+            runtime()?.block_on(ferry_server::serve(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Upload(args) => Ok(runtime()?.block_on(upload(args))),
+        Command::Download(args) => Ok(runtime()?.block_on(download(args))),
+    }
+}
+
+fn json_mode(args: &OutputArgs) -> bool {
+    args.json || !std::io::stdout().is_terminal()
+}
+
+/// Runs `work`, or stops at Ctrl-C saying how to resume (everything needed is already on
+/// the server and in the state file or `.part.meta`).
+async fn interruptible(out: &Output, work: impl Future<Output = ExitCode>) -> ExitCode {
+    tokio::select! {
+        code = work => code,
+        _ = tokio::signal::ctrl_c() => {
+            out.interrupted();
+            ExitCode::from(130)
         }
     }
+}
+
+async fn upload(args: UploadArgs) -> ExitCode {
+    let out = Output::new(
+        json_mode(&args.output),
+        args.output.quiet,
+        output::Kind::Upload,
+    );
+    let state = match args.state_file.clone().or_else(StateStore::default_path) {
+        Some(p) => StateStore::at(p),
+        None => {
+            out.warn("no state directory (HOME is not set): an interrupted upload will start over; pass --state-file to resume");
+            StateStore::disabled()
+        }
+    };
+    let opts = UploadOptions {
+        server: args.server.clone(),
+        protocol: match args.protocol {
+            ProtocolArg::Tus => Protocol::Tus,
+            ProtocolArg::Chunk => Protocol::Chunk,
+        },
+        parallel: args.parallel,
+        chunk_size: args.chunk_size,
+        token: args.token.clone(),
+        retry: RetryPolicy {
+            give_up_after: args.retry_for,
+            ..RetryPolicy::default()
+        },
+        state,
+    };
+    let uploader = match Uploader::new(opts, out.sink()) {
+        Ok(u) => u,
+        Err(e) => {
+            out.warn(&format!("error: {e}"));
+            return ExitCode::from(2);
+        }
+    };
+    interruptible(&out, async {
+        let results = uploader.upload_files(&args.files).await;
+        out.finish(results.iter().map(|(f, r)| (f.as_str(), r.as_ref().err())))
+    })
+    .await
+}
+
+async fn download(args: DownloadArgs) -> ExitCode {
+    let out = Output::new(
+        json_mode(&args.output_args),
+        args.output_args.quiet,
+        output::Kind::Download,
+    );
+    let opts = DownloadOptions {
+        url: args.url.clone(),
+        output: args.output.clone(),
+        connections: args.connections,
+        retry: RetryPolicy {
+            give_up_after: args.retry_for,
+            ..RetryPolicy::default()
+        },
+        token: args.token.clone(),
+    };
+    let downloader = match Downloader::new(opts, out.sink()) {
+        Ok(d) => d,
+        Err(e) => {
+            out.warn(&format!("error: {e}"));
+            return ExitCode::from(2);
+        }
+    };
+    interruptible(&out, async {
+        let res = downloader.run().await;
+        out.finish([(args.url.as_str(), res.as_ref().err())])
+    })
+    .await
 }
