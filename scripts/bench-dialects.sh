@@ -27,14 +27,24 @@ WORK=$(mktemp -d "$ROOT/ferry-bench.XXXXXX")
 SERVER=""
 cleanup() { [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
+OWN=0
 if [ -z "$BASE" ]; then
+  OWN=1
   cargo build --release -p ferry --locked -q
+fi
+# A server of our own restarts with an empty data dir before every run: finished uploads
+# left in tmpfs would make later runs pay for memory pressure, not for ferry.
+fresh_server() {
+  [ "$OWN" = 1 ] || return 0
+  if [ -n "$SERVER" ]; then kill "$SERVER" 2>/dev/null; wait "$SERVER" 2>/dev/null || true; fi
+  rm -rf "$WORK/data"
   PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   RUST_LOG=warn "${CARGO_TARGET_DIR:-target}/release/ferry" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" --expire-incomplete 0 &
   SERVER=$!
   BASE="http://127.0.0.1:$PORT"
   for _ in $(seq 100); do curl -fsS "$BASE/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
-fi
+}
+fresh_server
 
 SRC=$WORK/src.bin
 head -c $((SIZE_MIB * 1024 * 1024)) /dev/urandom > "$SRC"
@@ -110,11 +120,12 @@ run_chunk() { # $1 = order: sorted | shuffled
 
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
-echo "ferry upload throughput, $SIZE_MIB MiB, $RUNS run(s) each, data in $ROOT ($BASE)"
+echo "ferry upload throughput, $SIZE_MIB MiB, $RUNS run(s) each, data in $ROOT"
 printf '%-42s %10s %10s\n' workload "median s" "MiB/s"
 for w in offset range chunk-sorted chunk-shuffled; do
   : > "$WORK/times"
   for _ in $(seq "$RUNS"); do
+    fresh_server
     case $w in
       offset) run_offset ;;
       range) run_range ;;
@@ -131,4 +142,4 @@ for w in offset range chunk-sorted chunk-shuffled; do
   esac
   printf '%-42s %10.3f %10s\n' "$label" "$m" "$(mibps "$m")"
 done
-echo "bytes re-read for whole-file digests (server): $(metric ferry_rehashed_bytes_total)"
+echo "bytes re-read for whole-file digests by the last server: $(metric ferry_rehashed_bytes_total)"
