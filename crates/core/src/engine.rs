@@ -43,6 +43,10 @@ const READ_BLOCK: usize = 1 << 20;
 const STAGING_BASE: u64 = 1 << 62;
 /// Largest upload the engine accepts at all, whatever the configuration says.
 pub const MAX_SUPPORTED_SIZE: u64 = STAGING_BASE - 1;
+/// Why a preempted write ended.
+const SUPERSEDED: &str = "superseded by a newer request for the same upload";
+/// How long [`Engine::preempt`] waits for preempted writes to commit what they received.
+const PREEMPT_WAIT: Duration = Duration::from_secs(3);
 /// How long a write waits for an overlapping write of the same upload to end.
 const RESERVE_WAIT: Duration = Duration::from_secs(5);
 
@@ -416,6 +420,10 @@ impl Engine {
             .collect();
         let fully_new = !u.held.intersects(range.clone());
         let ulock = reservation.lock.clone();
+        // An append is the upload's only writer by definition (it must start at the held
+        // offset), so a newer request may preempt it; range and chunk writes run in parallel
+        // legitimately and are never preempted.
+        let preempt = matches!(mode, WriteMode::Append { .. }).then(|| ulock.preempt.subscribe());
         let plan = Plan {
             targets: vec![start],
             limit,
@@ -429,7 +437,17 @@ impl Engine {
         };
         let body_hasher = check.as_ref().map(|c| Hasher::new(c.alg));
         let pumped = self
-            .pump(u.dialect, writer, whole, body_hasher, &plan, body)
+            .pump(
+                u.dialect,
+                Worker {
+                    writer,
+                    whole,
+                    chunk: body_hasher,
+                },
+                &plan,
+                preempt,
+                body,
+            )
             .await;
         let Pumped {
             mut worker,
@@ -587,7 +605,17 @@ impl Engine {
         };
         let chunk_hasher = Some(Hasher::new(layout.alg));
         let pumped = self
-            .pump(u.dialect, writer, whole, chunk_hasher, &plan, body)
+            .pump(
+                u.dialect,
+                Worker {
+                    writer,
+                    whole,
+                    chunk: chunk_hasher,
+                },
+                &plan,
+                None,
+                body,
+            )
             .await;
         let Pumped {
             mut worker,
@@ -675,6 +703,24 @@ impl Engine {
         };
         let upload = self.after_commit(u).await?;
         Ok(WriteOutcome { upload, accepted })
+    }
+
+    /// Asks appending writes in flight on `id` to stop and commit what they received, and
+    /// waits (briefly) until they have. Fronts call it when a client sends a new append (tus
+    /// PATCH, IETF append, `X-Start-Byte`): a request still streaming at that point belongs
+    /// to a connection the client has given up on, and waiting for the server to notice the
+    /// dead connection could take minutes. Reads (HEAD, status) never preempt.
+    pub async fn preempt(&self, id: &UploadId) {
+        let lock = self.0.locks.entry(id);
+        // Receivers are the appending writes still streaming; nothing to stop without one.
+        if lock.preempt.receiver_count() == 0 {
+            return;
+        }
+        lock.preempt.send_modify(|g| *g = g.wrapping_add(1));
+        let deadline = Instant::now() + PREEMPT_WAIT;
+        while lock.busy() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Plans a write from a fresh record and reserves its ranges. When another request holds
@@ -1333,21 +1379,16 @@ impl Engine {
     async fn pump<S, E>(
         &self,
         dialect: Dialect,
-        writer: Box<dyn BlobWrite>,
-        whole: Option<Hasher>,
-        chunk: Option<Hasher>,
+        worker: Worker,
         plan: &Plan,
+        mut preempt: Option<tokio::sync::watch::Receiver<u64>>,
         mut body: S,
     ) -> Result<Pumped, EngineError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
         E: Display,
     {
-        let mut idle = Some(Worker {
-            writer,
-            whole,
-            chunk,
-        });
+        let mut idle = Some(worker);
         let mut pending: Option<JoinHandle<(Worker, std::io::Result<()>)>> = None;
         let mut batch: Vec<Bytes> = Vec::new();
         let mut batch_len = 0usize;
@@ -1358,7 +1399,17 @@ impl Engine {
         let writable: Arc<[Range<u64>]> = plan.writable.clone().into();
 
         loop {
-            let next = body.next().await;
+            let next: Option<Result<Bytes, String>> = match preempt.as_mut() {
+                None => body.next().await.map(|r| r.map_err(|e| e.to_string())),
+                Some(rx) => tokio::select! {
+                    biased;
+                    // A newer request for this upload arrived: this one is stale (its client
+                    // reconnected). End it like a cut-off body: what arrived is kept, and the
+                    // newer request takes over from there.
+                    _ = rx.changed() => Some(Err(SUPERSEDED.to_owned())),
+                    n = body.next() => n.map(|r| r.map_err(|e| e.to_string())),
+                },
+            };
             let mut last = false;
             match next {
                 Some(Ok(mut bytes)) => {

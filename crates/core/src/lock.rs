@@ -18,7 +18,6 @@ use std::ops::Range;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, Weak};
 
-#[derive(Default)]
 pub struct UploadLock {
     inflight: Mutex<Vec<Range<u64>>>,
     /// Serialises metadata read-modify-write for this upload.
@@ -28,6 +27,32 @@ pub struct UploadLock {
     /// Chunk 0 is streaming before the chunk size is known, reserving the whole data range;
     /// other chunks are staged meanwhile instead of waiting for it.
     pub zero_open: AtomicBool,
+    /// Bumped to ask appending writes in flight to stop where they are (a newer request for
+    /// the same upload means the client gave up on them); see `Engine::preempt`.
+    pub preempt: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for UploadLock {
+    fn default() -> Self {
+        UploadLock {
+            inflight: Mutex::default(),
+            commit: tokio::sync::Mutex::default(),
+            hasher: tokio::sync::Mutex::default(),
+            zero_open: AtomicBool::default(),
+            preempt: tokio::sync::watch::Sender::new(0),
+        }
+    }
+}
+
+impl UploadLock {
+    /// True while any write holds a reservation.
+    pub fn busy(&self) -> bool {
+        !self
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
 }
 
 #[derive(Default)]

@@ -238,6 +238,12 @@ pub async fn upload(State(state): State<AppState>, req: Request) -> Result<Respo
         while let Some(Ok(_)) = body.next().await {}
         return Ok(summary(&state, &headers, &id, &u));
     }
+    if let WriteMode::Append { .. } = mode {
+        // A new append supersedes one still streaming for this file (a client that
+        // reconnected): that one keeps what arrived, and a stale X-Start-Byte gets the 409
+        // with the held count at once instead of after the dead connection times out.
+        state.engine.preempt(&u.id).await;
+    }
     let body = req.into_body().into_data_stream();
     match state.engine.write(&u.id, mode, body).await {
         Ok(out) => Ok(summary(&state, &headers, &id, &out.upload)),

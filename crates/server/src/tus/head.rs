@@ -21,6 +21,9 @@ pub async fn handle(state: &AppState, id: &UploadId) -> Response {
 async fn head(state: &AppState, id: &UploadId) -> Result<Response, TusError> {
     // An unknown, terminated or expired upload is 404 without Upload-Offset ("Core
     // Protocol", HEAD). Expired ids are not remembered, so 410 is never answered.
+    // HEAD is safe: it reports the durable offset and never stops a PATCH in flight (a
+    // progress monitor may ask while the client uploads). A client that resumes sends a new
+    // PATCH, and that is what preempts a stale one (see patch.rs).
     let u = state.engine.get(id).await?;
     // The spec's HEAD example answers 200 OK, as tusd does; tus clients accept any 2xx.
     let mut resp = StatusCode::OK.into_response();

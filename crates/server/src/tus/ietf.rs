@@ -753,6 +753,7 @@ pub async fn head(state: &AppState, id: &UploadId, headers: &HeaderMap) -> Respo
         Ok(v) => v,
         Err(fail) => return fail.render(Interop(Interop::NEWEST), None),
     };
+    // Offset retrieval is safe: it never stops an append in flight; a new append does.
     match load(state, id).await {
         Ok(u) => {
             // 204 as in the draft's examples (-01 required it; later drafts allow 200).
@@ -775,6 +776,8 @@ pub async fn append(state: &AppState, id: &UploadId, headers: &HeaderMap, body: 
         Ok(v) => v,
         Err(fail) => return fail.render(Interop(Interop::NEWEST), None),
     };
+    // A new append supersedes an older one still streaming (a client that reconnected).
+    state.engine.preempt(id).await;
     match append_body(state, v, id, headers, body).await {
         Ok(resp) => resp,
         Err(fail) => fail.render(v, Some(state)),

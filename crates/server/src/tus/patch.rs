@@ -51,6 +51,10 @@ async fn append(
     });
     let body_len = header_number(headers, &header::CONTENT_LENGTH)?;
 
+    // A new PATCH supersedes one still streaming (tus-js-client re-sends after a network
+    // error): the old one stops and keeps what arrived; if that moves the offset past this
+    // request's Upload-Offset, the 409 below sends the client to HEAD for the new one.
+    state.engine.preempt(id).await;
     let mut u = state.engine.get(id).await?;
     // "Concatenation": PATCH to a final upload is 403 and changes nothing. The engine refuses
     // the write too; saying it here keeps an Upload-Length on the request from being applied.
