@@ -8,6 +8,10 @@
 //! point one URL at another upload (so "the remote file changed" is a real change of the
 //! bytes and the ETag behind one URL, answered by the real server).
 
+mod support;
+
+use support::{assert_same_bytes, free_port, source};
+
 use serde_json::Value;
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -31,46 +35,6 @@ const RUN_DEADLINE: Duration = Duration::from_secs(120);
 // Test data
 // ---------------------------------------------------------------------------------------
 
-/// `len` deterministic pseudo-random bytes (a splitmix64 stream seeded by `seed`).
-fn source(len: usize, seed: u64) -> Vec<u8> {
-    let mut out = vec![0u8; len];
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let mut next = || {
-        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    let mut chunks = out.chunks_exact_mut(8);
-    for c in &mut chunks {
-        c.copy_from_slice(&next().to_le_bytes());
-    }
-    let rest = chunks.into_remainder();
-    let last = next().to_le_bytes();
-    let n = rest.len();
-    rest.copy_from_slice(&last[..n]);
-    out
-}
-
-/// Byte equality with a readable failure instead of megabytes of debug output.
-#[track_caller]
-fn assert_same_bytes(got: &[u8], want: &[u8], what: &str) {
-    if got == want {
-        return;
-    }
-    let first = got
-        .iter()
-        .zip(want)
-        .position(|(a, b)| a != b)
-        .unwrap_or(got.len().min(want.len()));
-    panic!(
-        "{what}: got {} bytes, want {}; first difference at byte {first}",
-        got.len(),
-        want.len()
-    );
-}
-
 #[track_caller]
 fn assert_same_file(got: &Path, want: &[u8]) {
     let bytes = fs::read(got).unwrap_or_else(|e| panic!("reading {}: {e}", got.display()));
@@ -80,20 +44,6 @@ fn assert_same_file(got: &Path, want: &[u8]) {
 // ---------------------------------------------------------------------------------------
 // The server
 // ---------------------------------------------------------------------------------------
-
-/// A port nobody listens on, never handed out twice in this process.
-fn free_port() -> u16 {
-    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-    loop {
-        let l = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
-        let port = l.local_addr().expect("local addr").port();
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
-}
 
 /// One `ferry serve` on a data directory; restarts keep the port, as a real server's
 /// address does.

@@ -10,13 +10,16 @@
 //! - resuming from the held count finishes the upload, and the download equals the source,
 //!   never a partial file.
 
+mod support;
+
+use support::{assert_same_bytes, free_port, source};
+
 use md5::{Digest, Md5};
 use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -30,52 +33,11 @@ const IO_TIMEOUT: Duration = Duration::from_secs(30);
 // Test data
 // ---------------------------------------------------------------------------------------
 
-/// `len` deterministic pseudo-random bytes (splitmix64 stream seeded by `seed`).
-fn source(len: usize, seed: u64) -> Vec<u8> {
-    let mut out = vec![0u8; len];
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let mut next = || {
-        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    let mut chunks = out.chunks_exact_mut(8);
-    for c in &mut chunks {
-        c.copy_from_slice(&next().to_le_bytes());
-    }
-    let rest = chunks.into_remainder();
-    let last = next().to_le_bytes();
-    let n = rest.len();
-    rest.copy_from_slice(&last[..n]);
-    out
-}
-
 fn md5_hex(data: &[u8]) -> String {
     Md5::digest(data)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// Byte equality with a readable failure (lengths and first differing offset, not 64 MiB of
-/// debug output).
-#[track_caller]
-fn assert_same_bytes(got: &[u8], want: &[u8], what: &str) {
-    if got == want {
-        return;
-    }
-    let first = got
-        .iter()
-        .zip(want)
-        .position(|(a, b)| a != b)
-        .unwrap_or(got.len().min(want.len()));
-    panic!(
-        "{what}: downloaded {} bytes, source has {}; first difference at byte {first}",
-        got.len(),
-        want.len()
-    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -90,21 +52,6 @@ struct Server {
     data_dir: PathBuf,
     log: PathBuf,
     starts: u32,
-}
-
-/// A port nobody listens on: bind `127.0.0.1:0`, take the port, drop the listener. Ports are
-/// never handed out twice in this process, so concurrent tests cannot pick the same one.
-fn free_port() -> u16 {
-    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-    loop {
-        let l = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
-        let port = l.local_addr().expect("local addr").port();
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
 }
 
 impl Server {

@@ -1,0 +1,61 @@
+//! Helpers shared by the binary's end-to-end tests (`cli.rs`, `crash.rs`).
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::sync::Mutex;
+
+/// `len` deterministic pseudo-random bytes (splitmix64 stream seeded by `seed`).
+pub fn source(len: usize, seed: u64) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut next = || {
+        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut chunks = out.chunks_exact_mut(8);
+    for c in &mut chunks {
+        c.copy_from_slice(&next().to_le_bytes());
+    }
+    let rest = chunks.into_remainder();
+    let last = next().to_le_bytes();
+    let n = rest.len();
+    rest.copy_from_slice(&last[..n]);
+    out
+}
+
+/// Byte equality with a readable failure (lengths and first differing offset, not 64 MiB of
+/// debug output).
+#[track_caller]
+pub fn assert_same_bytes(got: &[u8], want: &[u8], what: &str) {
+    if got == want {
+        return;
+    }
+    let first = got
+        .iter()
+        .zip(want)
+        .position(|(a, b)| a != b)
+        .unwrap_or(got.len().min(want.len()));
+    panic!(
+        "{what}: downloaded {} bytes, source has {}; first difference at byte {first}",
+        got.len(),
+        want.len()
+    );
+}
+
+/// A port nobody listens on: bind `127.0.0.1:0`, take the port, drop the listener. Ports are
+/// never handed out twice in this process, so concurrent tests cannot pick the same one.
+pub fn free_port() -> u16 {
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
+        let port = l.local_addr().expect("local addr").port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+}
