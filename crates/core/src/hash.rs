@@ -38,7 +38,7 @@
 //! release line. The exact sizes are therefore pinned by compile-time
 //! assertions below: a dependency upgrade that changes them fails to build
 //! instead of silently misreading states already stored in a database, and
-//! whoever upgrades must bump [`FORMAT_VERSION`] and decide how to migrate.
+//! whoever upgrades must bump `FORMAT_VERSION` and decide how to migrate.
 
 use std::fmt;
 
