@@ -45,6 +45,10 @@ pub struct ServeArgs {
     /// Log format: `text` or `json` (filter with RUST_LOG).
     #[arg(long, env = "FERRY_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+    /// Serve the upload page and browser SDK from this directory (holding `app/` and `sdk/`)
+    /// instead of the copy embedded in the binary; for front-end development.
+    #[arg(long, env = "FERRY_WEB_DIR")]
+    pub web_dir: Option<PathBuf>,
     /// Configuration file (default: `./ferry.toml` when it exists).
     #[arg(long, env = "FERRY_CONFIG")]
     pub config: Option<PathBuf>,

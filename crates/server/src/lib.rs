@@ -5,6 +5,7 @@
 //! - [`tus`]: tus 1.0.0 and the IETF resumable-upload draft at `/files/` (SPEC §2.3, §2.4),
 //! - [`files`]: finished files by id and by `fileId` + extension, through [`download`] (SPEC §3),
 //! - [`cors`]: CORS for every route, so browsers can use every dialect,
+//! - [`web`]: the upload page at `/` and the browser SDK at `/sdk/` (SPEC §5),
 //! - [`metrics`], `/healthz`: operations (SPEC §7).
 //!
 //! [`app`] builds the router from a state, [`run`] serves it on a listener until a shutdown
@@ -20,6 +21,7 @@ pub mod files;
 pub mod metrics;
 pub mod offset;
 pub mod tus;
+pub mod web;
 
 use crate::config::ServeArgs;
 use crate::error::ApiError;
@@ -53,6 +55,8 @@ pub struct AppState {
     /// `--expire-incomplete`: idle incomplete uploads are removed after this long (zero:
     /// never). Fronts announce it (tus `Upload-Expires`).
     pub expire_incomplete: Duration,
+    /// `--web-dir`: serve the page and SDK from here instead of the embedded copy.
+    pub web_dir: Option<Arc<PathBuf>>,
 }
 
 impl AppState {
@@ -113,6 +117,7 @@ pub async fn state_from_args(args: &ServeArgs) -> anyhow::Result<AppState> {
         spool_dir: Arc::new(spool_dir),
         tokens: Arc::new(args.tokens()?),
         expire_incomplete: args.expire_incomplete,
+        web_dir: args.web_dir.clone().map(Arc::new),
     })
 }
 
@@ -133,6 +138,7 @@ pub fn app(state: AppState) -> Router {
         )
         // tus, the IETF draft and downloads of finished files share `/files/`.
         .merge(tus::routes(state.clone()))
+        .merge(web::routes())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::handler))
         // Upload bodies are streamed and bounded by the engine's size rules, not by a
