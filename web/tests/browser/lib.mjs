@@ -1,0 +1,348 @@
+// Infrastructure shared by run.mjs (the browser tests) and bench.mjs (the benchmark):
+// ferry servers on free loopback ports, /metrics, random fixture files, a small Node
+// reverse proxy that can throttle request bodies and count chunk requests in flight,
+// a static server for test-only pages, and the Chromium launch.
+//
+// Everything here talks to 127.0.0.1 only.
+
+import { spawn } from 'node:child_process';
+import { createHash, randomFillSync } from 'node:crypto';
+import { createReadStream, createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { once } from 'node:events';
+import http from 'node:http';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { fileURLToPath } from 'node:url';
+
+export const MiB = 1024 * 1024;
+export const HERE = dirname(fileURLToPath(import.meta.url));
+export const REPO = resolve(HERE, '../../..');
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** A throwaway directory under the OS temp dir, removed when the process exits. */
+export function workDir(prefix) {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+export function artifactsDir() {
+  const dir = process.env.ARTIFACTS_DIR ? resolve(process.env.ARTIFACTS_DIR) : join(HERE, 'artifacts');
+  mkdirSync(dir, { recursive: true });
+  return dir;
+}
+
+/** A free TCP port on 127.0.0.1 (bound, read, released). */
+export async function freePort() {
+  const srv = net.createServer();
+  srv.listen(0, '127.0.0.1');
+  await once(srv, 'listening');
+  const { port } = srv.address();
+  srv.close();
+  await once(srv, 'close');
+  return port;
+}
+
+// ---------------------------------------------------------------------------------------
+// Fixtures
+
+export async function sha256File(path) {
+  const h = createHash('sha256');
+  await pipeline(createReadStream(path), h);
+  return h.digest('hex');
+}
+
+/**
+ * Writes a file of `size` random bytes to dir/name in 4 MiB pieces (memory stays flat) and
+ * returns { name, path, size, sha }. lastModified is whatever the filesystem says, so the
+ * SDK's fingerprint sees a real, stable file.
+ */
+export async function randomFixture(dir, name, size) {
+  const path = join(dir, name);
+  const out = createWriteStream(path);
+  const h = createHash('sha256');
+  const piece = Buffer.allocUnsafe(4 * MiB);
+  for (let left = size; left > 0; ) {
+    const n = Math.min(left, piece.length);
+    randomFillSync(piece, 0, n);
+    const part = Buffer.from(piece.subarray(0, n)); // the stream keeps a reference
+    h.update(part);
+    if (!out.write(part)) await once(out, 'drain');
+    left -= n;
+  }
+  out.end();
+  await once(out, 'close');
+  return { name, path, size, sha: h.digest('hex') };
+}
+
+/** GET url and return { status, length, sha, headers } of the body, streamed. */
+export async function fetchDigest(url) {
+  const res = await fetch(url);
+  const h = createHash('sha256');
+  let length = 0;
+  if (res.body) {
+    for await (const part of res.body) {
+      h.update(part);
+      length += part.length;
+    }
+  }
+  return { status: res.status, length, sha: h.digest('hex'), headers: res.headers };
+}
+
+// ---------------------------------------------------------------------------------------
+// ferry servers
+
+export function ferryBin() {
+  const bin = process.env.FERRY_BIN ? resolve(process.env.FERRY_BIN) : join(REPO, 'target/debug/ferry');
+  if (!existsSync(bin)) {
+    throw new Error(`ferry binary not found at ${bin}: run \`cargo build -p ferry\` or set FERRY_BIN`);
+  }
+  return bin;
+}
+
+/**
+ * Starts `ferry serve` on a free port with a fresh data dir; resolves once GET /healthz
+ * answers 200. Returns { url, port, dataDir, logPath, log(), stop() }.
+ * `env` adds environment variables (e.g. FERRY_WEB_DIR); the server's output goes to
+ * logPath.
+ */
+export async function startFerry({ bin = ferryBin(), logDir, name = 'ferry', env = {}, args = [] } = {}) {
+  const port = await freePort();
+  const dataDir = mkdtempSync(join(tmpdir(), 'ferry-browser-data-'));
+  const logPath = join(logDir || dataDir, `${name}.log`);
+  const logStream = createWriteStream(logPath);
+  const child = spawn(bin, ['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, ...args], {
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.stdout.pipe(logStream, { end: false });
+  child.stderr.pipe(logStream, { end: false });
+  let exited = null;
+  child.on('exit', (code, signal) => {
+    exited = { code, signal };
+  });
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    if (exited) throw new Error(`ferry exited during startup (${JSON.stringify(exited)}); log: ${logPath}\n${safeRead(logPath).slice(-2000)}`);
+    try {
+      const res = await fetch(`${url}/healthz`);
+      if (res.ok) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`ferry did not answer /healthz within 15 s; log: ${logPath}`);
+    }
+    await sleep(50);
+  }
+  return {
+    url,
+    port,
+    dataDir,
+    logPath,
+    log: () => safeRead(logPath),
+    async stop() {
+      if (!exited) {
+        child.kill('SIGTERM');
+        const t = setTimeout(() => child.kill('SIGKILL'), 5000);
+        if (!exited) await once(child, 'exit').catch(() => {});
+        clearTimeout(t);
+      }
+      logStream.end();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+function safeRead(path) {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+/**
+ * Reads ferry's /metrics and returns the upload body bytes it has read:
+ * { total, tus, chunk, offset, … } — one key per `dialect` label of
+ * ferry_bytes_received_total, and `total` the sum of every line of that counter.
+ */
+export async function bytesReceived(ferryUrl) {
+  const text = await (await fetch(`${ferryUrl}/metrics`)).text();
+  const out = { total: 0 };
+  for (const line of text.split('\n')) {
+    const m = /^ferry_bytes_received_total(?:\{([^}]*)\})?\s+([0-9.eE+-]+)\s*$/.exec(line);
+    if (!m) continue;
+    const value = Number(m[2]);
+    out.total += value;
+    const dialect = /dialect="([^"]*)"/.exec(m[1] || '');
+    if (dialect) out[dialect[1]] = (out[dialect[1]] || 0) + value;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------
+// A reverse proxy in front of ferry (the "server side of the browser")
+
+/**
+ * A Node HTTP reverse proxy to `target` that streams bodies both ways (no buffering) and:
+ * - throttles request bodies of every request to `rate` bytes/s in total (one token bucket
+ *   for all requests; 0 = unlimited; `setRate` changes it at any time);
+ * - counts chunk requests in flight — `POST /api/upload` (and its alias `POST /upload`),
+ *   from the moment the request arrives until its response has ended or the connection
+ *   closed — and keeps the maximum;
+ * - serves `routes` (path → { type, body | file } or a function (req, res)) itself, e.g.
+ *   test-only pages at the page's origin.
+ * The Host header is passed through, so the URLs ferry hands out point back at the proxy.
+ */
+export async function startProxy({ target, rate = 0, routes = {} } = {}) {
+  const port = await freePort();
+  const upstream = new URL(target);
+  const stats = { inFlight: 0, maxInFlight: 0, chunkRequests: 0, requests: 0, bodyBytes: 0, log: [] };
+  const bucket = { rate, next: 0 };
+
+  const throttle = () =>
+    new Transform({
+      transform(chunk, _enc, done) {
+        stats.bodyBytes += chunk.length;
+        if (!bucket.rate) return done(null, chunk);
+        // The bucket's clock: this piece may leave once the bytes queued before it have.
+        const now = performance.now();
+        const start = Math.max(now, bucket.next);
+        bucket.next = start + (chunk.length * 1000) / bucket.rate;
+        const wait = bucket.next - now;
+        if (wait < 1) return done(null, chunk);
+        setTimeout(() => done(null, chunk), wait);
+      },
+    });
+
+  const server = http.createServer((req, res) => {
+    stats.requests++;
+    const path = req.url.split('?')[0];
+    const route = routes[path];
+    if (route) return serveRoute(route, req, res);
+
+    const isChunk = req.method === 'POST' && (path === '/api/upload' || path === '/upload');
+    let counted = false;
+    if (isChunk) {
+      counted = true;
+      stats.chunkRequests++;
+      stats.inFlight++;
+      stats.maxInFlight = Math.max(stats.maxInFlight, stats.inFlight);
+    }
+    const release = () => {
+      if (counted) {
+        counted = false;
+        stats.inFlight--;
+      }
+    };
+    stats.log.push(`${new Date().toISOString()} ${req.method} ${req.url}${isChunk ? ` (in flight: ${stats.inFlight})` : ''}`);
+    if (stats.log.length > 200) stats.log.shift();
+
+    const up = http.request(
+      { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers },
+      (upRes) => {
+        res.writeHead(upRes.statusCode, upRes.statusMessage, upRes.rawHeaders);
+        upRes.pipe(res);
+        upRes.on('error', () => res.destroy());
+      },
+    );
+    up.on('error', (err) => {
+      release();
+      if (!res.headersSent) {
+        res.writeHead(502, { 'content-type': 'text/plain' });
+        res.end(`proxy: ${err.message}`);
+      } else {
+        res.destroy();
+      }
+    });
+    // A browser that aborts (pause, offline, reload) closes its connection: cut the
+    // upstream request too, so ferry sees the body end early exactly as it would directly.
+    res.on('close', () => {
+      release();
+      if (!res.writableFinished) up.destroy();
+    });
+    req.on('aborted', () => up.destroy());
+    req.pipe(throttle()).pipe(up);
+  });
+  server.keepAliveTimeout = 5000;
+  server.listen(port, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    stats,
+    setRate(bps) {
+      bucket.rate = bps;
+    },
+    resetStats() {
+      Object.assign(stats, { inFlight: stats.inFlight, maxInFlight: stats.inFlight, chunkRequests: 0, requests: 0, bodyBytes: 0 });
+    },
+    async stop() {
+      server.closeAllConnections();
+      server.close();
+    },
+  };
+}
+
+/** A static server for test-only files: `routes` as in startProxy, and 404 otherwise. */
+export async function startStatic(routes) {
+  const port = await freePort();
+  const server = http.createServer((req, res) => {
+    const route = routes[req.url.split('?')[0]];
+    if (route) return serveRoute(route, req, res);
+    res.writeHead(404, { 'content-type': 'text/plain' });
+    res.end('not found');
+  });
+  server.listen(port, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    url: `http://127.0.0.1:${port}`,
+    async stop() {
+      server.closeAllConnections();
+      server.close();
+    },
+  };
+}
+
+function serveRoute(route, req, res) {
+  if (typeof route === 'function') return route(req, res);
+  const headers = { 'content-type': route.type || 'application/octet-stream', 'access-control-allow-origin': '*', 'cache-control': 'no-store' };
+  if (route.file) {
+    headers['content-length'] = statSync(route.file).size;
+    res.writeHead(200, headers);
+    createReadStream(route.file).pipe(res);
+    return;
+  }
+  res.writeHead(200, headers);
+  res.end(route.body);
+}
+
+// ---------------------------------------------------------------------------------------
+// Chromium
+
+export const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+export async function launchChromium() {
+  const { chromium } = await import('playwright-core');
+  const executablePath = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+  if (!existsSync(executablePath)) {
+    throw new Error(`Chromium not found at ${executablePath}: apt-get install -y chromium (or set CHROMIUM_BIN)`);
+  }
+  return chromium.launch({ executablePath, args: CHROMIUM_ARGS });
+}

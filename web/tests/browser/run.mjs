@@ -1,0 +1,717 @@
+// Browser tests of the upload page (GET /) and the browser SDK (/sdk/ferry.js), SPEC §5, and
+// Uppy interop: Debian's Chromium driven by playwright-core, real ferry servers.
+//
+//   node run.mjs                 every scenario (FERRY_BIN or target/debug/ferry)
+//   node run.mjs 3 offline       only the scenarios whose number or name matches a word
+//   node run.mjs --web-dir       serve web/ from disk (FERRY_WEB_DIR=<repo>/web), no rebuild
+//
+// Each scenario gets a fresh ferry server (own port, throwaway data dir), a fresh browser
+// context, and — where it needs to slow the network down or watch requests from the
+// server's side — a Node reverse proxy (lib.mjs) between Chromium and ferry. It prints
+// `ok N - name` or `not ok N - name` with the reason, writes a log (console, page errors,
+// failed requests, the proxy's request log) and, on failure, screenshots and the server log
+// to the artifacts dir (web/tests/browser/artifacts or $ARTIFACTS_DIR), and the run ends with
+// "browser: N passed, N failed" and a non-zero exit if any failed.
+
+import assert from 'node:assert/strict';
+import { copyFileSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  HERE,
+  MiB,
+  REPO,
+  artifactsDir,
+  bytesReceived,
+  fetchDigest,
+  launchChromium,
+  randomFixture,
+  sleep,
+  startFerry,
+  startProxy,
+  startStatic,
+  workDir,
+} from './lib.mjs';
+
+const argv = process.argv.slice(2);
+if (argv.includes('--web-dir')) process.env.FERRY_WEB_DIR = join(REPO, 'web');
+const filters = argv.filter((a) => !a.startsWith('--'));
+const SCENARIO_TIMEOUT_MS = Number(process.env.BROWSER_SCENARIO_TIMEOUT_MS || 120_000);
+const BUDGET_MS = Number(process.env.BROWSER_TESTS_BUDGET_MS || 300_000);
+const started = performance.now();
+
+const ART = artifactsDir();
+if (!process.env.ARTIFACTS_DIR) {
+  // The default dir is ours alone: clear the last run's files so nothing stale is read.
+  for (const f of readdirSync(ART)) if (f !== 'tmp') rmSync(join(ART, f), { recursive: true, force: true });
+}
+const WORK = workDir('ferry-browser-');
+
+// ---------------------------------------------------------------------------------------
+// Fixtures: random bytes, generated once per run, shared by the scenarios.
+
+const FIX = {};
+async function makeFixtures() {
+  const specs = [
+    ['big', 'a-64MiB.bin', 64 * MiB],
+    ['odd', 'b-odd-1MiB.bin', MiB + 4097],
+    ['named', 'c-名字 with space.txt', 200 * 1024 + 3],
+    ['drop', 'd-drop.bin', 3 * MiB + 7],
+    ['mid', 'f-32MiB.bin', 32 * MiB],
+    ['twice', 'g-12MiB.bin', 12 * MiB + 5],
+    ['conc', 'h-32MiB-conc.bin', 32 * MiB + 11],
+    ['uppy', 'u-uppy.bin', 10 * MiB + 13],
+  ];
+  for (const [key, name, size] of specs) FIX[key] = await randomFixture(WORK, name, size);
+}
+
+// ---------------------------------------------------------------------------------------
+// Page helpers (the page contract of web/README.md)
+
+/** The row of `name` as the DOM shows it, or null when there is none. */
+function rowInfo(page, name) {
+  return page.evaluate((name) => {
+    const li = [...document.querySelectorAll('#files li.file-row')].find((l) => l.dataset.name === name);
+    if (!li) return null;
+    const link = li.querySelector('a.download-link');
+    const err = li.querySelector('.error');
+    return {
+      state: li.dataset.state,
+      instant: li.dataset.instant === 'true',
+      error: err ? err.textContent.trim() : '',
+      href: link ? link.href : null,
+      label: (li.querySelector('.state-label') || {}).textContent || '',
+    };
+  }, name);
+}
+
+/** The SDK's view of the upload of `name` (window.ferry.uploader), or null. */
+function upInfo(page, name) {
+  return page.evaluate((name) => {
+    const up = window.ferry?.uploader?.uploads?.find((u) => u.name === name);
+    return up ? { state: up.state, confirmed: up.confirmed, url: up.url, size: up.size, fingerprint: up.fingerprint } : null;
+  }, name);
+}
+
+/** Polls `probe()` until `accept(value)`; throws with `what(last)` on timeout. */
+async function until(probe, accept, { timeout = 30_000, interval = 100, what = () => 'condition' } = {}) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    last = await probe();
+    if (accept(last)) return last;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${what(last)}`);
+    await sleep(interval);
+  }
+}
+
+/** Waits for the row of `name` to reach one of `states`; a `failed` row ends the wait at once. */
+async function waitRow(page, name, states, timeout = 60_000) {
+  const info = await until(
+    () => rowInfo(page, name),
+    (r) => r && (states.includes(r.state) || r.state === 'failed'),
+    { timeout, what: (r) => `row "${name}" to reach ${states.join('|')} (now: ${r ? `${r.state}${r.error ? `, error: ${r.error}` : ''}` : 'no row'})` },
+  );
+  if (!states.includes(info.state)) throw new Error(`row "${name}" is ${info.state}${info.error ? `: ${info.error}` : ''}, expected ${states.join('|')}`);
+  return info;
+}
+
+/** Waits until the SDK reports at least `bytes` confirmed for `name` (and not yet done). */
+async function waitConfirmed(page, name, bytes, timeout = 60_000) {
+  return until(
+    () => upInfo(page, name),
+    (u) => u && (u.confirmed >= bytes || u.state === 'failed' || u.state === 'done'),
+    { timeout, interval: 50, what: (u) => `"${name}" to have ${bytes} bytes confirmed (now: ${JSON.stringify(u)})` },
+  ).then((u) => {
+    if (u.state === 'failed') throw new Error(`"${name}" failed before ${bytes} bytes were confirmed`);
+    if (u.state === 'done') throw new Error(`"${name}" finished before the test could act mid-upload (the throttle is too loose)`);
+    return u;
+  });
+}
+
+/** GETs the row's download link from Node and compares its bytes with the fixture. */
+async function assertDownloadMatches(page, fixture) {
+  const row = await rowInfo(page, fixture.name);
+  assert.ok(row, `no row for ${fixture.name}`);
+  assert.ok(row.href, `row "${fixture.name}" (${row.state}) has no a.download-link`);
+  await assertUrlHolds(row.href, fixture);
+  return row.href;
+}
+
+async function assertUrlHolds(url, fixture) {
+  const got = await fetchDigest(url);
+  assert.equal(got.status, 200, `GET ${url} → ${got.status}`);
+  assert.equal(got.length, fixture.size, `GET ${url}: ${got.length} bytes, the source has ${fixture.size}`);
+  assert.equal(got.sha, fixture.sha, `GET ${url}: sha256 differs from the source's`);
+}
+
+/** The tus upload URL's path on ferry itself (the page may have reached it via a proxy). */
+const onFerry = (ferry, url) => ferry.url + new URL(url).pathname;
+
+async function tusHeadStatus(url) {
+  const res = await fetch(url, { method: 'HEAD', headers: { 'Tus-Resumable': '1.0.0' } });
+  return { status: res.status, offset: res.headers.has('upload-offset') ? Number(res.headers.get('upload-offset')) : null };
+}
+
+const fmt = (n) => `${(n / MiB).toFixed(1)} MiB`;
+
+// ---------------------------------------------------------------------------------------
+// The per-scenario toolbox: everything started through it is stopped after the scenario.
+
+class Scope {
+  constructor(browser, index, name) {
+    this.browser = browser;
+    this.slug = `${String(index).padStart(2, '0')}-${name.replace(/[^a-z0-9]+/gi, '-').replace(/^-|-$/g, '').slice(0, 40).toLowerCase()}`;
+    this.cleanups = [];
+    this.contexts = [];
+    this.log = [];
+    this.proxies = [];
+    this.ferries = [];
+  }
+  note(line) {
+    this.log.push(`${new Date().toISOString().slice(11, 23)} ${line}`);
+  }
+  artifact(file) {
+    return join(ART, file);
+  }
+  async ferry() {
+    const f = await startFerry({ logDir: WORK, name: `${this.slug}-ferry-${this.ferries.length}` });
+    this.ferries.push(f);
+    this.cleanups.push(() => f.stop());
+    this.note(`ferry at ${f.url}${process.env.FERRY_WEB_DIR ? ` (web from ${process.env.FERRY_WEB_DIR})` : ''}`);
+    return f;
+  }
+  async proxy(opts) {
+    const p = await startProxy(opts);
+    this.proxies.push(p);
+    this.cleanups.push(() => p.stop());
+    this.note(`proxy at ${p.url} → ${opts.target}${opts.rate ? ` (request bodies ≤ ${fmt(opts.rate)}/s)` : ''}`);
+    return p;
+  }
+  async static(routes) {
+    const s = await startStatic(routes);
+    this.cleanups.push(() => s.stop());
+    return s;
+  }
+  async context(opts = {}) {
+    const ctx = await this.browser.newContext({ viewport: { width: 1280, height: 800 }, locale: 'en-US', ...opts });
+    this.contexts.push(ctx);
+    ctx.on('page', (p) => this.watch(p));
+    return ctx;
+  }
+  watch(page) {
+    const tag = `page${this.contexts.length}`;
+    page.on('console', (m) => this.note(`${tag} console.${m.type()}: ${m.text()}`));
+    page.on('pageerror', (e) => this.note(`${tag} PAGE ERROR: ${e.stack || e.message}`));
+    page.on('requestfailed', (r) => this.note(`${tag} request failed: ${r.method()} ${r.url()} — ${r.failure()?.errorText}`));
+    page.on('response', (r) => {
+      if (r.status() >= 400) this.note(`${tag} ${r.status()} for ${r.request().method()} ${r.url()}`);
+    });
+  }
+  /** A new page in `ctx` at `url`, once window.ferry.uploader exists. */
+  async page(ctx, url) {
+    const page = await ctx.newPage();
+    await this.goto(page, url);
+    return page;
+  }
+  async goto(page, url) {
+    const res = await page.goto(url);
+    assert.equal(res.status(), 200, `GET ${url} → ${res.status()}`);
+    await page.waitForFunction(() => window.ferry && window.ferry.uploader, null, { timeout: 10_000 }).catch(() => {
+      throw new Error(`${url}: window.ferry.uploader never appeared (page contract)`);
+    });
+  }
+  async finish(failed) {
+    if (failed) {
+      let i = 0;
+      for (const ctx of this.contexts) {
+        for (const page of ctx.pages()) {
+          await page.screenshot({ path: this.artifact(`${this.slug}-failure-${i++}.png`), timeout: 5000 }).catch(() => {});
+        }
+      }
+      for (const f of this.ferries) copyFileSync(f.logPath, this.artifact(`${this.slug}-ferry-${this.ferries.indexOf(f)}.log`));
+    }
+    for (const p of this.proxies) this.log.push('--- proxy request log (last 200) ---', ...p.stats.log);
+    writeFileSync(this.artifact(`${this.slug}.log`), this.log.join('\n') + '\n');
+    for (const ctx of this.contexts) await ctx.close().catch(() => {});
+    for (const c of this.cleanups.reverse()) await c().catch(() => {});
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Scenarios
+
+const scenarios = [];
+const scenario = (name, fn) => scenarios.push({ name, fn });
+
+scenario('three files (one of 64 MiB) through #file-input: all done, bytes identical', async (t) => {
+  const ferry = await t.ferry();
+  const ctx = await t.context();
+  const page = await t.page(ctx, `${ferry.url}/`);
+  const files = [FIX.big, FIX.odd, FIX.named];
+  const t0 = performance.now();
+  await page.setInputFiles('#file-input', files.map((f) => f.path));
+  for (const f of files) await waitRow(page, f.name, ['done'], 90_000);
+  const secs = (performance.now() - t0) / 1000;
+  for (const f of files) await assertDownloadMatches(page, f);
+  const got = await bytesReceived(ferry.url);
+  const total = files.reduce((s, f) => s + f.size, 0);
+  assert.ok(got.total >= total, `the server received ${got.total} bytes, less than the ${total} of the files`);
+  return `${fmt(total)} in ${secs.toFixed(1)} s; server received ${fmt(got.total)}`;
+});
+
+scenario('drag and drop onto #drop-zone: done, bytes identical', async (t) => {
+  const ferry = await t.ferry();
+  const ctx = await t.context();
+  const page = await t.page(ctx, `${ferry.url}/`);
+  const f = FIX.drop;
+  // The page's CSP allows connections to its own origin only, so the bytes travel in the
+  // evaluate argument (base64), and the File is built in the page as a drop would carry it.
+  const b64 = readFileSync(f.path).toString('base64');
+  const dataTransfer = await page.evaluateHandle(({ b64, name }) => {
+    const bin = atob(b64);
+    const bytes = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+    const dt = new DataTransfer();
+    dt.items.add(new File([bytes], name, { type: 'application/octet-stream', lastModified: Date.now() }));
+    return dt;
+  }, { b64, name: f.name });
+  for (const type of ['dragenter', 'dragover', 'drop']) await page.dispatchEvent('#drop-zone', type, { dataTransfer });
+  await until(() => rowInfo(page, f.name), (r) => r, { timeout: 5000, what: () => `a row for the dropped "${f.name}"` });
+  await waitRow(page, f.name, ['done'], 60_000);
+  await assertDownloadMatches(page, f);
+});
+
+scenario('network cut mid-upload (offline 3 s): offline/retrying, then done; < 1.3× size received', async (t) => {
+  const ferry = await t.ferry();
+  const proxy = await t.proxy({ target: ferry.url, rate: 16 * MiB });
+  const ctx = await t.context();
+  const page = await t.page(ctx, `${proxy.url}/`);
+  const f = FIX.big;
+  const before = await bytesReceived(ferry.url);
+  await page.setInputFiles('#file-input', f.path);
+  const atCut = await waitConfirmed(page, f.name, 1);
+  await ctx.setOffline(true);
+  const cutAt = Date.now();
+  t.note(`offline at ${fmt(atCut.confirmed)} confirmed`);
+  const seen = await waitRow(page, f.name, ['offline', 'retrying'], 5000);
+  t.note(`row state while offline: ${seen.state} (${seen.label})`);
+  await sleep(Math.max(0, 3000 - (Date.now() - cutAt)));
+  const during = await upInfo(page, f.name);
+  assert.notEqual(during.state, 'done', 'the upload finished while the browser was offline');
+  await ctx.setOffline(false);
+  await waitRow(page, f.name, ['done'], 60_000);
+  const after = await bytesReceived(ferry.url);
+  const received = after.total - before.total;
+  assert.ok(received >= f.size, `the server received ${received} bytes for a ${f.size}-byte file`);
+  assert.ok(received < 1.3 * f.size, `the server received ${fmt(received)} for a ${fmt(f.size)} file (≥ 1.3×): the upload restarted instead of resuming`);
+  await assertDownloadMatches(page, f);
+  return `cut at ${fmt(atCut.confirmed)} confirmed, row went ${seen.state}; received ${(received / f.size).toFixed(3)}× the size`;
+});
+
+scenario('page reload mid-upload, same file selected again: resumes, < 1.3× size received', async (t) => {
+  const ferry = await t.ferry();
+  const proxy = await t.proxy({ target: ferry.url, rate: 16 * MiB });
+  const ctx = await t.context();
+  const page = await t.page(ctx, `${proxy.url}/`);
+  const f = FIX.big;
+  const before = await bytesReceived(ferry.url);
+  await page.setInputFiles('#file-input', f.path);
+  const mid = await waitConfirmed(page, f.name, 16 * MiB);
+  t.note(`reload at ${fmt(mid.confirmed)} confirmed, url ${mid.url}`);
+  await page.reload();
+  await page.waitForFunction(() => window.ferry && window.ferry.uploader, null, { timeout: 10_000 });
+
+  // The earlier visit's upload is listed, with a way to select the file again.
+  const rowSel = `#unfinished li.unfinished-row[data-name="${f.name}"]`;
+  await page.waitForSelector(rowSel, { timeout: 5000 }).catch(() => {
+    throw new Error(`after the reload, ${rowSel} did not appear (the earlier upload is not offered for resume)`);
+  });
+  const records = await page.evaluate(() => window.ferry.uploader.unfinished());
+  const record = records.find((r) => r.name === f.name);
+  assert.ok(record, `uploader.unfinished() has no record for ${f.name}: ${JSON.stringify(records)}`);
+  assert.ok(record.confirmed > 0, `the stored record says ${record.confirmed} bytes confirmed`);
+
+  // Select the file again: through the row's "reselect" button (a file chooser) as a person
+  // would; if that opens no chooser, report it and fall back to #file-input so the resume
+  // itself is still checked.
+  let reselectProblem = null;
+  const reselect = page.locator(`${rowSel} button[data-action="reselect"]`);
+  if ((await reselect.count()) === 0) {
+    reselectProblem = 'the unfinished row has no button[data-action="reselect"]';
+  } else {
+    const chooser = page.waitForEvent('filechooser', { timeout: 3000 }).catch(() => null);
+    await reselect.click();
+    const fc = await chooser;
+    if (fc) await fc.setFiles(f.path);
+    else reselectProblem = 'clicking button[data-action="reselect"] opened no file chooser';
+  }
+  if (reselectProblem) {
+    t.note(`${reselectProblem}; selecting through #file-input instead`);
+    await page.setInputFiles('#file-input', f.path);
+  }
+  await waitRow(page, f.name, ['done'], 60_000);
+  const done = await upInfo(page, f.name);
+  assert.equal(done.url && new URL(done.url).pathname, new URL(mid.url).pathname, 'the resumed upload has another URL: it was created anew instead of continued');
+  const received = (await bytesReceived(ferry.url)).total - before.total;
+  assert.ok(received < 1.3 * f.size, `the server received ${fmt(received)} for a ${fmt(f.size)} file (≥ 1.3×): the upload restarted instead of resuming`);
+  await assertDownloadMatches(page, f);
+  const left = await page.evaluate(() => window.ferry.uploader.unfinished());
+  assert.ok(!left.some((r) => r.name === f.name), 'the record is still in uploader.unfinished() after success');
+  assert.equal(await page.locator(rowSel).count(), 0, `${rowSel} is still listed after the upload completed`);
+  if (reselectProblem) throw new Error(`resume works, but ${reselectProblem}`);
+  return `reloaded at ${fmt(mid.confirmed)}, resumed on the same URL; received ${(received / f.size).toFixed(3)}× the size`;
+});
+
+scenario('pause then resume (confirmed bytes stop, then done); cancel deletes the upload on the server', async (t) => {
+  const ferry = await t.ferry();
+  const proxy = await t.proxy({ target: ferry.url, rate: 16 * MiB });
+  const ctx = await t.context();
+  const page = await t.page(ctx, `${proxy.url}/`);
+  const f = FIX.big;
+  const row = page.locator(`#files li.file-row[data-name="${f.name}"]`);
+  const before = await bytesReceived(ferry.url);
+  await page.setInputFiles('#file-input', f.path);
+  await waitConfirmed(page, f.name, 1);
+  await row.locator('button[data-action="pause"]').click();
+  await waitRow(page, f.name, ['paused'], 5000);
+  assert.ok(await row.locator('button[data-action="resume"]').isVisible(), 'a paused row shows no visible resume button');
+  assert.ok(!(await row.locator('button[data-action="pause"]').isVisible()), 'a paused row still shows its pause button');
+  await sleep(500); // the aborted request's last bytes reach the server
+  const p1 = await upInfo(page, f.name);
+  const h1 = await tusHeadStatus(onFerry(ferry, p1.url));
+  const m1 = await bytesReceived(ferry.url);
+  await sleep(1500);
+  const p2 = await upInfo(page, f.name);
+  const h2 = await tusHeadStatus(onFerry(ferry, p2.url));
+  const m2 = await bytesReceived(ferry.url);
+  assert.equal(p2.state, 'paused', `the upload left 'paused' by itself (now ${p2.state})`);
+  assert.equal(p2.confirmed, p1.confirmed, `confirmed bytes grew while paused: ${p1.confirmed} → ${p2.confirmed}`);
+  assert.equal(h2.offset, h1.offset, `the server's offset grew while paused: ${h1.offset} → ${h2.offset}`);
+  assert.equal(m2.total, m1.total, `the server received ${m2.total - m1.total} bytes while paused`);
+  t.note(`paused at ${fmt(p1.confirmed)} confirmed, server offset ${h1.offset}`);
+  await row.locator('button[data-action="resume"]').click();
+  await waitRow(page, f.name, ['done'], 60_000);
+  await assertDownloadMatches(page, f);
+  const received = (await bytesReceived(ferry.url)).total - before.total;
+  assert.ok(received < 1.3 * f.size, `pause/resume made the server receive ${fmt(received)} for ${fmt(f.size)}`);
+
+  // Cancel: a second file, cut short by its row's cancel button.
+  const g = FIX.mid;
+  const grow = page.locator(`#files li.file-row[data-name="${g.name}"]`);
+  await page.setInputFiles('#file-input', g.path);
+  const mid = await waitConfirmed(page, g.name, 1);
+  assert.ok(mid.url, 'no upload URL while uploading');
+  const url = onFerry(ferry, mid.url);
+  assert.equal((await tusHeadStatus(url)).status, 200, `HEAD ${url} before cancel`);
+  await grow.locator('button[data-action="cancel"]').click();
+  await until(() => rowInfo(page, g.name), (r) => !r || r.state === 'canceled', {
+    timeout: 5000,
+    what: (r) => `the canceled row to be removed or 'canceled' (now ${r && r.state})`,
+  });
+  const head = await until(() => tusHeadStatus(url), (h) => h.status === 404, {
+    timeout: 5000,
+    interval: 200,
+    what: (h) => `HEAD ${url} to answer 404 after cancel (answers ${h.status}, offset ${h.offset})`,
+  });
+  const records = await page.evaluate(() => window.ferry.uploader.unfinished());
+  assert.ok(!records.some((r) => r.name === g.name), 'the canceled upload is still in uploader.unfinished()');
+  return `paused at ${fmt(p1.confirmed)} (held 1.5 s), resumed to done; canceled at ${fmt(mid.confirmed)} → HEAD ${head.status}`;
+});
+
+scenario('chunk dialect: the same file twice → the second is instant, no chunk bytes sent', async (t) => {
+  const ferry = await t.ferry();
+  const f = FIX.twice;
+  const ctx1 = await t.context();
+  const page1 = await t.page(ctx1, `${ferry.url}/?protocol=chunk`);
+  await page1.setInputFiles('#file-input', f.path);
+  const first = await waitRow(page1, f.name, ['done'], 60_000);
+  assert.ok(!first.instant, 'the first upload of a new file says data-instant="true"');
+  const m1 = await bytesReceived(ferry.url);
+  assert.ok((m1.chunk || 0) >= f.size, `the first upload sent ${m1.chunk} chunk-dialect bytes for ${f.size} (did it use the chunk dialect?)`);
+  await assertDownloadMatches(page1, f);
+
+  const ctx2 = await t.context();
+  const page2 = await ctx2.newPage();
+  const chunkPosts = [];
+  const handshakes = [];
+  page2.on('request', (r) => {
+    const path = new URL(r.url()).pathname;
+    if (r.method() === 'POST' && (path === '/api/upload' || path === '/upload')) chunkPosts.push(r.url());
+    if (r.method() === 'POST' && path === '/api/upload/handshake') handshakes.push(r.url());
+  });
+  await t.goto(page2, `${ferry.url}/?protocol=chunk`);
+  await page2.setInputFiles('#file-input', f.path);
+  const second = await waitRow(page2, f.name, ['done'], 60_000);
+  const m2 = await bytesReceived(ferry.url);
+  assert.ok(second.instant, 'the second upload of the same file is not marked data-instant="true"');
+  assert.equal(handshakes.length >= 1, true, 'no POST /api/upload/handshake was seen');
+  assert.deepEqual(chunkPosts, [], `chunk requests were sent for a file the server has: ${chunkPosts.length}`);
+  assert.equal((m2.chunk || 0) - (m1.chunk || 0), 0, `the server received ${m2.chunk - m1.chunk} chunk bytes for the instant upload`);
+  await assertDownloadMatches(page2, f);
+  return `first: ${fmt(m1.chunk)} of chunk bytes; second: instant, ${handshakes.length} handshake, 0 chunk requests`;
+});
+
+scenario('chunk dialect concurrency=2: never more than 2 chunk requests in flight (and 2 reached)', async (t) => {
+  const ferry = await t.ferry();
+  // The proxy slows request bodies a little so that requests overlap measurably.
+  const proxy = await t.proxy({ target: ferry.url, rate: 24 * MiB });
+  const ctx = await t.context();
+  const f = FIX.conc;
+  const page = await t.page(ctx, `${proxy.url}/?protocol=chunk&concurrency=2&chunkSize=1048576`);
+  await page.setInputFiles('#file-input', f.path);
+  await waitRow(page, f.name, ['done'], 90_000);
+  const { maxInFlight, chunkRequests } = proxy.stats;
+  const chunks = Math.ceil(f.size / MiB);
+  assert.ok(chunkRequests >= chunks, `${chunkRequests} chunk requests for ${chunks} chunks of 1 MiB`);
+  assert.ok(maxInFlight <= 2, `the server saw ${maxInFlight} chunk requests in flight at once (limit 2)`);
+  assert.ok(maxInFlight >= 2, `at most ${maxInFlight} chunk request was in flight at once: no parallelism`);
+  await assertDownloadMatches(page, f);
+  return `${chunkRequests} chunk requests, at most ${maxInFlight} in flight`;
+});
+
+let uppyBundle = null;
+async function bundleUppy() {
+  if (uppyBundle) return uppyBundle;
+  const esbuild = await import('esbuild');
+  const outfile = join(WORK, 'uppy.bundle.js');
+  await esbuild.build({
+    entryPoints: [join(HERE, 'uppy-entry.js')],
+    bundle: true,
+    format: 'iife',
+    platform: 'browser',
+    target: 'chrome120',
+    outfile,
+    logLevel: 'error',
+  });
+  uppyBundle = outfile;
+  return outfile;
+}
+
+scenario('interop: Uppy (@uppy/core + @uppy/tus) uploads to ferry from a page, bytes identical', async (t) => {
+  const ferry = await t.ferry();
+  const bundle = await bundleUppy();
+  const f = FIX.uppy;
+  const html = '<!doctype html><meta charset="utf-8"><title>Uppy → ferry</title><script src="/uppy.js"></script><p>Uppy test page</p>';
+  // The test page lives on its own origin, as an application embedding Uppy would: the
+  // uploads to ferry are cross-origin and go through its CORS answers.
+  const site = await t.static({
+    '/uppy.html': { type: 'text/html; charset=utf-8', body: html },
+    '/uppy.js': { type: 'text/javascript; charset=utf-8', file: bundle },
+    '/fixture.bin': { type: 'application/octet-stream', file: f.path },
+  });
+  const ctx = await t.context();
+  const page = await ctx.newPage();
+  await page.goto(`${site.url}/uppy.html`);
+  const result = await page.evaluate(
+    async ({ endpoint, name }) => {
+      const data = await (await fetch('/fixture.bin')).blob();
+      const uppy = new window.Uppy({ autoProceed: false });
+      const progress = [];
+      uppy.use(window.UppyTus, { endpoint, chunkSize: 4 * 1024 * 1024, retryDelays: [0, 1000, 3000] });
+      uppy.on('upload-progress', (_file, p) => progress.push(p.bytesUploaded));
+      uppy.addFile({ name, type: 'application/octet-stream', data });
+      const res = await uppy.upload();
+      return {
+        successful: (res?.successful || []).map((x) => ({ name: x.name, uploadURL: x.uploadURL || x.response?.uploadURL })),
+        failed: (res?.failed || []).map((x) => ({ name: x.name, error: String(x.error) })),
+        progressEvents: progress.length,
+      };
+    },
+    { endpoint: `${ferry.url}/files/`, name: f.name },
+  );
+  assert.deepEqual(result.failed, [], `Uppy reported failures: ${JSON.stringify(result.failed)}`);
+  assert.equal(result.successful.length, 1, `Uppy result: ${JSON.stringify(result)}`);
+  const url = result.successful[0].uploadURL;
+  assert.ok(url && url.startsWith(`${ferry.url}/files/`), `uploadURL ${url} is not under ${ferry.url}/files/`);
+  await assertUrlHolds(url, f);
+  const res = await fetch(url, { method: 'HEAD' });
+  const cd = res.headers.get('content-disposition') || '';
+  assert.ok(cd.includes(f.name), `Content-Disposition "${cd}" does not carry the name Uppy sent (${f.name})`);
+  const got = await bytesReceived(ferry.url);
+  return `${fmt(f.size)} in ${Math.ceil(f.size / (4 * MiB))} PATCHes (${result.progressEvents} progress events), server received ${fmt(got.tus)} on tus`;
+});
+
+scenario('screenshots mid-upload (1280×800, 390×844, 中文, done); phone layout has no horizontal scroll', async (t) => {
+  const ferry = await t.ferry();
+  const proxy = await t.proxy({ target: ferry.url, rate: 8 * MiB });
+  const files = [FIX.big, FIX.odd, FIX.named];
+
+  const desk = await t.context({ viewport: { width: 1280, height: 800 } });
+  const page = await t.page(desk, `${proxy.url}/`);
+  await page.setInputFiles('#file-input', files.map((f) => f.path));
+  await waitConfirmed(page, FIX.big.name, 1);
+  await waitRow(page, FIX.odd.name, ['done'], 30_000);
+  await page.screenshot({ path: t.artifact('screenshot-desktop.png') });
+  const enText = await page.evaluate(() => document.body.innerText);
+  await page.selectOption('#lang', 'zh');
+  const lang = await page.evaluate(() => document.documentElement.lang);
+  assert.match(lang, /^zh/, `<html lang> is "${lang}" after choosing zh`);
+  const zhText = await page.evaluate(() => document.body.innerText);
+  assert.notEqual(zhText, enText, 'the page text did not change after choosing zh');
+  assert.match(zhText, /[\u4e00-\u9fff]/, 'no Chinese characters on the page after choosing zh');
+  await page.screenshot({ path: t.artifact('screenshot-zh.png') });
+  proxy.setRate(0);
+  for (const f of files) await waitRow(page, f.name, ['done'], 60_000);
+  await page.screenshot({ path: t.artifact('screenshot-done.png'), fullPage: true });
+
+  proxy.setRate(8 * MiB);
+  const phone = await t.context({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
+  const p2 = await t.page(phone, `${proxy.url}/`);
+  const overflow = () => p2.evaluate(() => ({ scrollWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth }));
+  await p2.setInputFiles('#file-input', files.map((f) => f.path));
+  await waitConfirmed(p2, FIX.big.name, 1);
+  await p2.screenshot({ path: t.artifact('screenshot-phone.png') });
+  const o1 = await overflow();
+  assert.ok(o1.scrollWidth <= o1.innerWidth, `phone mid-upload: scrollWidth ${o1.scrollWidth} > innerWidth ${o1.innerWidth} (horizontal scroll)`);
+  proxy.setRate(0);
+  for (const f of files) await waitRow(p2, f.name, ['done'], 60_000);
+  await p2.screenshot({ path: t.artifact('screenshot-phone-done.png'), fullPage: true });
+  const o2 = await overflow();
+  assert.ok(o2.scrollWidth <= o2.innerWidth, `phone when done: scrollWidth ${o2.scrollWidth} > innerWidth ${o2.innerWidth} (horizontal scroll)`);
+  return `screenshot-{desktop,zh,done,phone,phone-done}.png in ${ART}`;
+});
+
+scenario('language: default from navigator.languages, #lang switches text and <html lang>, kept after reload', async (t) => {
+  const ferry = await t.ferry();
+  const zhCtx = await t.context({ locale: 'zh-CN' });
+  const zh = await t.page(zhCtx, `${ferry.url}/`);
+  const zhState = await zh.evaluate(() => ({ lang: document.documentElement.lang, select: document.querySelector('#lang')?.value, text: document.body.innerText }));
+  assert.match(zhState.lang, /^zh/, `with navigator.languages zh-CN, <html lang> is "${zhState.lang}"`);
+  assert.equal(zhState.select, 'zh', `with navigator.languages zh-CN, #lang is "${zhState.select}"`);
+
+  const enCtx = await t.context({ locale: 'en-US' });
+  const en = await t.page(enCtx, `${ferry.url}/`);
+  const enState = await en.evaluate(() => ({ lang: document.documentElement.lang, select: document.querySelector('#lang')?.value, text: document.body.innerText }));
+  assert.match(enState.lang, /^en/, `with navigator.languages en-US, <html lang> is "${enState.lang}"`);
+  assert.equal(enState.select, 'en');
+  assert.notEqual(enState.text, zhState.text, 'the zh and en pages show the same text');
+
+  await en.selectOption('#lang', 'zh');
+  assert.match(await en.evaluate(() => document.documentElement.lang), /^zh/, '<html lang> after choosing zh');
+  await en.reload();
+  await en.waitForFunction(() => window.ferry && window.ferry.uploader);
+  const kept = await en.evaluate(() => ({ lang: document.documentElement.lang, select: document.querySelector('#lang')?.value }));
+  assert.match(kept.lang, /^zh/, `after a reload the chosen zh was not kept (<html lang> "${kept.lang}")`);
+  assert.equal(kept.select, 'zh');
+});
+
+scenario('keyboard and screen readers: Tab reaches the picker and row buttons, #status is aria-live and speaks', async (t) => {
+  const ferry = await t.ferry();
+  const proxy = await t.proxy({ target: ferry.url, rate: 8 * MiB });
+  const ctx = await t.context();
+  const page = await t.page(ctx, `${proxy.url}/`);
+  const focused = () =>
+    page.evaluate(() => {
+      const el = document.activeElement;
+      return el ? { id: el.id, tag: el.tagName, action: el.dataset?.action || null, inRow: !!el.closest('li.file-row') } : null;
+    });
+  const tabUntil = async (accept, max, what) => {
+    const seen = [];
+    for (let i = 0; i < max; i++) {
+      await page.keyboard.press('Tab');
+      const f = await focused();
+      seen.push(f && (f.id ? `#${f.id}` : f.action ? `[${f.action}]` : f.tag));
+      if (f && accept(f)) return f;
+    }
+    throw new Error(`${max} Tab presses never reached ${what}; focus went: ${seen.join(' → ')}`);
+  };
+  await tabUntil((f) => f.id === 'file-input' || f.id === 'pick-button', 30, 'the file picker (#file-input or #pick-button)');
+
+  const status = await page.evaluate(() => {
+    const s = document.querySelector('#status');
+    return s && { live: s.getAttribute('aria-live'), text: s.textContent.trim() };
+  });
+  assert.ok(status, 'no #status element');
+  assert.equal(status.live, 'polite', `#status has aria-live="${status.live}"`);
+
+  const f = FIX.big;
+  await page.setInputFiles('#file-input', f.path);
+  await waitConfirmed(page, f.name, 1);
+  const a11y = await page.evaluate((name) => {
+    const li = [...document.querySelectorAll('#files li.file-row')].find((l) => l.dataset.name === name);
+    const p = li && li.querySelector('progress');
+    return p && { label: p.getAttribute('aria-label') || p.getAttribute('aria-labelledby') || (p.labels && p.labels.length ? 'label' : ''), now: p.getAttribute('aria-valuenow') };
+  }, f.name);
+  assert.ok(a11y, 'the row has no <progress>');
+  assert.ok(a11y.label, 'the row\'s <progress> has no accessible label (aria-label, aria-labelledby or <label>)');
+  const pause = await tabUntil((x) => x.inRow && x.action === 'pause', 60, 'the row\'s pause button');
+  assert.equal(pause.action, 'pause');
+  await page.keyboard.press('Enter');
+  await waitRow(page, f.name, ['paused'], 5000);
+  const spoken = await until(() => page.evaluate(() => document.querySelector('#status').textContent.trim()), (s) => s.length > 0, {
+    timeout: 3000,
+    what: () => '#status to announce something after a state change',
+  });
+  return `#status said: "${spoken.slice(0, 80)}"`;
+});
+
+// ---------------------------------------------------------------------------------------
+// Runner
+
+function withTimeout(promise, ms, what) {
+  let timer;
+  return Promise.race([
+    promise,
+    new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what}: timed out after ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+const selected = scenarios
+  .map((s, i) => ({ ...s, n: i + 1 }))
+  .filter((s) => !filters.length || filters.some((f) => String(s.n) === f || s.name.toLowerCase().includes(f.toLowerCase())));
+if (!selected.length) {
+  console.error(`no scenario matches ${filters.join(' ')}`);
+  process.exit(2);
+}
+
+let browser;
+try {
+  await makeFixtures();
+  browser = await launchChromium();
+} catch (err) {
+  console.error(`setup failed: ${err.stack || err.message}`);
+  process.exit(1);
+}
+console.log(`# Chromium ${browser.version()}, ferry ${process.env.FERRY_BIN || 'target/debug/ferry'}${process.env.FERRY_WEB_DIR ? `, web from ${process.env.FERRY_WEB_DIR}` : ''}; artifacts in ${ART}`);
+console.log(`1..${selected.length}`);
+
+let passed = 0;
+let failed = 0;
+for (const s of selected) {
+  const label = `${s.n} - ${s.name}`;
+  const left = BUDGET_MS - (performance.now() - started);
+  if (left < 5000) {
+    console.log(`not ok ${label} # the run's time budget (${BUDGET_MS / 1000} s) is spent`);
+    failed++;
+    continue;
+  }
+  const scope = new Scope(browser, s.n, s.name);
+  const t0 = performance.now();
+  let error = null;
+  let detail;
+  try {
+    detail = await withTimeout(s.fn(scope), Math.min(SCENARIO_TIMEOUT_MS, left), `scenario ${s.n}`);
+  } catch (err) {
+    error = err;
+  }
+  const secs = ((performance.now() - t0) / 1000).toFixed(1);
+  if (error) scope.note(`FAILED: ${error.stack || error.message}`);
+  await scope.finish(!!error);
+  if (!error) {
+    console.log(`ok ${label} (${secs} s)${detail ? ` — ${detail}` : ''}`);
+    passed++;
+  } else {
+    failed++;
+    console.log(`not ok ${label} (${secs} s)`);
+    console.log(`  ${String(error.message || error).split('\n').join('\n  ')}`);
+    const tail = scope.log.filter((l) => /console\.(error|warn)|PAGE ERROR|request failed|\b[45]\d\d for /.test(l)).slice(-8);
+    if (tail.length) console.log(`  page log (last lines):\n    ${tail.join('\n    ')}`);
+    console.log(`  artifacts: ${join(ART, `${scope.slug}*`)}`);
+  }
+}
+await browser.close().catch(() => {});
+console.log(`# ${((performance.now() - started) / 1000).toFixed(1)} s in all`);
+console.log(`browser: ${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
