@@ -1,0 +1,1212 @@
+#!/usr/bin/env python3
+"""ferry's benchmark harness (issue 6): ferry against rustus, @tus/server and nginx.
+
+Started by scripts/bench/run, which installs the peers first; see scripts/bench/README.md
+for the workloads and the method. Python 3.11 standard library only.
+
+Every server runs on 127.0.0.1 with a fresh data directory for every run (tmpfs, or the real
+disk with durability on), the runs of one workload alternate between servers (A B C A B C …),
+and for each run the server's wall time, CPU seconds (utime+stime of every process of the
+server, all threads included) and peak RSS (VmHWM, summed over its processes) are recorded.
+The results go to a JSON file and, rendered, to docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import http.client
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+CACHE = Path(os.environ.get("FERRY_BENCH_CACHE", Path.home() / ".cache" / "ferry-bench"))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+ALL_WORKLOADS = ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8"]
+# Workloads repeated on the real disk (W8): the durable-mode comparison.
+DISK_WORKLOADS = ["W1", "W2", "W3", "W4"]
+
+
+class BenchError(Exception):
+    """A workload failed: wrong status, bytes not identical, a server that would not start."""
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------------------
+# Process metrics
+
+
+def proc_tree(pid: int) -> list[int]:
+    """pid and all its descendants (nginx's master and workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rfind(")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # fields[0] is state (field 3); utime, stime, cutime, cstime are fields 14-17.
+        total += sum(int(x) for x in fields[11:15])
+    return total / CLK_TCK
+
+
+def vm_hwm_kib(pids: list[int]) -> int:
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ----------------------------------------------------------------------------------------
+# Servers
+
+
+class Server:
+    """One server under test. start() launches it on a fresh port with data in `data_dir`."""
+
+    name = "?"
+    label = "?"
+    kind = "tus"  # "tus" (full tus server), "sink" (nginx sink), "static" (nginx static)
+    ready_path = "/files/"
+    ready_method = "OPTIONS"
+
+    def __init__(self, ctx: "Context"):
+        self.ctx = ctx
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+        self.data_dir: Path | None = None
+        self.pids: list[int] = []
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self, data_dir: Path, durable: bool) -> tuple[list[str], dict]:
+        raise NotImplementedError
+
+    def start(self, data_dir: Path, durable: bool) -> None:
+        self.data_dir = data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        cmd, env = self.command(data_dir, durable)
+        logf = open(self.ctx.work / f"{self.name}.log", "ab")
+        self.proc = subprocess.Popen(
+            cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **env}, start_new_session=True, cwd=data_dir,
+        )
+        logf.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(f"{self.name} exited with {self.proc.returncode} at start; see {self.ctx.work / (self.name + '.log')}")
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                c.request(self.ready_method, self.ready_path, headers={"Tus-Resumable": "1.0.0"})
+                r = c.getresponse()
+                r.read()
+                c.close()
+                if r.status < 500:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.05)
+        else:
+            raise BenchError(f"{self.name} did not answer within 30 s")
+        time.sleep(0.05)  # let nginx spawn its worker
+        self.pids = proc_tree(self.proc.pid)
+
+    def refresh_pids(self) -> None:
+        if self.proc:
+            self.pids = proc_tree(self.proc.pid)
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.pids)
+
+    def hwm_mib(self) -> float:
+        return vm_hwm_kib(self.pids) / 1024
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(self.stop_signal)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.proc = None
+        if self.data_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    stop_signal = signal.SIGTERM
+
+    def log_tail(self, n: int = 400) -> str:
+        try:
+            text = (self.ctx.work / f"{self.name}.log").read_text(errors="replace")
+        except OSError:
+            return ""
+        return " | ".join(text.strip().splitlines()[-6:])[-n:]
+
+    def file_url(self, location: str) -> str:
+        """The URL a finished tus upload downloads from."""
+        return location
+
+
+class Ferry(Server):
+    name, label = "ferry", "ferry"
+    ready_path, ready_method = "/healthz", "GET"
+
+    def command(self, data_dir, durable):
+        return ([self.ctx.ferry_bin, "serve", "--listen", f"127.0.0.1:{self.port}",
+                 "--data-dir", str(data_dir), "--expire-incomplete", "0"],
+                {"RUST_LOG": "warn"})
+
+
+class Rustus(Server):
+    name, label = "rustus", "rustus 0.5.10"
+    ready_path, ready_method = "/health", "GET"
+
+    def command(self, data_dir, durable):
+        return ([self.ctx.rustus_bin, "--host", "127.0.0.1", "--port", str(self.port),
+                 "--data-dir", str(data_dir), "--info-dir", str(data_dir),
+                 "--url", "/files", "--log-level", "WARN",
+                 # One 1 GiB PATCH (W1) must fit: rustus reads a whole PATCH body into memory.
+                 "--max-body-size", str(self.ctx.rustus_max_body),
+                 "--force-fsync", "true" if durable else "false"], {})
+
+    def file_url(self, location):
+        # rustus' "getting" extension is routed at /files/<id>/ (trailing slash).
+        return location if location.endswith("/") else location + "/"
+
+
+class TusNode(Server):
+    name, label = "tus-node", "@tus/server 1.10.2 + @tus/file-store 1.5.1"
+
+    def command(self, data_dir, durable):
+        return (["node", str(HERE / "tus-node-server.mjs"), str(self.port), str(data_dir)], {})
+
+
+NGINX_COMMON = """
+daemon off;
+master_process on;
+worker_processes 1;
+error_log {prefix}/error.log warn;
+pid {prefix}/nginx.pid;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {prefix}/tmp;
+  proxy_temp_path {prefix}/tmp;
+  fastcgi_temp_path {prefix}/tmp;
+  uwsgi_temp_path {prefix}/tmp;
+  scgi_temp_path {prefix}/tmp;
+  keepalive_requests 1000000;
+  server {{
+    listen 127.0.0.1:{port};
+{body}
+  }}
+}}
+"""
+
+
+class Nginx(Server):
+    stop_signal = signal.SIGQUIT
+
+    def conf_body(self, data_dir: Path) -> str:
+        raise NotImplementedError
+
+    def command(self, data_dir, durable):
+        prefix = data_dir / "nginx"
+        (prefix / "tmp").mkdir(parents=True, exist_ok=True)
+        conf = prefix / "nginx.conf"
+        conf.write_text(NGINX_COMMON.format(prefix=prefix, port=self.port, body=self.conf_body(data_dir)))
+        return (["nginx", "-p", str(prefix), "-c", str(conf)], {})
+
+
+class NginxSink(Nginx):
+    """Reads and discards every body (nginx's discard path), answers like a tus server would
+    need to for a client that does not look at the answers: 201 + Location for POST, 204 else.
+    nginx logs the request (and closes it) only once the whole body has been read; the harness
+    checks curl's uploaded byte count."""
+
+    name, label, kind = "nginx-sink", "nginx sink (body discarded)", "sink"
+
+    def conf_body(self, data_dir):
+        return """
+    client_max_body_size 0;
+    location /files/ {
+      if ($request_method = POST) {
+        add_header Location /files/sink always;
+        add_header Tus-Resumable 1.0.0 always;
+        return 201;
+      }
+      return 204;
+    }"""
+
+
+class NginxStatic(Nginx):
+    name, label, kind = "nginx-static", "nginx static (sendfile)", "static"
+    ready_path, ready_method = "/", "GET"
+
+    def conf_body(self, data_dir):
+        return f"""
+    root {self.ctx.static_root};
+    sendfile on;
+    tcp_nopush on;
+    location / {{ }}"""
+
+
+# ----------------------------------------------------------------------------------------
+# Client helpers
+
+
+def parse_url(url: str) -> tuple[str, int, str]:
+    u = urllib.parse.urlsplit(url)
+    return u.hostname, u.port or 80, (u.path or "/") + (f"?{u.query}" if u.query else "")
+
+
+def tus_create(base: str, length: int) -> str:
+    host, port, _ = parse_url(base)
+    c = http.client.HTTPConnection(host, port, timeout=60)
+    c.request("POST", "/files/", headers={
+        "Tus-Resumable": "1.0.0", "Upload-Length": str(length), "Content-Length": "0",
+        "Upload-Metadata": "filename YmVuY2guYmlu",
+    })
+    r = c.getresponse()
+    r.read()
+    c.close()
+    loc = r.getheader("Location")
+    if r.status != 201 or not loc:
+        raise BenchError(f"POST {base}/files/ answered {r.status} (Location: {loc})")
+    return urllib.parse.urljoin(base + "/files/", loc)
+
+
+def curl_patch(url: str, path: Path, offset: int = 0) -> dict:
+    """One tus PATCH with the whole file as its body (curl streams it from the file)."""
+    out = subprocess.run(
+        ["curl", "-sS", "-X", "PATCH", "-T", str(path), url, "-o", "/dev/null",
+         "-H", "Tus-Resumable: 1.0.0", "-H", f"Upload-Offset: {offset}",
+         "-H", "Content-Type: application/offset+octet-stream", "-H", "Expect:",
+         "-w", "%{http_code} %{size_upload}"],
+        capture_output=True, text=True)
+    if out.returncode != 0:
+        raise BenchError(f"curl PATCH {url}: exit {out.returncode}: {out.stderr.strip()}")
+    code, sent = out.stdout.split()
+    return {"status": int(code), "sent": int(float(sent))}
+
+
+def verify_download(url: str, src: Path, length: int | None = None) -> None:
+    """GET url; the body must equal the first `length` bytes of src (all of it by default)."""
+    length = src.stat().st_size if length is None else length
+    host, port, path = parse_url(url)
+    c = http.client.HTTPConnection(host, port, timeout=120)
+    c.request("GET", path)
+    r = c.getresponse()
+    if r.status != 200:
+        raise BenchError(f"GET {url} answered {r.status}, expected 200")
+    got = 0
+    with open(src, "rb") as f:
+        while True:
+            block = r.read(4 * MiB)
+            if not block:
+                break
+            want = f.read(len(block))
+            if block != want:
+                raise BenchError(f"GET {url}: bytes differ from the source near offset {got}")
+            got += len(block)
+    c.close()
+    if got != length:
+        raise BenchError(f"GET {url} returned {got} bytes, the source has {length}")
+
+
+def verify_range(url: str, src: Path, first: int, last: int) -> None:
+    host, port, path = parse_url(url)
+    c = http.client.HTTPConnection(host, port, timeout=60)
+    c.request("GET", path, headers={"Range": f"bytes={first}-{last}"})
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    with open(src, "rb") as f:
+        f.seek(first)
+        want = f.read(last - first + 1)
+    if r.status != 206 or body != want:
+        raise BenchError(f"GET {url} Range bytes={first}-{last}: status {r.status}, {len(body)} bytes, equal to the source: {body == want}")
+
+
+class PatternBody:
+    """`length` bytes cut from a repeated random block, sent without holding them in memory."""
+
+    def __init__(self, block: bytes, length: int):
+        self.block, self.length = memoryview(block), length
+
+    def __iter__(self):
+        left = self.length
+        while left:
+            n = min(left, len(self.block))
+            yield self.block[:n]
+            left -= n
+
+
+def tus_patch_stream(url: str, offset: int, body, length: int, timeout: float = 600) -> http.client.HTTPResponse:
+    host, port, path = parse_url(url)
+    c = http.client.HTTPConnection(host, port, timeout=timeout)
+    c.request("PATCH", path, body=body, headers={
+        "Tus-Resumable": "1.0.0", "Upload-Offset": str(offset), "Content-Length": str(length),
+        "Content-Type": "application/offset+octet-stream",
+    })
+    r = c.getresponse()
+    r.read()
+    c.close()
+    return r
+
+
+def metric(base: str, name: str) -> float | None:
+    host, port, _ = parse_url(base)
+    c = http.client.HTTPConnection(host, port, timeout=10)
+    c.request("GET", "/metrics")
+    text = c.getresponse().read().decode()
+    c.close()
+    for line in text.splitlines():
+        if line.split(" ")[0] == name:
+            return float(line.split()[1])
+    return None
+
+
+# ----------------------------------------------------------------------------------------
+# The run context
+
+
+class Context:
+    def __init__(self, args):
+        self.args = args
+        self.quick = args.quick
+        self.runs = args.runs
+        self.ferry_bin = args.ferry_bin
+        self.rustus_bin = args.rustus_bin
+        self.work = Path(tempfile.mkdtemp(prefix="ferry-bench.", dir=args.tmpfs))
+        self.work.chmod(0o755)  # nginx's workers run as another user when we are root
+        self.disk_root = Path(args.disk)
+        self.static_root = self.work / "static"
+        self.results: list[dict] = []
+        self.errors: list[str] = []
+        q = self.quick
+        self.size_w1 = 32 * MiB if q else GiB
+        self.size_w3 = 1 * MiB if q else 64 * MiB
+        self.count_w3 = 32
+        self.chunk_w2 = 8 * MiB
+        self.w4_conns = 16
+        self.w4_seconds = 1 if q else 5
+        self.w4_chunk = 256 * 1024
+        self.w5_sizes = [32 * MiB] if q else [GiB, 8 * GiB]
+        self.w5_tail = MiB
+        self.w6_seconds = 1 if q else 5
+        self.w6_conns = 8
+        self.w7_chunk = 5 * MiB
+        self.w7_parallel = 4
+        self.rustus_max_body = GiB + MiB
+        self.pattern = os.urandom(8 * MiB)
+
+    # sources live on tmpfs whatever the servers' storage, so the client never waits for a disk
+    def prepare_sources(self) -> None:
+        log(f"bench: sources in {self.work}")
+        self.src = self.work / "src.bin"
+        self.src_w3 = self.work / "src-w3.bin"
+        write_random(self.src, self.size_w1)
+        write_random(self.src_w3, self.size_w3)
+        self.static_root.mkdir()
+        os.link(self.src, self.static_root / "src.bin")
+        # W7: the 5 MiB chunks with their MD5 ids, computed before any clock starts.
+        self.chunk_dir = self.work / "chunks"
+        self.chunk_dir.mkdir()
+        self.chunks: list[tuple[str, Path]] = []
+        whole = hashlib.md5()
+        with open(self.src, "rb") as f:
+            i = 0
+            while block := f.read(self.w7_chunk):
+                whole.update(block)
+                p = self.chunk_dir / f"c{i:05d}"
+                p.write_bytes(block)
+                self.chunks.append((hashlib.md5(block).hexdigest() + str(i), p))
+                i += 1
+        self.src_md5 = whole.hexdigest()
+
+    def storage_dir(self, storage: str) -> Path:
+        root = self.work if storage == "tmpfs" else self.disk_root
+        root.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix="data.", dir=root))
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def write_random(path: Path, size: int) -> None:
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(left, 8 * MiB)
+            f.write(os.urandom(n))
+            left -= n
+
+
+# ----------------------------------------------------------------------------------------
+# Workloads. Each `run_*` gets a started server and returns a dict of measurements; the
+# server's CPU is sampled around the measured part only; VmHWM is read right after it.
+
+
+def timed(server: Server, fn):
+    server.refresh_pids()
+    c0 = server.cpu()
+    t0 = time.perf_counter()
+    extra = fn() or {}
+    wall = time.perf_counter() - t0
+    server.refresh_pids()
+    return {"wall_s": wall, "cpu_s": server.cpu() - c0, "rss_mib": server.hwm_mib(), **extra}
+
+
+def run_w1(ctx: Context, server: Server) -> dict:
+    """One upload in a single PATCH (curl -T)."""
+    size = ctx.size_w1
+    url = tus_create(server.base, size)
+    res = timed(server, lambda: {"curl": curl_patch(url, ctx.src)})
+    st = res.pop("curl")
+    if st["status"] != 204 or st["sent"] != size:
+        raise BenchError(f"{server.name}: PATCH answered {st['status']} after {st['sent']} of {size} bytes")
+    if server.kind == "tus":
+        verify_download(server.file_url(url), ctx.src)
+    res.update(bytes=size, mibps=size / MiB / res["wall_s"], cpu_s_per_gib=res["cpu_s"] / (size / GiB))
+    return res
+
+
+def run_w2(ctx: Context, server: Server) -> dict:
+    """tus-js-client, 8 MiB PATCHes."""
+    size = ctx.size_w1
+
+    def go():
+        out = subprocess.run(["node", str(HERE / "tusjs-upload.mjs"), server.base + "/files/", str(ctx.src),
+                              str(ctx.chunk_w2)], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise BenchError(f"{server.name}: tus-js-client failed: {out.stderr.strip()[-500:]}")
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    res = timed(server, go)
+    # the client's own clock: from upload.start() to onSuccess (file loading excluded)
+    res["wall_s"] = res.pop("seconds")
+    verify_download(server.file_url(urllib.parse.urljoin(server.base + "/files/", res.pop("url"))), ctx.src)
+    res.update(bytes=size, mibps=size / MiB / res["wall_s"], cpu_s_per_gib=res["cpu_s"] / (size / GiB))
+    return res
+
+
+def run_w3(ctx: Context, server: Server) -> dict:
+    """32 concurrent uploads, one PATCH each (32 curl processes)."""
+    n, size = ctx.count_w3, ctx.size_w3
+    urls = [tus_create(server.base, size) for _ in range(n)]
+
+    def go():
+        with ThreadPoolExecutor(n) as pool:
+            return {"curls": list(pool.map(lambda u: curl_patch(u, ctx.src_w3), urls))}
+
+    res = timed(server, go)
+    for st in res.pop("curls"):
+        if st["status"] != 204 or st["sent"] != size:
+            raise BenchError(f"{server.name}: a PATCH answered {st['status']} after {st['sent']} of {size} bytes")
+    if server.kind == "tus":
+        for u in urls:
+            verify_download(server.file_url(u), ctx.src_w3)
+    total = n * size
+    res.update(bytes=total, mibps=total / MiB / res["wall_s"], cpu_s_per_gib=res["cpu_s"] / (total / GiB))
+    return res
+
+
+def run_w4(ctx: Context, server: Server) -> dict:
+    """16 uploads in parallel, sequential 256 KiB PATCHes, fixed duration."""
+    cmd = ["node", str(HERE / "tus-patches.mjs"), server.base, str(ctx.w4_conns), str(ctx.w4_seconds),
+           str(ctx.w4_chunk), str(GiB)]
+    if server.kind == "sink":
+        cmd.append("--no-offset-check")
+
+    def go():
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        try:
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+        except (IndexError, json.JSONDecodeError):
+            raise BenchError(f"{server.name}: W4 client failed: {out.stderr.strip()[-500:]}")
+        if out.returncode != 0 or r["errors"]:
+            raise BenchError(f"{server.name}: W4: {r['errors'] or out.stderr.strip()[-300:]}")
+        return r
+
+    res = timed(server, go)
+    res["wall_s"] = res.pop("seconds")
+    total = res["requests"] * ctx.w4_chunk
+    res.update(bytes=total, cpu_s_per_gib=res["cpu_s"] / (total / GiB) if total else None)
+    return res
+
+
+def run_w5(ctx: Context, server: Server, size: int) -> dict:
+    """Everything but the last MiB, then: last PATCH sent → first byte of GET /files/<id>."""
+    tail = ctx.w5_tail
+    url = tus_create(server.base, size)
+    # the prefix in PATCHes of at most 256 MiB (rustus holds a whole PATCH in memory)
+    off, step = 0, 256 * MiB
+    while off < size - tail:
+        n = min(step, size - tail - off)
+        r = tus_patch_stream(url, off, PatternBody(ctx.pattern, n), n)
+        if r.status != 204:
+            raise BenchError(f"{server.name}: prefix PATCH at {off} answered {r.status}")
+        off += n
+    # the final MiB of the pattern stream: bytes size-tail .. size-1
+    blk = ctx.pattern
+    start = (size - tail) % len(blk)
+    last = (blk[start:] + blk)[:tail]
+    get_url = server.file_url(url)
+    host, port, path = parse_url(url)
+    _, _, get_path = parse_url(get_url)
+    server.refresh_pids()
+    c0 = server.cpu()
+    t0 = time.perf_counter()
+    c = http.client.HTTPConnection(host, port, timeout=120)
+    c.request("PATCH", path, body=last, headers={
+        "Tus-Resumable": "1.0.0", "Upload-Offset": str(size - tail), "Content-Length": str(tail),
+        "Content-Type": "application/offset+octet-stream"})
+    r = c.getresponse()
+    r.read()
+    t_ack = time.perf_counter()
+    c.close()
+    if r.status != 204:
+        raise BenchError(f"{server.name}: last PATCH answered {r.status}")
+    g = http.client.HTTPConnection(host, port, timeout=120)
+    g.request("GET", get_path)
+    gr = g.getresponse()
+    first = gr.read(1)
+    t1 = time.perf_counter()
+    cl = gr.getheader("Content-Length")
+    g.close()
+    cpu = server.cpu() - c0
+    if gr.status != 200 or first != blk[:1] or cl != str(size):
+        raise BenchError(f"{server.name}: GET after the last PATCH: status {gr.status}, Content-Length {cl}, first byte ok: {first == blk[:1]}")
+    return {"latency_ms": (t1 - t0) * 1000, "ack_ms": (t_ack - t0) * 1000, "cpu_s": cpu,
+            "rss_mib": server.hwm_mib(), "bytes": size}
+
+
+def run_w6(ctx: Context, server: Server) -> dict:
+    """1 GiB GET with curl, then random 1 MiB Range GETs with wrk."""
+    size = ctx.size_w1
+    if server.kind == "static":
+        url = server.base + "/src.bin"
+    else:
+        loc = tus_create(server.base, size)
+        st = curl_patch(loc, ctx.src)
+        if st["status"] != 204:
+            raise BenchError(f"{server.name}: PATCH answered {st['status']}")
+        url = server.file_url(loc)
+    verify_range(url, ctx.src, size // 3, size // 3 + MiB - 1)
+
+    def get():
+        out = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", url],
+                             capture_output=True, text=True)
+        code, got = out.stdout.split()
+        if out.returncode or code != "200" or int(float(got)) != size:
+            raise BenchError(f"{server.name}: GET {url}: curl exit {out.returncode}, status {code}, {got} bytes")
+
+    res = timed(server, get)
+    res.update(mibps=size / MiB / res["wall_s"], cpu_s_per_gib=res["cpu_s"] / (size / GiB), bytes=size)
+    if shutil.which("wrk"):
+        def ranges():
+            out = subprocess.run(["wrk", "-t1", f"-c{ctx.w6_conns}", f"-d{ctx.w6_seconds}s", "-s",
+                                  str(HERE / "ranges.lua"), url, "--", str(size)], capture_output=True, text=True)
+            line = next((l for l in out.stdout.splitlines() if l.startswith("JSON ")), None)
+            if out.returncode or not line:
+                raise BenchError(f"{server.name}: wrk failed: {out.stderr.strip()[-300:]} {out.stdout[-300:]}")
+            w = json.loads(line[5:])
+            if w["non2xx"] or w["socket_errors"] or not w["requests"]:
+                raise BenchError(f"{server.name}: wrk: {w}")
+            return w
+        rr = timed(server, ranges)
+        res.update(range_rps=rr["rps"], range_p50_ms=rr["p50_ms"], range_p99_ms=rr["p99_ms"],
+                   range_cpu_s=rr["cpu_s"], rss_mib=rr["rss_mib"])
+    # and the bytes: once per server in a full run, every time in --quick
+    if ctx.quick or not getattr(server, "_verified", False):
+        verify_download(url, ctx.src)
+        server._verified = True
+    return res
+
+
+def post_chunk(base: str, file_id: str, chunk_id: str, path: Path) -> str | list:
+    out = subprocess.run(["curl", "-sS", "-F", f"chunkId={chunk_id}", "-F", f"fileId={file_id}",
+                          "-F", f"file=@{path}", base + "/api/upload"], capture_output=True, text=True)
+    try:
+        body = json.loads(out.stdout)
+    except json.JSONDecodeError:
+        raise BenchError(f"chunk {chunk_id}: curl exit {out.returncode}: {out.stdout[:200]} {out.stderr[:200]}")
+    if body.get("code") != 0:
+        raise BenchError(f"chunk {chunk_id}: {body}")
+    return body["data"]
+
+
+def post_range(base: str, upload_id: str, first: int, path: Path, total: int) -> dict:
+    last = first + path.stat().st_size - 1
+    out = subprocess.run(["curl", "-sS", "-X", "POST", "-T", str(path), base + "/api/upload",
+                          "-H", f"X-File-Id: {upload_id}", "-H", f"Content-Range: bytes {first}-{last}/{total}",
+                          "-H", "Content-Type: application/octet-stream", "-H", "Expect:",
+                          "-w", "\n%{http_code}"], capture_output=True, text=True)
+    body, _, code = out.stdout.rpartition("\n")
+    if out.returncode or not code.startswith("2"):
+        raise BenchError(f"Content-Range {first}-{last}: curl exit {out.returncode}, status {code}: {body[:200]}")
+    return json.loads(body)
+
+
+def run_w7(ctx: Context, server: Server, order: str) -> dict:
+    """Chunk handshake, 5 MiB chunks, 4 in parallel, in order or shuffled; or the same shape
+    through Content-Range (no digest declared): every chunk but the last with 4 in flight,
+    then the last one alone, whose answer carries the URL (its time is the finalize)."""
+    size = ctx.src.stat().st_size
+    items = list(enumerate(ctx.chunks))
+    if order == "shuffled":
+        random.shuffle(items)
+    base = server.base
+    rehashed0 = metric(base, "ferry_rehashed_bytes_total") or 0
+    if order in ("in-order", "shuffled"):
+        ids = [cid for cid, _ in ctx.chunks]
+        body = json.dumps({"fileId": ctx.src_md5, "ext": ".bin", "chunkIds": ids, "size": size,
+                           "chunkSize": ctx.w7_chunk})
+        host, port, _ = parse_url(base)
+        c = http.client.HTTPConnection(host, port, timeout=60)
+        c.request("POST", "/api/upload/handshake", body=body, headers={"Content-Type": "application/json"})
+        hs = json.loads(c.getresponse().read())
+        c.close()
+        if hs.get("code") != 0 or len(hs.get("data", [])) != len(ids):
+            raise BenchError(f"handshake: {str(hs)[:300]}")
+        send = lambda it: post_chunk(base, ctx.src_md5, it[1][0], it[1][1])  # noqa: E731
+    else:
+        upload_id = f"bench-{random.getrandbits(48):x}"
+        send = lambda it: post_range(base, upload_id, it[0] * ctx.w7_chunk, it[1][1], size)  # noqa: E731
+    out = {}
+
+    def go():
+        with ThreadPoolExecutor(ctx.w7_parallel) as pool:
+            list(pool.map(send, items[:-1]))
+        t = time.perf_counter()
+        final = send(items[-1])
+        out["finalize_ms"] = (time.perf_counter() - t) * 1000
+        out["final"] = final
+
+    res = timed(server, go)
+    final = out["final"]
+    url = final if isinstance(final, str) else final.get("url")
+    if not url:
+        raise BenchError(f"{server.name} W7 {order}: the last chunk's answer has no URL: {str(final)[:300]}")
+    res["finalize_ms"] = out["finalize_ms"]
+    res["rehashed_bytes"] = (metric(base, "ferry_rehashed_bytes_total") or 0) - rehashed0
+    res.update(bytes=size, mibps=size / MiB / res["wall_s"], cpu_s_per_gib=res["cpu_s"] / (size / GiB))
+    verify_download(url.replace("localhost", "127.0.0.1"), ctx.src)
+    return res
+
+
+def openssl_speed(alg: str) -> float:
+    """Single-core digest speed, MiB/s, 16 KiB blocks (openssl speed -evp ALG)."""
+    out = subprocess.run(["openssl", "speed", "-mr", "-seconds", "2", "-bytes", "16384", "-evp", alg],
+                         capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        if line.startswith("+F:"):
+            # +F:<n>:<name>:<bytes per second for each block size>
+            return float(line.split(":")[3]) / MiB
+    raise BenchError(f"openssl speed -evp {alg}: no result in {out[-300:]}")
+
+
+# ----------------------------------------------------------------------------------------
+# Orchestration
+
+
+def alternate(ctx: Context, workload: str, variant: str, storage: str, servers: list[Server], fn) -> None:
+    """N rounds; in each, every server once, with a fresh start and a fresh data dir."""
+    for i in range(ctx.runs):
+        for s in servers:
+            data = ctx.storage_dir(storage)
+            rec = {"workload": workload, "variant": variant, "storage": storage, "server": s.name,
+                   "label": s.label, "run": i + 1}
+            try:
+                s.start(data, durable=(storage == "disk"))
+                rec.update(fn(s))
+                rec["ok"] = True
+                log(f"  {workload} {variant} [{storage}] {s.name} run {i + 1}: " + summary_line(rec))
+            except (BenchError, OSError, http.client.HTTPException, ValueError, KeyError) as e:
+                e = f"{type(e).__name__}: {e}" if not isinstance(e, BenchError) else str(e)
+                tail = s.log_tail()
+                if tail:
+                    e += f" [{s.name} log: {tail}]"
+                rec.update(ok=False, error=e)
+                ctx.errors.append(f"{workload} {variant} [{storage}] {s.name} run {i + 1}: {e}")
+                log(f"  FAILED {workload} {variant} [{storage}] {s.name} run {i + 1}: {e}")
+            finally:
+                s.stop()
+                shutil.rmtree(data, ignore_errors=True)
+            ctx.results.append(rec)
+
+
+def summary_line(r: dict) -> str:
+    keys = ["mibps", "rps", "p99_ms", "latency_ms", "range_rps", "cpu_s_per_gib", "rss_mib", "finalize_ms"]
+    return ", ".join(f"{k}={r[k]:.1f}" for k in keys if isinstance(r.get(k), (int, float)))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small files, one run, installed peers only")
+    ap.add_argument("--runs", type=int, default=None, help="runs per server and workload (default 5; 1 with --quick)")
+    ap.add_argument("--only", default="", help="comma-separated workloads, e.g. W1,W3 (W8 = the disk runs)")
+    ap.add_argument("--storage", choices=["tmpfs", "disk", "both"], default=None,
+                    help="tmpfs (W1-W7), disk (W8: W1-W4 durable on the real disk), both (default; tmpfs with --quick)")
+    ap.add_argument("--servers", default="", help="comma-separated subset of ferry,nginx,rustus,tus-node")
+    ap.add_argument("--ferry-bin", default=os.environ.get("FERRY_BIN", str(REPO / os.environ.get("CARGO_TARGET_DIR", "target") / "release" / "ferry")))
+    ap.add_argument("--rustus-bin", default=os.environ.get("RUSTUS_BIN", str(CACHE / "cargo" / "bin" / "rustus")))
+    ap.add_argument("--tmpfs", default=os.environ.get("BENCH_TMPFS", "/dev/shm"))
+    ap.add_argument("--disk", default=os.environ.get("BENCH_DISK", "/var/tmp/ferry-bench"))
+    ap.add_argument("--doc", default=None, help="write the markdown report here (default docs/BENCHMARKS.md for a full run of every workload)")
+    ap.add_argument("--json", default=None, help="write the raw results here")
+    ap.add_argument("--render", nargs="+", metavar="JSON", help="only render the report from saved results (merged in order)")
+    ap.add_argument("--command", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    if args.render:
+        data = merge_results([json.loads(Path(p).read_text()) for p in args.render])
+        doc = Path(args.doc or REPO / "docs" / "BENCHMARKS.md")
+        doc.write_text(render_markdown(data))
+        print(render_text(data))
+        log(f"bench: wrote {doc}")
+        return 0
+
+    args.runs = args.runs or (1 if args.quick else 5)
+    args.storage = args.storage or ("tmpfs" if args.quick else "both")
+    only = [w.strip().upper() for w in args.only.split(",") if w.strip()] or list(ALL_WORKLOADS)
+    bad = [w for w in only if w not in ALL_WORKLOADS]
+    if bad:
+        ap.error(f"unknown workload(s) {bad}; known: {ALL_WORKLOADS}")
+    want = {s.strip() for s in args.servers.split(",") if s.strip()}
+
+    if not Path(args.ferry_bin).exists():
+        log(f"bench: no ferry binary at {args.ferry_bin} (FERRY_BIN or cargo build)")
+        return 2
+    ctx = Context(args)
+    have = {
+        "ferry": True,
+        "nginx": shutil.which("nginx") is not None,
+        "rustus": Path(args.rustus_bin).exists(),
+        "tus-node": shutil.which("node") is not None and (HERE / "node_modules" / "@tus" / "server").is_dir(),
+        "tus-js-client": shutil.which("node") is not None and (HERE / "node_modules" / "tus-js-client").is_dir(),
+        "wrk": shutil.which("wrk") is not None,
+        "node": shutil.which("node") is not None,
+    }
+    skipped = []
+    for peer in ["nginx", "rustus", "tus-node"]:
+        if (not want or peer in want) and not have[peer]:
+            if not args.quick:
+                log(f"bench: {peer} is not installed (scripts/bench/run installs it)")
+                return 2
+            skipped.append(peer)
+    use = lambda n: have[n] and (not want or n in want or n == "ferry")  # noqa: E731
+
+    started = dt.datetime.now(dt.timezone.utc)
+    meta = machine_info(ctx, args, started)
+    meta["skipped_peers"] = skipped
+    log(f"bench: {meta['command']}  (work dir {ctx.work})")
+    t_start = time.monotonic()
+    try:
+        ctx.prepare_sources()
+        meta["openssl_mib_s"] = {alg: openssl_speed(alg) for alg in ("md5", "sha256")}
+        log(f"bench: openssl speed (1 core, 16 KiB blocks): " + ", ".join(f"{k} {v:.0f} MiB/s" for k, v in meta["openssl_mib_s"].items()))
+        S = {"ferry": Ferry(ctx), "nginx-sink": NginxSink(ctx), "nginx-static": NginxStatic(ctx),
+             "rustus": Rustus(ctx), "tus-node": TusNode(ctx)}
+        uploads = [S["nginx-sink"]] if use("nginx") else []
+        tus_peers = ([S["rustus"]] if use("rustus") else []) + ([S["tus-node"]] if use("tus-node") else [])
+        tmpfs = args.storage in ("tmpfs", "both")
+        disk = args.storage in ("disk", "both")
+        plan = []
+        if tmpfs:
+            plan += [
+                ("W1", "1 PATCH", uploads + [S["ferry"]] + tus_peers, lambda s: run_w1(ctx, s)),
+                ("W2", "tus-js-client", [S["ferry"]] + tus_peers if have["tus-js-client"] else [], lambda s: run_w2(ctx, s)),
+                ("W3", "32 concurrent", uploads + [S["ferry"]] + tus_peers, lambda s: run_w3(ctx, s)),
+                ("W4", "256 KiB PATCHes", uploads + [S["ferry"]] + tus_peers if have["node"] else [], lambda s: run_w4(ctx, s)),
+            ]
+            for size in ctx.w5_sizes:
+                plan.append(("W5", fmt_size(size), [S["ferry"]] + tus_peers, lambda s, size=size: run_w5(ctx, s, size)))
+            plan.append(("W6", "downloads", ([S["nginx-static"]] if use("nginx") else []) + [S["ferry"]], lambda s: run_w6(ctx, s)))
+            for order in ("in-order", "shuffled", "content-range"):
+                plan.append(("W7", order, [S["ferry"]], lambda s, order=order: run_w7(ctx, s, order)))
+        for w, variant, servers, fn in plan:
+            if w not in only or not servers:
+                continue
+            log(f"bench: {w} {variant}, {ctx.runs} run(s) each of {[s.name for s in servers]}, data on tmpfs")
+            alternate(ctx, w, variant, "tmpfs", servers, fn)
+        if disk and "W8" in only:
+            durable = [S["ferry"]] + ([S["rustus"]] if use("rustus") else [])
+            for w, fn, servers in [("W1", run_w1, uploads + durable), ("W2", run_w2, durable if have["tus-js-client"] else []),
+                                   ("W3", run_w3, uploads + durable), ("W4", run_w4, uploads + durable)]:
+                if w not in DISK_WORKLOADS or not servers:
+                    continue
+                log(f"bench: W8 ({w} on the real disk, durable), {ctx.runs} run(s) each of {[s.name for s in servers]}")
+                alternate(ctx, "W8", w, "disk", servers, lambda s, f=fn: f(ctx, s))
+    finally:
+        ctx.cleanup()
+        shutil.rmtree(ctx.disk_root, ignore_errors=True)
+    meta["duration_s"] = time.monotonic() - t_start
+    meta["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    meta["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
+    data = {"meta": meta, "results": ctx.results, "errors": ctx.errors}
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    jpath = Path(args.json) if args.json else CACHE / f"results-{started.strftime('%Y%m%dT%H%M%SZ')}{'-quick' if args.quick else ''}.json"
+    jpath.write_text(json.dumps(data, indent=1))
+    print(render_text(data))
+    log(f"bench: raw results in {jpath}")
+    doc = args.doc
+    if doc is None and not args.quick and not args.only and not args.servers:
+        doc = str(REPO / "docs" / "BENCHMARKS.md")
+    if doc:
+        Path(doc).write_text(render_markdown(data))
+        log(f"bench: wrote {doc}")
+    log(f"bench: done in {meta['duration_s']:.0f} s")
+    if ctx.errors:
+        log(f"bench: {len(ctx.errors)} run(s) FAILED:")
+        for e in ctx.errors:
+            log(f"  {e}")
+        return 1
+    return 0
+
+
+def fmt_size(n: int) -> str:
+    return f"{n // GiB} GiB" if n >= GiB and n % GiB == 0 else f"{n // MiB} MiB"
+
+
+def machine_info(ctx: Context, args, started) -> dict:
+    cpu = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = next((l.split()[1] for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")), "0")
+
+    def version(cmd):
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+            return (out.stdout + out.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            return None
+
+    def fs(path):
+        try:
+            out = subprocess.run(["df", "-T", path], capture_output=True, text=True).stdout.splitlines()[-1].split()
+            return f"{out[1]} ({out[0]})"
+        except (OSError, IndexError):
+            return "?"
+
+    Path(args.disk).mkdir(parents=True, exist_ok=True)
+    rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    return {
+        "started": started.isoformat(timespec="seconds"),
+        "command": args.command or "scripts/bench/bench.py " + " ".join(sys.argv[1:]),
+        "quick": args.quick, "runs": args.runs, "storage": args.storage,
+        "nproc": os.cpu_count(), "cpu": cpu, "mem_gib": round(int(mem) / 1024 / 1024, 1),
+        "kernel": platform.release(), "loadavg_start": Path("/proc/loadavg").read_text().split()[:3],
+        "tmpfs": f"{args.tmpfs}: {fs(args.tmpfs)}", "disk": f"{args.disk}: {fs(args.disk)}",
+        "ferry_bin": args.ferry_bin, "ferry_rev": rev,
+        "versions": {
+            "rustus": version([args.rustus_bin, "--version"]) if Path(args.rustus_bin).exists() else None,
+            "nginx": version(["nginx", "-v"]) if shutil.which("nginx") else None,
+            "node": version(["node", "--version"]), "curl": version(["curl", "--version"]),
+            "wrk": version(["wrk", "--version"]) if shutil.which("wrk") else None,
+            "openssl": version(["openssl", "version"]),
+        },
+    }
+
+
+# ----------------------------------------------------------------------------------------
+# Statistics and reports
+
+# (workload, variant) → how to show it: the headline metric, its unit, whether higher is better
+METRICS = {
+    "W1": ("mibps", "MiB/s", True), "W2": ("mibps", "MiB/s", True), "W3": ("mibps", "MiB/s", True),
+    "W4": ("rps", "req/s", True), "W5": ("latency_ms", "ms", False), "W6": ("mibps", "MiB/s", True),
+    "W7": ("mibps", "MiB/s", True),
+}
+TITLES = {
+    "W1": "W1: one upload in a single tus PATCH (curl)",
+    "W2": "W2: tus-js-client (Node), 8 MiB PATCHes",
+    "W3": "W3: 32 concurrent uploads (32 curl, one PATCH each): aggregate throughput",
+    "W4": "W4: 256 KiB PATCHes, 16 uploads in parallel (keep-alive), fixed duration",
+    "W5": "W5: finalize latency: last PATCH (1 MiB) sent → first byte of GET /files/<id>",
+    "W6": "W6: downloads: GET of the whole file (curl) and random 1 MiB Range GETs (wrk)",
+    "W7": "W7: chunk-handshake dialect, 5 MiB chunks, 4 in parallel, MD5 verified (ferry)",
+    "W8": "W8: durable mode on the real disk (fsync before acknowledgement)",
+}
+
+
+def merge_results(datas: list[dict]) -> dict:
+    """Several result files into one report: later files replace earlier ones' workloads."""
+    meta = dict(datas[0]["meta"])
+    results, errors = [], []
+    for d in datas:
+        keys = {(r["workload"], r["variant"], r["storage"]) for r in d["results"]}
+        results = [r for r in results if (r["workload"], r["variant"], r["storage"]) not in keys] + d["results"]
+        errors += d["errors"]
+        if d is not datas[0]:
+            meta.setdefault("also", []).append({k: d["meta"][k] for k in ("started", "command", "loadavg_start", "loadavg_end", "duration_s") if k in d["meta"]})
+    return {"meta": meta, "results": results, "errors": errors}
+
+
+def med(xs):
+    xs = [x for x in xs if isinstance(x, (int, float))]
+    return statistics.median(xs) if xs else None
+
+
+def groups(results: list[dict]):
+    """(workload, variant, storage) → server → [records], in first-seen order."""
+    out: dict = {}
+    for r in results:
+        out.setdefault((r["workload"], r["variant"], r["storage"]), {}).setdefault(r["server"], []).append(r)
+    return out
+
+
+def fnum(x, digits=None):
+    if x is None:
+        return "–"
+    if digits is None:
+        digits = 0 if abs(x) >= 100 else 1 if abs(x) >= 10 else 2
+    return f"{x:,.{digits}f}"
+
+
+def table_rows(key, servers: dict) -> tuple[list[str], list[list[str]]]:
+    w, variant, storage = key
+    metric_w = w if w != "W8" else variant
+    m, unit, higher = METRICS[metric_w]
+    ref_name = next((s for s in servers if s.startswith("nginx")), None)
+    ferry = servers.get("ferry")
+    fmed = med(r.get(m) for r in ferry if r["ok"]) if ferry else None
+    rmed = med(r.get(m) for r in servers[ref_name] if r["ok"]) if ref_name else None
+    if ref_name:
+        ratio_head = f"÷ {ref_name}"
+    else:
+        ratio_head = "ferry ÷ this"
+    better = "higher is better" if higher else "lower is better"
+    head = ["server", f"median {unit} ({better})", "min–max", ratio_head, "server CPU s/GiB", "peak RSS MiB", "runs"]
+    extra_cols = []
+    if metric_w == "W4":
+        extra_cols = [("p50_ms", "p50 ms"), ("p99_ms", "p99 ms")]
+    if metric_w == "W5":
+        extra_cols = [("ack_ms", "of which PATCH answered, ms")]
+    if metric_w == "W6":
+        extra_cols = [("range_rps", "1 MiB ranges/s"), ("range_p99_ms", "range p99 ms")]
+    if metric_w == "W7":
+        extra_cols = [("finalize_ms", "last chunk → URL, ms"), ("rehashed_bytes", "bytes re-read for the file digest")]
+    head[5:5] = [h for _, h in extra_cols]
+    rows = []
+    for name, recs in servers.items():
+        ok = [r for r in recs if r["ok"]]
+        vals = [r[m] for r in ok if isinstance(r.get(m), (int, float))]
+        v = med(vals)
+        if ref_name:
+            ratio = (v / rmed) if (v is not None and rmed) else None
+            ratio_s = "1" if name == ref_name else fnum(ratio, 2)
+        else:
+            ratio = (fmed / v) if (v and fmed is not None) else None
+            ratio_s = "" if name == "ferry" else fnum(ratio, 2)
+        cpu = med(r.get("cpu_s_per_gib") for r in ok)
+        rss = max((r["rss_mib"] for r in ok if r.get("rss_mib") is not None), default=None)
+        label = recs[0].get("label", name)
+        row = [label, fnum(v), f"{fnum(min(vals))}–{fnum(max(vals))}" if vals else "–", ratio_s,
+               fnum(cpu, 2), fnum(rss, 0), f"{len(ok)}/{len(recs)}"]
+        row[5:5] = [fnum(med(r.get(k) for r in ok), 0 if k == "rehashed_bytes" else None) for k, _ in extra_cols]
+        rows.append(row)
+    return head, rows
+
+
+def section_title(key) -> str:
+    w, variant, storage = key
+    if w == "W8":
+        return f"W8 / {TITLES[variant].split(': ', 1)[1]}, real disk, durable"
+    t = TITLES[w]
+    if w in ("W5", "W7"):
+        t += f", {variant}"
+    return t + ("" if storage == "tmpfs" else f" [{storage}]")
+
+
+def render_text(data: dict) -> str:
+    out = []
+    for key, servers in groups(data["results"]).items():
+        head, rows = table_rows(key, servers)
+        out.append("\n" + section_title(key) + f" [{key[2]}]")
+        widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+        for row in [head] + rows:
+            out.append("  ".join(str(c).ljust(wd) for c, wd in zip(row, widths)))
+    t = targets(data)
+    if t:
+        out.append("\nTargets")
+        for name, measured, ok in t:
+            out.append(f"  [{'met' if ok else 'NOT met' if ok is False else '?'}] {name}: {measured}")
+    if data["errors"]:
+        out.append("\nFailures")
+        out += [f"  {e}" for e in data["errors"]]
+    return "\n".join(out)
+
+
+def stat_of(data, w, variant, storage, server, key, how=med):
+    recs = [r for r in data["results"] if r["workload"] == w and r["variant"] == variant and r["storage"] == storage
+            and r["server"] == server and r["ok"]]
+    vals = [r[key] for r in recs if isinstance(r.get(key), (int, float))]
+    return how(vals) if vals else None
+
+
+def targets(data: dict) -> list[tuple[str, str, bool | None]]:
+    out = []
+    S = lambda *a, **k: stat_of(data, *a, **k)  # noqa: E731
+    f, n = S("W1", "1 PATCH", "tmpfs", "ferry", "mibps"), S("W1", "1 PATCH", "tmpfs", "nginx-sink", "mibps")
+    if f and n:
+        out.append(("W1 ferry ≥ 0.8 × nginx sink (throughput, tmpfs)", f"{f:.0f} / {n:.0f} MiB/s = {f / n:.2f}", f / n >= 0.8))
+    f, n = S("W1", "1 PATCH", "tmpfs", "ferry", "cpu_s_per_gib"), S("W1", "1 PATCH", "tmpfs", "nginx-sink", "cpu_s_per_gib")
+    if f is not None and n:
+        out.append(("W1 server CPU s/GiB ≤ 2 × nginx sink's", f"{f:.2f} / {n:.2f} s/GiB = {f / n:.2f}", f / n <= 2))
+    r = S("W3", "32 concurrent", "tmpfs", "ferry", "rss_mib", how=max)
+    if r is not None:
+        out.append(("W3 peak server RSS ≤ 64 MiB", f"{r:.0f} MiB (largest of the runs)", r <= 64))
+    for size in ("1 GiB", "8 GiB", "32 MiB"):
+        v = S("W5", size, "tmpfs", "ferry", "latency_ms")
+        if v is not None:
+            mx = S("W5", size, "tmpfs", "ferry", "latency_ms", how=max)
+            out.append((f"W5 finalize ≤ 50 ms, {size}", f"median {v:.1f} ms (max {mx:.1f})", v <= 50))
+    f, n = S("W6", "downloads", "tmpfs", "ferry", "mibps"), S("W6", "downloads", "tmpfs", "nginx-static", "mibps")
+    if f and n:
+        out.append(("W6 whole-file GET ≥ 0.9 × nginx", f"{f:.0f} / {n:.0f} MiB/s = {f / n:.2f}", f / n >= 0.9))
+    f, n = S("W6", "downloads", "tmpfs", "ferry", "range_rps"), S("W6", "downloads", "tmpfs", "nginx-static", "range_rps")
+    if f and n:
+        out.append(("W6 random 1 MiB Range GETs/s ≥ 0.9 × nginx", f"{f:.0f} / {n:.0f} req/s = {f / n:.2f}", f / n >= 0.9))
+    f = S("W7", "in-order", "tmpfs", "ferry", "mibps")
+    md5 = (data["meta"].get("openssl_mib_s") or {}).get("md5")
+    if f and md5:
+        out.append(("W7 in order ≥ 0.9 × single-core MD5 speed", f"{f:.0f} / {md5:.0f} MiB/s = {f / md5:.2f}", f / md5 >= 0.9))
+    return out
+
+
+def md_table(head, rows) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(head))) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(data: dict) -> str:
+    m = data["meta"]
+    v = m.get("versions", {})
+    o = m.get("openssl_mib_s", {})
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `scripts/bench/run` (rerunning it rewrites this file); the method, the",
+        "clients and each workload's exact definition are in [scripts/bench/README.md](../scripts/bench/README.md).",
+        "",
+        f"- **Date**: {m['started']} (UTC), {m.get('duration_s', 0) / 60:.0f} minutes",
+        f"- **Command**: `{m['command']}`",
+    ]
+    for a in m.get("also", []):
+        lines.append(f"- **Merged with**: `{a['command']}` ({a['started']})")
+    lines += [
+        f"- **Machine**: {m['nproc']} cores, {m['cpu']}, {m['mem_gib']} GiB RAM, Linux {m['kernel']};"
+        f" load average {' '.join(m['loadavg_start'])} at the start, {' '.join(m.get('loadavg_end', ['?']))} at the end"
+        " (a shared machine: other work was running, hence the alternation and medians)",
+        f"- **Storage**: tmpfs `{m['tmpfs']}`; real disk `{m['disk']}`",
+        f"- **ferry**: `{m['ferry_bin']}` at commit {m['ferry_rev']}",
+        f"- **Peers**: {v.get('rustus') or 'rustus not run'}; @tus/server 1.10.2 + @tus/file-store 1.5.1 on Node {v.get('node')};"
+        f" {v.get('nginx') or 'nginx not run'}; clients: {(v.get('curl') or '').split(' (')[0]}, tus-js-client 4.3.1, {v.get('wrk') or 'no wrk'}",
+        f"- **Runs**: {m['runs']} per server and workload, alternating (A B C A B C …), each on a freshly started server"
+        " with an empty data directory; median, min–max over the runs; ratios are of medians from the same run",
+        f"- **Single-core digest speed** (`openssl speed -evp md5|sha256`, 16 KiB blocks, {v.get('openssl')}):"
+        f" MD5 {fnum(o.get('md5'))} MiB/s, SHA-256 {fnum(o.get('sha256'))} MiB/s",
+    ]
+    if m.get("skipped_peers"):
+        lines.append(f"- **Not installed, skipped**: {', '.join(m['skipped_peers'])}")
+    lines += ["", "Server CPU is utime+stime of all the server's processes and threads over the measured part,",
+              "per GiB moved; peak RSS is VmHWM (the largest of the runs). 1 MiB = 2^20 bytes.", ""]
+    t = targets(data)
+    if t:
+        lines += ["## Targets", "", "| target | measured | |", "|---|---|---|"]
+        lines += [f"| {name} | {meas} | {'met' if ok else '**not met**'} |" for name, meas, ok in t]
+        lines.append("")
+    lines += ["## Results", ""]
+    for key, servers in groups(data["results"]).items():
+        head, rows = table_rows(key, servers)
+        lines += [f"### {section_title(key)}", "", md_table(head, rows), ""]
+        note = NOTES.get(key[0] if key[0] != "W8" else "W8")
+        if note:
+            lines += [note, ""]
+    if data["errors"]:
+        lines += ["## Failed runs", ""] + [f"- {e}" for e in data["errors"]] + [""]
+    return "\n".join(lines)
+
+
+NOTES = {
+    "W1": "Ratio column: ÷ the nginx sink (nginx reading and discarding the body, the loopback limit for one connection).",
+    "W2": "No nginx row: tus-js-client needs real `Upload-Offset` answers. Ratio column: ferry's median ÷ that server's.",
+    "W4": "Requests/s over all 16 connections; latency per PATCH as the client saw it.",
+    "W5": "Latency from sending the last PATCH (1 MiB) to the first body byte of `GET` of the upload's URL,"
+          " on a new connection; the earlier bytes were sent beforehand in PATCHes of ≤ 256 MiB. Ratio column: ferry ÷ that server.",
+    "W6": "Ratio column: ÷ nginx serving the same bytes as a static file with sendfile. RSS and CPU s/GiB: of the whole-file GET.",
+    "W7": "in-order/shuffled: chunk handshake (chunk MD5 ids, whole-file MD5 as fileId); content-range: the same 5 MiB"
+          " pieces ×4 through `Content-Range` with nothing declared, so the difference is the cost of verification."
+          " 'last chunk → URL' is the finalize: every other chunk first, then the last one alone.",
+    "W8": "ferry always fdatasyncs before acknowledging; rustus runs with `--force-fsync true`. @tus/server has no"
+          " fsync option and is not in the durable comparison. The nginx sink stores nothing (same as on tmpfs).",
+}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
