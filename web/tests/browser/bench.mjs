@@ -1,0 +1,228 @@
+// A benchmark, not a test: in-browser hashing speed of the SDK, and the time to upload a big
+// file from the page versus the `ferry upload` CLI, on this machine.
+//
+//   node bench.mjs                 256 MiB hashes, 1 GiB uploads, median of 3 runs
+//   node bench.mjs --runs 5
+//   node bench.mjs --quick         small sizes, 1 run: a smoke test that every path works
+//
+// The server and the CLI are the same binary: FERRY_BIN, else target/release/ferry (build
+// it with `cargo build --release -p ferry`). Every upload run gets a fresh server and data
+// dir (a server that already holds the file would make the chunk dialect instant) and a
+// fresh browser context.
+//
+// Hashing runs in the SDK's own hash worker (/sdk/hash-worker.js, its message protocol) on a
+// file picked through a file input, so the bytes come from disk the way a user's do:
+//   MD5 (SDK JS)            the whole file, one worker
+//   SHA-256 (crypto.subtle) Web Crypto in the worker, as tus uses on secure origins
+//   SHA-256 (SDK JS)        the SDK's own SHA-256, as tus uses where crypto.subtle is missing
+//   chunk-dialect pass      workerHashers().fileMd5(file, 5 MiB): file MD5 + every chunk MD5,
+//                           what the page does before a chunk-dialect handshake
+
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { MiB, REPO, fetchDigest, launchChromium, randomFixture, sleep, startFerry, workDir } from './lib.mjs';
+
+const argv = process.argv.slice(2);
+const quick = argv.includes('--quick');
+const runsArg = argv.indexOf('--runs');
+const RUNS = quick ? 1 : runsArg >= 0 ? Number(argv[runsArg + 1]) : 3;
+const HASH_SIZE = quick ? 16 * MiB : 256 * MiB;
+const UPLOAD_SIZE = quick ? 32 * MiB : 1024 * MiB;
+if (!(RUNS >= 1)) {
+  console.error('usage: node bench.mjs [--quick] [--runs N]');
+  process.exit(2);
+}
+
+const BIN = process.env.FERRY_BIN || join(REPO, 'target/release/ferry');
+if (!existsSync(BIN)) {
+  console.error(`${BIN} not found: cargo build --release -p ferry (or set FERRY_BIN)`);
+  process.exit(1);
+}
+const WORK = workDir('ferry-browser-bench-');
+
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+const mibps = (bytes, ms) => bytes / MiB / (ms / 1000);
+
+// ---------------------------------------------------------------------------------------
+
+async function hashBench(browser, fixture) {
+  const ferry = await startFerry({ bin: BIN, logDir: WORK, name: 'bench-hash' });
+  const ctx = await browser.newContext();
+  try {
+    const page = await ctx.newPage();
+    await page.goto(`${ferry.url}/`);
+    // Our own file input, beside the page's (which would start an upload).
+    await page.evaluate(() => {
+      const input = document.createElement('input');
+      input.type = 'file';
+      input.id = 'bench-input';
+      document.body.append(input);
+    });
+    await page.setInputFiles('#bench-input', fixture.path);
+    const cases = [
+      ['MD5 (SDK JS, 1 worker)', { op: 'md5', options: { chunkSize: fixture.size, file: true, chunks: false } }],
+      ['SHA-256 (crypto.subtle, worker)', { op: 'sha256', options: {} }],
+      ['SHA-256 (SDK JS, worker)', { op: 'sha256', options: { forceSoftware: true } }],
+      ['chunk-dialect pass (fileMd5, 5 MiB chunks)', { pass: true }],
+    ];
+    const rows = [];
+    for (const [name, job] of cases) {
+      const times = [];
+      for (let r = 0; r < RUNS; r++) {
+        const ms = await page.evaluate(async (job) => {
+          const file = document.querySelector('#bench-input').files[0];
+          if (job.pass) {
+            const { workerHashers } = await import('/sdk/hashers.js');
+            const hashers = workerHashers();
+            const t0 = performance.now();
+            const res = await hashers.fileMd5(file, 5 * 1024 * 1024, null);
+            const ms = performance.now() - t0;
+            hashers.terminate?.();
+            if (!res?.fileMd5 || !res.chunkMd5s?.length) throw new Error(`fileMd5 returned ${JSON.stringify(res)}`);
+            return ms;
+          }
+          const worker = new Worker('/sdk/hash-worker.js', { type: 'module' });
+          try {
+            const t0 = performance.now();
+            await new Promise((resolve, reject) => {
+              worker.onmessage = (e) => {
+                if (e.data.type === 'done') resolve(e.data.result);
+                else if (e.data.type === 'error') reject(new Error(e.data.message));
+              };
+              worker.onerror = (e) => reject(new Error(e.message || 'worker failed to load'));
+              worker.postMessage({ id: 1, op: job.op, blob: file, options: job.options });
+            });
+            return performance.now() - t0;
+          } finally {
+            worker.terminate();
+          }
+        }, job);
+        times.push(ms);
+      }
+      rows.push([name, mibps(fixture.size, median(times))]);
+    }
+    return rows;
+  } finally {
+    await ctx.close();
+    await ferry.stop();
+  }
+}
+
+/** One page upload: fresh server and context; ms from selecting the file to data-state="done". */
+async function pageUpload(browser, fixture, query) {
+  const ferry = await startFerry({ bin: BIN, logDir: WORK, name: 'bench-page' });
+  const ctx = await browser.newContext();
+  try {
+    const page = await ctx.newPage();
+    await page.goto(`${ferry.url}/${query}`);
+    await page.waitForFunction(() => window.ferry && window.ferry.uploader);
+    const t0 = performance.now();
+    await page.setInputFiles('#file-input', fixture.path);
+    const state = await page
+      .waitForFunction(
+        (name) => {
+          const li = [...document.querySelectorAll('#files li.file-row')].find((l) => l.dataset.name === name);
+          return li && (li.dataset.state === 'done' || li.dataset.state === 'failed') && li.dataset.state;
+        },
+        fixture.name,
+        { timeout: 600_000, polling: 50 },
+      )
+      .then((h) => h.jsonValue());
+    const ms = performance.now() - t0;
+    if (state !== 'done') throw new Error(`page upload ${query || '(tus)'} ended ${state}`);
+    const href = await page.$eval(`#files li.file-row a.download-link`, (a) => a.href);
+    await verify(href, fixture);
+    return ms;
+  } finally {
+    await ctx.close();
+    await ferry.stop();
+  }
+}
+
+/** One CLI upload: fresh server; wall time of `ferry upload`. */
+async function cliUpload(fixture, protocol) {
+  const ferry = await startFerry({ bin: BIN, logDir: WORK, name: 'bench-cli' });
+  try {
+    const t0 = performance.now();
+    // A state file of its own: a remembered upload from an earlier run (another server)
+    // must not be resumed.
+    const out = await run(BIN, ['upload', fixture.path, '--server', ferry.url, '--protocol', protocol, '--quiet', '--state-file', join(WORK, `cli-state-${Date.now()}.json`)]);
+    const ms = performance.now() - t0;
+    // With stdout not a terminal the CLI prints JSON lines; one `result` per file.
+    const url = out
+      .split('\n')
+      .map((l) => {
+        try {
+          return JSON.parse(l);
+        } catch {
+          return /^https?:\/\/\S+$/.test(l.trim()) ? { url: l.trim() } : null;
+        }
+      })
+      .find((m) => m && m.url)?.url;
+    if (!url) throw new Error(`ferry upload printed no URL: ${out}`);
+    await verify(url, fixture);
+    return ms;
+  } finally {
+    await ferry.stop();
+  }
+}
+
+async function verify(url, fixture) {
+  const got = await fetchDigest(url);
+  if (got.status !== 200 || got.sha !== fixture.sha) throw new Error(`GET ${url}: ${got.status}, ${got.length} bytes, bytes ${got.sha === fixture.sha ? 'identical' : 'DIFFER'}`);
+}
+
+function run(cmd, args) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    child.on('error', reject);
+    child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`${cmd} ${args.join(' ')} exited ${code}: ${err.slice(-1000)}`))));
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+
+console.log(`# ferry ${BIN}; ${RUNS} run(s) per line, median; ${quick ? 'quick mode' : 'full sizes'}`);
+const hashFix = await randomFixture(WORK, 'hash.bin', HASH_SIZE);
+const upFix = await randomFixture(WORK, 'upload.bin', UPLOAD_SIZE);
+const browser = await launchChromium();
+let failed = false;
+try {
+  console.log(`\nin-browser hashing, ${HASH_SIZE / MiB} MiB file from disk (Chromium ${browser.version()})`);
+  for (const [name, rate] of await hashBench(browser, hashFix)) console.log(`  ${name.padEnd(46)} ${rate.toFixed(0).padStart(6)} MiB/s`);
+
+  console.log(`\nupload ${UPLOAD_SIZE / MiB} MiB to a fresh release server (loopback)`);
+  console.log(`  ${'client'.padEnd(30)} ${'median s'.padStart(9)} ${'MiB/s'.padStart(7)}   runs (s)`);
+  const lines = [
+    ['page, tus (default settings)', () => pageUpload(browser, upFix, '')],
+    ['page, chunk dialect', () => pageUpload(browser, upFix, '?protocol=chunk')],
+    ['CLI ferry upload, tus', () => cliUpload(upFix, 'tus')],
+    ['CLI ferry upload, chunk', () => cliUpload(upFix, 'chunk')],
+  ];
+  for (const [name, once] of lines) {
+    const times = [];
+    try {
+      for (let r = 0; r < RUNS; r++) {
+        times.push(await once());
+        await sleep(200);
+      }
+      const m = median(times);
+      console.log(`  ${name.padEnd(30)} ${(m / 1000).toFixed(2).padStart(9)} ${mibps(UPLOAD_SIZE, m).toFixed(0).padStart(7)}   ${times.map((t) => (t / 1000).toFixed(2)).join(' ')}`);
+    } catch (err) {
+      failed = true;
+      console.log(`  ${name.padEnd(30)} FAILED: ${err.message.split('\n')[0]}`);
+    }
+  }
+} finally {
+  await browser.close();
+}
+process.exit(failed ? 1 : 0);
