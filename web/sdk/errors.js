@@ -98,7 +98,9 @@ export function parseRetryAfter(value, nowMs = Date.now()) {
   // reads in every engine that matters. Plain numbers were handled above, so a bare
   // "2024" cannot be taken for a year.
   if (!/[a-z]/i.test(v)) return null;
-  const at = Date.parse(v);
+  // asctime carries no zone but means GMT; Date.parse would take it as local time.
+  const asctime = /^[A-Za-z]{3} [A-Za-z]{3} +\d{1,2} \d\d:\d\d:\d\d \d{4}$/.test(v);
+  const at = Date.parse(asctime ? `${v} GMT` : v);
   if (Number.isNaN(at)) return null;
   return Math.max(0, at - nowMs);
 }
