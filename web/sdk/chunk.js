@@ -54,7 +54,7 @@ export async function runChunk(up, session) {
   }
   if (!up.chunkPlan) {
     up._setState('hashing');
-    const chunkSize = Math.max(1, options.chunkSize);
+    const chunkSize = up.chunkSize;
     const { fileMd5, chunkMd5s } = await env.hashers.fileMd5(up.file, chunkSize, (hashed) => up._hashProgress(hashed), session.signal);
     session.throwIfAborted();
     up.chunkPlan = { fileId: fileMd5, chunkIds: chunkIdsOf(chunkMd5s), chunkSize };

@@ -74,9 +74,9 @@ async function create(up, session) {
 
 /** Runs a tus upload to its end; returns {url, instant: false}. */
 export async function runTus(up, session) {
-  const { env, options } = session;
+  const { env } = session;
   const size = up.size;
-  const chunkSize = Math.max(1, options.chunkSize);
+  const chunkSize = up.chunkSize;
 
   // 1. Where to continue: the URL of this session's earlier run or of the stored record.
   let url = null;

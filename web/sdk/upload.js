@@ -169,7 +169,10 @@ export class Upload extends Emitter {
     this.size = file.size;
     this.type = file.type || '';
     this.lastModified = file.lastModified ?? 0;
+    // Settings are taken when the file is added; changing uploader.options later (the page
+    // does) applies to files added afterwards.
     this.protocol = uploader.options.protocol;
+    this.chunkSize = Math.max(1, uploader.options.chunkSize || (this.protocol === 'chunk' ? DEFAULT_CHUNK_DIALECT_CHUNK_SIZE : DEFAULT_TUS_CHUNK_SIZE));
     this.state = 'idle';
     this.url = null; // the file's URL once done
     this.instant = false;
@@ -232,14 +235,22 @@ export class Upload extends Emitter {
     // Offline, the DELETE is skipped rather than awaited: the server expires the upload.
     if (url && this.protocol === 'tus' && online) {
       const s = new Session(this);
-      try {
-        // tus termination extension: 204; 404/410 means it is gone already.
-        await s.request(
-          { method: 'DELETE', url, headers: { 'Tus-Resumable': '1.0.0' } },
-          (st) => (st >= 200 && st < 300) || st === 404 || st === 410,
-        );
-      } catch (e) {
-        console.warn('ferry: the server did not confirm the cancellation:', e?.message || e);
+      // tus termination extension: 204; 404/410 means it is gone already. A PATCH aborted a
+      // moment ago may still hold the upload on the server (423/409), hence a few quick tries.
+      for (const wait of [200, 600, 1500, null]) {
+        try {
+          await s.request(
+            { method: 'DELETE', url, headers: { 'Tus-Resumable': '1.0.0' } },
+            (st) => (st >= 200 && st < 300) || st === 404 || st === 410,
+          );
+          break;
+        } catch (e) {
+          if (wait === null || !e.retryable) {
+            console.warn('ferry: the server did not confirm the cancellation:', e?.message || e);
+            break;
+          }
+          await sleep(wait);
+        }
       }
     }
     await this.recordWrites;
@@ -428,7 +439,8 @@ function withDefaults(options) {
   return {
     protocol,
     endpoint,
-    chunkSize: options.chunkSize ?? (protocol === 'chunk' ? DEFAULT_CHUNK_DIALECT_CHUNK_SIZE : DEFAULT_TUS_CHUNK_SIZE),
+    // null: the protocol's default (8 MiB tus, 5 MiB chunk), chosen when a file is added.
+    chunkSize: options.chunkSize ?? null,
     concurrency: Math.max(1, options.concurrency ?? 3),
     parallelUploads: Math.max(1, options.parallelUploads ?? 3),
     retryDelays: options.retryDelays ?? DEFAULT_RETRY_DELAYS,
@@ -466,6 +478,20 @@ export class Uploader extends Emitter {
    * in the record), `autoStart` (default: the uploader's), `metadata` (extra tus metadata).
    */
   add(file, opts = {}) {
+    // The same file added again while its upload is unfinished (dropped twice, picked
+    // again to resume) is that upload: two uploads of one file would compete on the server.
+    const same = this.uploads.find(
+      (u) => !FINAL.has(u.state) && (u.file === file || (u.name === file.name && u.size === file.size && u.lastModified === (file.lastModified ?? 0))),
+    );
+    if (same) {
+      if (opts.handle && !same.handle) same.handle = opts.handle;
+      if ((opts.autoStart ?? this.options.autoStart) && (same.state === 'paused' || same.state === 'failed' || same.state === 'idle')) {
+        // A file picked again (e.g. after it became unreadable) replaces the stale one.
+        if (same.file !== file && same.state !== 'idle') same.file = file;
+        same.start();
+      }
+      return same;
+    }
     const up = new Upload(this, file, opts);
     this.uploads.push(up);
     if (opts.autoStart ?? this.options.autoStart) {
