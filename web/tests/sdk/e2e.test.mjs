@@ -6,7 +6,9 @@ import test, { before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { Uploader, nodeEnv, memoryStore, manualNetwork, inThreadHashers, FerryError } from '../../sdk/ferry.js';
+import { workerHashers } from '../../sdk/hashers.js';
 import { startFerry, recordingHttp, fakeResponse } from './server.mjs';
+import { installWorker } from './node-worker.mjs';
 
 let server;
 before(async () => {
@@ -344,4 +346,19 @@ test('errors a person can act on: a file over the server limit is too_large, no 
   const up = u.add(makeFile(1000).file());
   await assert.rejects(outcome(up), (e) => e.code === 'too_large' && e.status === 413 && /./.test(e.message));
   assert.equal(http.count('POST'), 1);
+});
+
+test('the browser hashing path: hash workers (two for the chunk pass), software SHA-256, both dialects', async () => {
+  installWorker();
+  const hashers = workerHashers({ workers: 2, twoPassMinBytes: 0, forceSoftwareSha256: true });
+  try {
+    for (const protocol of ['tus', 'chunk']) {
+      const src = makeFile(2 * MiB + 1);
+      const { u } = uploader({ hashers, options: { protocol, chunkSize: 512 * KiB } });
+      const r = await outcome(u.add(src.file()));
+      assert.deepEqual(await download(r.url), src.bytes, protocol);
+    }
+  } finally {
+    hashers.terminate();
+  }
 });
