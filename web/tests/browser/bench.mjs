@@ -19,9 +19,8 @@
 //                           what the page does before a chunk-dialect handshake
 
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { MiB, REPO, fetchDigest, launchChromium, randomFixture, sleep, startFerry, workDir } from './lib.mjs';
+import { MiB, fetchDigest, ferryBin, launchChromium, randomFixture, sleep, startFerry, workDir } from './lib.mjs';
 
 const argv = process.argv.slice(2);
 const quick = argv.includes('--quick');
@@ -34,9 +33,11 @@ if (!(RUNS >= 1)) {
   process.exit(2);
 }
 
-const BIN = process.env.FERRY_BIN || join(REPO, 'target/release/ferry');
-if (!existsSync(BIN)) {
-  console.error(`${BIN} not found: cargo build --release -p ferry (or set FERRY_BIN)`);
+let BIN;
+try {
+  BIN = ferryBin('target/release/ferry');
+} catch (err) {
+  console.error(`${err.message} (the benchmark wants a release build: cargo build --release -p ferry)`);
   process.exit(1);
 }
 const WORK = workDir('ferry-browser-bench-');

@@ -96,8 +96,13 @@ export async function fetchDigest(url) {
 // ---------------------------------------------------------------------------------------
 // ferry servers
 
-export function ferryBin() {
-  const bin = process.env.FERRY_BIN ? resolve(process.env.FERRY_BIN) : join(REPO, 'target/debug/ferry');
+/**
+ * The ferry binary: FERRY_BIN (absolute, or relative to the current directory or else to the
+ * repository root, as scripts/test.sh passes it), or `fallback` under the repository root.
+ */
+export function ferryBin(fallback = 'target/debug/ferry') {
+  const given = process.env.FERRY_BIN;
+  const bin = !given ? join(REPO, fallback) : existsSync(resolve(given)) ? resolve(given) : resolve(REPO, given);
   if (!existsSync(bin)) {
     throw new Error(`ferry binary not found at ${bin}: run \`cargo build -p ferry\` or set FERRY_BIN`);
   }

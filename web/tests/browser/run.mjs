@@ -22,6 +22,7 @@ import {
   REPO,
   artifactsDir,
   bytesReceived,
+  ferryBin,
   fetchDigest,
   launchChromium,
   randomFixture,
@@ -564,7 +565,8 @@ scenario('screenshots mid-upload (1280×800, 390×844, 中文, done); phone layo
   const page = await t.page(desk, `${proxy.url}/`);
   await page.setInputFiles('#file-input', files.map((f) => f.path));
   await waitConfirmed(page, FIX.big.name, 1);
-  await waitRow(page, FIX.odd.name, ['done'], 30_000);
+  for (const f of [FIX.odd, FIX.named]) await waitRow(page, f.name, ['done'], 30_000);
+  await waitSpeedShown(page, FIX.big.name);
   await page.screenshot({ path: t.artifact('screenshot-desktop.png') });
   await checkWidth(page, 1280, 'desktop mid-upload');
   const enText = await page.evaluate(() => document.body.innerText);
@@ -587,6 +589,9 @@ scenario('screenshots mid-upload (1280×800, 390×844, 中文, done); phone layo
   await checkWidth(p2, PHONE_W, 'phone, empty page');
   await p2.setInputFiles('#file-input', files.map((f) => f.path));
   await waitConfirmed(p2, FIX.big.name, 1);
+  // The fullest mid-upload state: the small files done, the big one showing speed and time.
+  for (const f of [FIX.odd, FIX.named]) await waitRow(p2, f.name, ['done'], 30_000);
+  await waitSpeedShown(p2, FIX.big.name);
   await p2.screenshot({ path: t.artifact('screenshot-phone.png') });
   await checkWidth(p2, PHONE_W, 'phone mid-upload');
   await p2.selectOption('#lang', 'zh');
@@ -599,6 +604,20 @@ scenario('screenshots mid-upload (1280×800, 390×844, 中文, done); phone layo
   if (problems.length) throw new Error(problems.join('\n'));
   return `screenshot-{desktop,zh,done,phone,phone-zh,phone-done}.png in ${ART}`;
 });
+
+/** Waits until the row of `name` shows a speed and a time left (mid-upload, measured). */
+function waitSpeedShown(page, name) {
+  return until(
+    () =>
+      page.evaluate((name) => {
+        const li = [...document.querySelectorAll('#files li.file-row')].find((l) => l.dataset.name === name);
+        const text = (sel) => (li?.querySelector(sel)?.textContent || '').trim();
+        return { speed: text('.speed'), eta: text('.eta'), state: li?.dataset.state };
+      }, name),
+    (r) => (r.speed && r.eta) || r.state === 'done',
+    { timeout: 10_000, what: (r) => `the row of ${name} to show .speed and .eta (now ${JSON.stringify(r)})` },
+  );
+}
 
 /**
  * How far the page reaches past `width` px: its scrollWidth, and the visible elements whose
@@ -728,7 +747,7 @@ try {
   console.error(`setup failed: ${err.stack || err.message}`);
   process.exit(1);
 }
-console.log(`# Chromium ${browser.version()}, ferry ${process.env.FERRY_BIN || 'target/debug/ferry'}${process.env.FERRY_WEB_DIR ? `, web from ${process.env.FERRY_WEB_DIR}` : ''}; artifacts in ${ART}`);
+console.log(`# Chromium ${browser.version()}, ferry ${ferryBin()}${process.env.FERRY_WEB_DIR ? `, web from ${process.env.FERRY_WEB_DIR}` : ''}; artifacts in ${ART}`);
 console.log(`1..${selected.length}`);
 
 let passed = 0;
