@@ -156,7 +156,7 @@ async function sendMissing(up, session, missing, { fileId, indexOf, spanOf, note
           throw e;
         }
       },
-      { signal: round.signal },
+      { signal: round.signal, body: up.file.slice(start, end) },
     );
     if (typeof data === 'string') {
       url = data;

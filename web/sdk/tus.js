@@ -154,6 +154,7 @@ export async function runTus(up, session) {
       return offsetOf(res);
     };
     offset = await session.retrying(step, {
+      body: up.file.slice(cur.start, cur.end),
       onFailure: (e) => {
         // 460 stored nothing and the offset is known; anything else may have moved it.
         if (e.code !== 'checksum_mismatch') needHead = true;

@@ -27,6 +27,16 @@ export const DEFAULT_TUS_CHUNK_SIZE = 8 * 1024 * 1024;
 
 let uploadSeq = 0;
 
+/** Whether a blob (a slice of the user's file) can still be read. */
+async function readable(blob) {
+  try {
+    await blob.slice(0, Math.min(1, blob.size)).arrayBuffer();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** One run of an upload: its abort signals, and requests with retries. */
 export class Session {
   constructor(upload) {
@@ -124,7 +134,8 @@ export class Session {
    * the last success, so a long upload over a flaky link keeps going while it moves.
    *
    * @param {() => Promise<T>} step
-   * @param {{signal?: AbortSignal, onFailure?: (e: FerryError) => void}} [opts]
+   * @param {{signal?: AbortSignal, onFailure?: (e: FerryError) => void, body?: Blob}} [opts]
+   *   `body`: the file slice the step sends, checked for readability after network errors
    * @returns {Promise<T>}
    * @template T
    */
@@ -136,7 +147,7 @@ export class Session {
       try {
         return await step();
       } catch (e) {
-        const err = toFerryError(e);
+        let err = toFerryError(e);
         this.throwIfAborted();
         if (opts.signal?.aborted) throw new FerryError('aborted');
         opts.onFailure?.(err);
@@ -145,7 +156,14 @@ export class Session {
           await this.waitOnline();
           continue;
         }
-        if (err.code === 'aborted') continue; // the network blipped off and on again
+        // Aborted from below while online (the network blipped off and on, a stalled
+        // connection was dropped): a failure like any network error, counted and delayed.
+        if (err.code === 'aborted') err = new FerryError('network', undefined, { cause: err });
+        // A network error while sending a file that can no longer be read (moved, edited,
+        // deleted) is the file's fault, and no retry will fix it.
+        if (err.code === 'network' && opts.body && !(await readable(opts.body))) {
+          throw new FerryError('file_changed', undefined, { retryable: false, cause: err });
+        }
         if (!err.retryable) throw err;
         const delayMs = backoffDelay(failures, this.options.retryDelays, { retryAfterMs: err.retryAfterMs });
         if (delayMs === null) throw err;
@@ -271,7 +289,11 @@ export class Upload extends Emitter {
     if (previous === state && state !== 'retrying') return;
     if (this.state === 'canceled') return;
     this.state = state;
-    if (state !== 'uploading' && state !== 'hashing') this.meter.reset(null);
+    if (state !== 'uploading' && state !== 'hashing') {
+      this.meter.reset(null);
+      this.speed = 0;
+      this.eta = null;
+    }
     this.emit('state', { state, previous, detail: detail ?? null });
   }
 
