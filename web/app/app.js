@@ -41,6 +41,7 @@ els.lang.addEventListener('change', () => {
   setLang(els.lang.value, { remember: true });
   for (const row of rows.values()) row.relabel();
   unfinished?.relabel();
+  settings.render();
   renderSettingsSummary();
   scheduleRender();
 });
@@ -60,6 +61,12 @@ settings.onChange((what) => {
   if (what === 'token') {
     settings.fillHeaders(headers);
     announce(t(settings.token ? 'settings.token.saved' : 'settings.token.cleared'));
+    // Uploads refused for want of a token try again with the new one.
+    if (settings.token) {
+      for (const row of rows.values()) {
+        if (row.state === 'failed' && row.error && describeError(row.error).code === 'unauthorized') retry(row.up);
+      }
+    }
   } else {
     applySettings();
   }

@@ -37,6 +37,7 @@ export class FileRow {
     this.state = up.state || 'queued';
     this.total = Number(up.size) || 0;
     this.confirmed = Number(up.confirmed) || 0;
+    this.sent = this.confirmed;
     this.speed = 0;
     this.eta = NaN;
     this.hashed = 0;
@@ -75,8 +76,9 @@ export class FileRow {
     this.dirty = true;
   }
 
-  setProgress({ confirmed, total, speed, eta }) {
+  setProgress({ confirmed, total, speed, eta, sent }) {
     if (Number.isFinite(confirmed)) this.confirmed = confirmed;
+    this.sent = Number.isFinite(sent) ? Math.max(sent, this.confirmed) : this.confirmed;
     if (Number.isFinite(total) && total >= 0) this.total = total;
     this.speed = Number.isFinite(speed) ? speed : 0;
     this.eta = Number.isFinite(eta) ? eta : NaN;
@@ -146,6 +148,10 @@ export class FileRow {
     this.progress.setAttribute('aria-valuenow', String(Math.floor(pct)));
     this.progress.setAttribute('aria-valuetext', `${pctText} (${formatBytes(this.confirmed)} / ${formatBytes(this.total)})`);
     this.progress.setAttribute('aria-label', t('row.progressLabel', { name }));
+    // Bytes on the wire but not yet acknowledged: a lighter bar behind the confirmed one
+    // (only the server's acknowledgement counts, as the percentage says).
+    const sent = this.state === 'uploading' && this.total > 0 ? Math.min(1, this.sent / this.total) : fraction;
+    this.q('.bar-sent').style.width = `${Math.max(fraction, sent) * 100}%`;
 
     this.q('.confirmed').textContent = this.state === 'done' ? '' : formatBytes(this.confirmed);
     this.q('.of').hidden = this.state === 'done';
@@ -171,8 +177,15 @@ export class FileRow {
     const failed = this.state === 'failed';
     const described = failed && this.error ? describeError(this.error) : null;
     const errorEl = this.q('.error');
-    const errorText = described ? [described.text, described.detail].filter(Boolean).join(' ') : failed ? t('err.unknown') : '';
-    if (errorEl.textContent !== errorText) errorEl.textContent = errorText;
+    const errorText = described ? described.text : failed ? t('err.unknown') : '';
+    const detailText = described ? described.detail : '';
+    if (errorEl.dataset.text !== errorText + detailText) {
+      errorEl.dataset.text = errorText + detailText;
+      const detail = document.createElement('span');
+      detail.className = 'error-detail';
+      detail.textContent = detailText;
+      errorEl.replaceChildren(errorText, ...(detailText ? [' ', detail] : []));
+    }
     this.q('.error-box').hidden = !failed;
     const tokenButton = this.q('[data-action="token"]');
     tokenButton.hidden = !(described && described.code === 'unauthorized');
@@ -194,7 +207,9 @@ export class FileRow {
       copy.setAttribute('aria-label', copied ? `${t('row.copied')}: ${name}` : t('row.copy', { name }));
     }
 
-    const wanted = ACTIONS[this.state] || ['cancel'];
+    let wanted = ACTIONS[this.state] || ['cancel'];
+    // Sending the same file again cannot get past the server's size limit.
+    if (described && described.code === 'too_large') wanted = wanted.filter((a) => a !== 'retry');
     for (const [action, button] of Object.entries(this.buttons)) {
       button.hidden = !wanted.includes(action);
       button.setAttribute('aria-label', t(`row.${action}`, { name }));

@@ -6,6 +6,8 @@
 // size, it follows the protocol's default (tus 8 MiB, chunk handshake 5 MiB, as the SDK's).
 // The token is kept in localStorage and sent as `Authorization: Bearer <token>`.
 
+import { t } from './i18n.js';
+
 const MiB = 1024 * 1024;
 const TOKEN_KEY = 'ferry.token';
 const DEFAULT_CHUNK = { tus: 8 * MiB, chunk: 5 * MiB };
@@ -81,6 +83,7 @@ export class Settings {
       chunk.placeholder = mibText(DEFAULT_CHUNK[this.protocol]);
       concurrency.value = String(this.concurrency);
       concurrency.closest('.field').classList.toggle('is-inactive', this.protocol !== 'chunk');
+      form.querySelector('#protocol-hint').textContent = t(`settings.protocol.${this.protocol}.hint`);
     };
     render();
     token.value = this.token;
@@ -124,7 +127,7 @@ export class Settings {
   describe() {
     const parts = [this.protocol === 'chunk' ? 'MD5 chunk' : 'tus', `${mibText(this.effectiveChunkSize)} MiB`];
     if (this.protocol === 'chunk') parts.push(`×${this.concurrency}`);
-    if (this.token) parts.push('🔑');
+    if (this.token) parts.push('Bearer');
     return parts.join(' · ');
   }
 }
