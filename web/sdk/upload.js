@@ -169,7 +169,12 @@ export class Session {
         if (delayMs === null) throw err;
         failures++;
         this.upload._setState('retrying', { attempt: failures, delayMs, error: err });
-        await sleep(delayMs, opts.signal ? anySignal([this.signal, opts.signal]).signal : this.signal);
+        const both = anySignal([this.signal, opts.signal]);
+        try {
+          await sleep(delayMs, both.signal);
+        } finally {
+          both.dispose();
+        }
       }
     }
   }
