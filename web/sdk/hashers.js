@@ -50,7 +50,7 @@ export function workerHashers(opts = {}) {
     workers: max = 2,
     forceSoftwareSha256 = false,
     idleMs = 30000,
-    workerUrl = new URL('./hash-worker.js', import.meta.url),
+    workerUrl = null, // default: hash-worker.js beside this module
     // Below this size one pass on one worker is quicker than starting a second worker.
     twoPassMinBytes = 16 * 1024 * 1024,
   } = opts;
@@ -60,7 +60,11 @@ export function workerHashers(opts = {}) {
   function spawn() {
     let worker;
     try {
-      worker = new Worker(workerUrl, { type: 'module' });
+      // Written out in full so that tools which follow `new Worker(new URL(…, import.meta.url))`
+      // find the worker module.
+      worker = workerUrl
+        ? new Worker(workerUrl, { type: 'module' })
+        : new Worker(new URL('./hash-worker.js', import.meta.url), { type: 'module' });
     } catch (e) {
       throw new FerryError('hash_failed', `A hash worker could not be started: ${e?.message || e}`, { retryable: false });
     }
