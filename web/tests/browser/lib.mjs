@@ -203,13 +203,15 @@ export async function bytesReceived(ferryUrl) {
  *   from the moment the request arrives until its response has ended or the connection
  *   closed — and keeps the maximum;
  * - serves `routes` (path → { type, body | file } or a function (req, res)) itself, e.g.
- *   test-only pages at the page's origin.
+ *   test-only pages at the page's origin;
+ * - answers chosen requests itself with an injected failure (`failNext`).
  * The Host header is passed through, so the URLs ferry hands out point back at the proxy.
  */
 export async function startProxy({ target, rate = 0, routes = {} } = {}) {
   const port = await freePort();
   const upstream = new URL(target);
-  const stats = { inFlight: 0, maxInFlight: 0, chunkRequests: 0, requests: 0, bodyBytes: 0, log: [] };
+  const stats = { inFlight: 0, maxInFlight: 0, chunkRequests: 0, requests: 0, bodyBytes: 0, log: [], injected: [], seen: [] };
+  const faults = [];
   const bucket = { rate, next: 0 };
 
   const throttle = () =>
@@ -233,6 +235,20 @@ export async function startProxy({ target, rate = 0, routes = {} } = {}) {
     const route = routes[path];
     if (route) return serveRoute(route, req, res);
 
+    const fault = faults.findIndex((f) => f.match(req, path));
+    if (fault >= 0) {
+      // An injected failure: answered here, the request never reaches ferry.
+      const [{ response }] = faults.splice(fault, 1);
+      stats.log.push(`${new Date().toISOString()} ${req.method} ${req.url} → injected ${response.status}`);
+      stats.injected.push({ at: performance.now(), method: req.method, path, status: response.status });
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(response.status, { 'access-control-allow-origin': '*', 'access-control-expose-headers': '*', ...(response.headers || {}) });
+        res.end(response.body || '');
+      });
+      return;
+    }
+
     const isChunk = req.method === 'POST' && (path === '/api/upload' || path === '/upload');
     let counted = false;
     if (isChunk) {
@@ -248,6 +264,7 @@ export async function startProxy({ target, rate = 0, routes = {} } = {}) {
       }
     };
     stats.log.push(`${new Date().toISOString()} ${req.method} ${req.url}${isChunk ? ` (in flight: ${stats.inFlight})` : ''}`);
+    stats.seen.push({ at: performance.now(), method: req.method, path });
     if (stats.log.length > 200) stats.log.shift();
 
     const up = http.request(
@@ -285,6 +302,13 @@ export async function startProxy({ target, rate = 0, routes = {} } = {}) {
     stats,
     setRate(bps) {
       bucket.rate = bps;
+    },
+    /**
+     * Answers the next request for which `match(req, path)` holds with `response`
+     * ({ status, headers, body }) instead of passing it on; once.
+     */
+    failNext(match, response) {
+      faults.push({ match, response });
     },
     resetStats() {
       Object.assign(stats, { inFlight: stats.inFlight, maxInFlight: stats.inFlight, chunkRequests: 0, requests: 0, bodyBytes: 0 });

@@ -14,6 +14,7 @@
 // "browser: N passed, N failed" and a non-zero exit if any failed.
 
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { copyFileSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
@@ -176,8 +177,8 @@ class Scope {
   artifact(file) {
     return join(ART, file);
   }
-  async ferry() {
-    const f = await startFerry({ logDir: WORK, name: `${this.slug}-ferry-${this.ferries.length}` });
+  async ferry(args = []) {
+    const f = await startFerry({ logDir: WORK, name: `${this.slug}-ferry-${this.ferries.length}`, args });
     this.ferries.push(f);
     this.cleanups.push(() => f.stop());
     this.note(`ferry at ${f.url}${process.env.FERRY_WEB_DIR ? ` (web from ${process.env.FERRY_WEB_DIR})` : ''}`);
@@ -716,6 +717,81 @@ scenario('keyboard and screen readers: Tab reaches the picker and row buttons, #
     what: () => '#status to announce something after a state change',
   });
   return `#status said: "${spoken.slice(0, 80)}"`;
+});
+
+scenario('a 503 with Retry-After: the row shows retrying, waits as told, then completes', async (t) => {
+  const ferry = await t.ferry();
+  const proxy = await t.proxy({ target: ferry.url });
+  const ctx = await t.context();
+  const page = await t.page(ctx, `${proxy.url}/`);
+  const f = FIX.mid;
+  let patches = 0;
+  proxy.failNext((req) => req.method === 'PATCH' && ++patches === 2, {
+    status: 503,
+    headers: { 'Retry-After': '2', 'Tus-Resumable': '1.0.0', 'Content-Type': 'text/plain' },
+    body: 'injected: try again in 2 s',
+  });
+  await page.setInputFiles('#file-input', f.path);
+  const seen = await waitRow(page, f.name, ['retrying', 'done'], 30_000);
+  assert.equal(seen.state, 'retrying', 'the row never showed "retrying" after a 503 (it finished without being seen waiting)');
+  await waitRow(page, f.name, ['done'], 60_000);
+  await assertDownloadMatches(page, f);
+  const [injected] = proxy.stats.injected;
+  assert.ok(injected, 'no PATCH got the injected 503');
+  const next = proxy.stats.seen.find((r) => r.at > injected.at && r.method !== 'OPTIONS');
+  assert.ok(next, 'no request after the 503');
+  const waited = next.at - injected.at;
+  assert.ok(waited >= 1900, `the next request (${next.method} ${next.path}) came ${Math.round(waited)} ms after a 503 with Retry-After: 2`);
+  return `next request ${Math.round(waited)} ms after the 503 (${next.method})`;
+});
+
+scenario('a file over the server\'s size limit fails at once with an understandable error (tus and chunk)', async (t) => {
+  const ferry = await t.ferry(['--max-upload-size', '1MiB']);
+  const f = FIX.drop; // 3 MiB
+  const details = [];
+  for (const query of ['', '?protocol=chunk']) {
+    const ctx = await t.context();
+    const page = await t.page(ctx, `${ferry.url}/${query}`);
+    const t0 = performance.now();
+    await page.setInputFiles('#file-input', f.path);
+    const row = await waitRow(page, f.name, ['failed'], 15_000);
+    const secs = (performance.now() - t0) / 1000;
+    const what = query || '(tus)';
+    assert.ok(secs < 10, `${what}: it took ${secs.toFixed(1)} s to fail: a 413 must not be retried`);
+    assert.ok(row.error.length >= 10, `${what}: the failed row's .error says "${row.error}"`);
+    assert.ok(!/^(http_)?\d{3}$|^[a-z_]+$/.test(row.error), `${what}: .error is a code, not a sentence: "${row.error}"`);
+    const info = await upInfo(page, f.name);
+    assert.equal(info.state, 'failed');
+    details.push(`${what}: "${row.error.slice(0, 70)}"`);
+  }
+  return details.join('; ');
+});
+
+scenario('a server with a token: refused with an understandable error, then done once #token is set', async (t) => {
+  const token = 'browser-test-token-8f1c';
+  const ferry = await t.ferry(['--auth-token', token]);
+  const ctx = await t.context();
+  const page = await t.page(ctx, `${ferry.url}/`);
+  const f = FIX.odd;
+  await page.setInputFiles('#file-input', f.path);
+  const failed = await waitRow(page, f.name, ['failed'], 15_000);
+  assert.ok(failed.error.length >= 10 && !/^[a-z_0-9]+$/.test(failed.error), `the refused row's .error says "${failed.error}"`);
+  // The access token lives in the settings (beyond the README's page contract: #token).
+  await page.locator('#settings > summary').click();
+  await page.locator('#token').fill(token);
+  await page.locator('#token').press('Tab'); // commits the field (change event)
+  const after = await waitRow(page, f.name, ['uploading', 'done', 'failed'], 3000).catch(() => null);
+  if (!after || after.state === 'failed') {
+    t.note('the row did not retry by itself after the token was set; pressing its retry button');
+    await page.locator(`#files li.file-row[data-name="${f.name}"] button[data-action="retry"]`).click();
+  }
+  await waitRow(page, f.name, ['done'], 30_000);
+  const row = await rowInfo(page, f.name);
+  const got = await fetch(row.href, { headers: { Authorization: `Bearer ${token}` } });
+  const bytes = Buffer.from(await got.arrayBuffer());
+  assert.equal(got.status, 200, `GET ${row.href} with the token → ${got.status}`);
+  assert.equal(createHash('sha256').update(bytes).digest('hex'), f.sha, 'the downloaded bytes differ from the source');
+  return `refused first: "${failed.error.slice(0, 60)}"; ${after && after.state !== 'failed' ? 'retried by itself' : 'retried by its button'} once the token was set`;
 });
 
 // ---------------------------------------------------------------------------------------
