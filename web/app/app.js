@@ -313,6 +313,7 @@ function renderSummary() {
   const confirmed = counted.reduce((s, r) => s + Math.min(r.total, r.state === 'done' ? r.total : r.confirmed), 0);
   const speed = all.filter((r) => r.state === 'uploading').reduce((s, r) => s + (r.speed || 0), 0);
   const active = all.filter((r) => ACTIVE_STATES.has(r.state)).length;
+  const waiting = all.filter((r) => r.state === 'offline' || r.state === 'retrying').length;
   const done = all.filter((r) => r.state === 'done').length;
   const failed = all.filter((r) => r.state === 'failed').length;
   const paused = all.filter((r) => r.state === 'paused').length;
@@ -325,7 +326,8 @@ function renderSummary() {
     parts.push([formatPercent(fraction), 'summary-pct']);
     parts.push([t('summary.progress', { done: formatBytes(confirmed), total: formatBytes(total) })]);
     if (speed > 0) parts.push([formatSpeed(speed)]);
-    if (active) parts.push([t('summary.active', { n: active })]);
+    if (active - waiting) parts.push([t('summary.active', { n: active - waiting })]);
+    if (waiting) parts.push([t('summary.waiting', { n: waiting })]);
     if (done) parts.push([t('summary.finished', { n: done })]);
     if (failed) parts.push([t('summary.failed', { n: failed })]);
   } else {

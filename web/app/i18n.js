@@ -46,6 +46,7 @@ const en = {
   'summary.files': '{n} file|{n} files',
   'summary.progress': '{done} of {total}',
   'summary.active': '{n} uploading',
+  'summary.waiting': '{n} waiting',
   'summary.finished': '{n} done',
   'summary.failed': '{n} failed',
   'summary.overall': 'Overall progress',
@@ -121,7 +122,7 @@ const en = {
 
   'offline.banner': 'You are offline. Uploads wait and continue by themselves when the connection returns.',
 
-  'err.network': 'The server could not be reached: the network connection was lost. Check the connection, then retry.',
+  'err.network': 'The server could not be reached: the network connection was lost or the server is down. Check the connection, then retry; what was uploaded is kept.',
   'err.too_large': 'The server refused the file: it is larger than this server accepts.',
   'err.checksum_mismatch': 'The data did not match its checksum: either the file changed while it was being uploaded, or the network corrupted some data. Retry to send it again.',
   'err.offset_mismatch': 'The server and this page disagreed about how much had been uploaded. Retry to continue from what the server holds.',
@@ -129,7 +130,7 @@ const en = {
   'err.not_found': 'The server no longer has this upload (unfinished uploads expire). Retry to upload it again.',
   'err.server': 'The server ran into a problem (HTTP {status}). Retry in a moment; what was uploaded is kept.',
   'err.serverNoStatus': 'The server ran into a problem. Retry in a moment; what was uploaded is kept.',
-  'reason.network': 'The network connection was lost.',
+  'reason.network': 'The server cannot be reached right now (network lost or server down).',
   'reason.server': 'The server had a problem.',
   'reason.other': 'The last request failed.',
   'err.aborted': 'The upload was stopped.',
@@ -182,6 +183,7 @@ const zh = {
   'summary.files': '{n} 个文件',
   'summary.progress': '{done} / {total}',
   'summary.active': '{n} 个上传中',
+  'summary.waiting': '{n} 个等待中',
   'summary.finished': '{n} 个已完成',
   'summary.failed': '{n} 个失败',
   'summary.overall': '总进度',
@@ -257,7 +259,7 @@ const zh = {
 
   'offline.banner': '网络已断开。上传正在等待，连接恢复后会自动继续。',
 
-  'err.network': '无法连接服务器：网络连接已中断。请检查网络后重试。',
+  'err.network': '无法连接服务器：网络连接已中断，或服务器未运行。请检查网络后重试，已上传的部分会保留。',
   'err.too_large': '服务器拒绝了此文件：文件超过了服务器允许的大小。',
   'err.checksum_mismatch': '数据与校验值不符：文件在上传过程中被修改，或数据在网络传输中损坏。请重试以重新发送。',
   'err.offset_mismatch': '服务器与本页记录的上传进度不一致。重试将从服务器已有的位置继续。',
@@ -265,7 +267,7 @@ const zh = {
   'err.not_found': '服务器上已没有这次上传（未完成的上传会过期）。重试将重新上传。',
   'err.server': '服务器出现问题（HTTP {status}）。请稍后重试，已上传的部分会保留。',
   'err.serverNoStatus': '服务器出现问题。请稍后重试，已上传的部分会保留。',
-  'reason.network': '网络连接中断。',
+  'reason.network': '暂时无法连接服务器（网络中断或服务器未运行）。',
   'reason.server': '服务器出现问题。',
   'reason.other': '上一次请求失败。',
   'err.aborted': '上传已中止。',

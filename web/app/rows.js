@@ -48,7 +48,7 @@ export class FileRow {
     this.retryAt = 0;
     this.attempt = 0;
     this.resumedFrom = 0;
-    this.sawUpload = false;
+    this.sawProgress = false;
     this.copiedUntil = 0;
     this.dirty = true;
   }
@@ -60,14 +60,11 @@ export class FileRow {
   /** Records an SDK `state` event. */
   setState({ state, detail }) {
     if (detail && detail.error) this.error = detail.error;
+    // 'done' carries { url, instant } before the 'success' event repeats them.
+    if (state === 'done' && detail) this.setSuccess(detail);
     if (state === 'retrying') {
       this.attempt = detail && Number.isFinite(detail.attempt) ? detail.attempt : this.attempt + 1;
       this.retryAt = detail && Number.isFinite(detail.delayMs) ? Date.now() + detail.delayMs : 0;
-    }
-    if (state === 'uploading' && !this.sawUpload) {
-      this.sawUpload = true;
-      // Bytes the server acknowledged before this visit sent anything: a resumed upload.
-      this.resumedFrom = Number(this.up.confirmed) || this.confirmed || 0;
     }
     // A new attempt that got going, or the end, makes the last error history.
     if (state === 'uploading' || state === 'hashing' || state === 'done') this.error = null;
@@ -78,6 +75,15 @@ export class FileRow {
 
   setProgress({ confirmed, total, speed, eta, sent }) {
     if (Number.isFinite(confirmed)) this.confirmed = confirmed;
+    // Bytes the server held before this page sent any: the upload was resumed (after a
+    // reload, or from another tab or visit). The first progress report tells:
+    // The SDK counts what this page sent (`transferred`); acknowledged bytes beyond that were
+    // on the server already.
+    if (!this.sawProgress) {
+      this.sawProgress = true;
+      const sentHere = Number(this.up.transferred);
+      if (Number.isFinite(sentHere) && this.confirmed > sentHere) this.resumedFrom = this.confirmed;
+    }
     this.sent = Number.isFinite(sent) ? Math.max(sent, this.confirmed) : this.confirmed;
     if (Number.isFinite(total) && total >= 0) this.total = total;
     this.speed = Number.isFinite(speed) ? speed : 0;
