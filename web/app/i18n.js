@@ -60,7 +60,7 @@ const en = {
   'files.emptyHint': 'Files you add appear here with their progress.',
 
   'state.idle': 'Not started',
-  'state.queued': 'Waiting',
+  'state.queued': 'Queued',
   'state.hashing': 'Computing checksum',
   'state.hashingPct': 'Computing checksum {pct}',
   'state.uploading': 'Uploading',
