@@ -122,6 +122,9 @@ function attach(up) {
   up.on('state', (e) => {
     const previous = row.state;
     row.setState(e);
+    // State changes are few: drawn at once, so that the DOM never shows a state the upload
+    // has left (progress waits for the next frame).
+    row.render();
     if (e.state !== previous) announceState(row);
     if (e.state === 'uploading' && up.fingerprint) unfinished?.takenFingerprints(new Set([up.fingerprint]));
     scheduleRender();
