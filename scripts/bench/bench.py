@@ -595,24 +595,34 @@ def run_w4(ctx: Context, server: Server) -> dict:
     return res
 
 
-def run_w5(ctx: Context, server: Server, size: int) -> dict:
-    """Everything but the last MiB, then: last PATCH sent → first byte of GET /files/<id>."""
+def run_w5(ctx: Context, server: Server, size: int, pause: float = 0) -> dict:
+    """Everything but the last MiB in 8 MiB PATCHes, then (after `pause` seconds): the last
+    PATCH sent → first byte of GET /files/<id>."""
     tail = ctx.w5_tail
     url = tus_create(server.base, size)
-    # the prefix in PATCHes of at most 256 MiB (rustus holds a whole PATCH in memory)
-    off, step = 0, 256 * MiB
+    host, port, path = parse_url(url)
+    c = http.client.HTTPConnection(host, port, timeout=120)
+    off, step = 0, ctx.chunk_w2
+    blk = ctx.pattern
     while off < size - tail:
         n = min(step, size - tail - off)
-        r = tus_patch_stream(url, off, PatternBody(ctx.pattern, n), n)
+        i = off % len(blk)
+        body = blk[i:i + n] if i + n <= len(blk) else (blk[i:] + blk)[:n]
+        c.request("PATCH", path, body=body, headers={
+            "Tus-Resumable": "1.0.0", "Upload-Offset": str(off), "Content-Length": str(n),
+            "Content-Type": "application/offset+octet-stream"})
+        r = c.getresponse()
+        r.read()
         if r.status != 204:
             raise BenchError(f"{server.name}: prefix PATCH at {off} answered {r.status}")
         off += n
+    c.close()
+    if pause:
+        time.sleep(pause)
     # the final MiB of the pattern stream: bytes size-tail .. size-1
-    blk = ctx.pattern
     start = (size - tail) % len(blk)
     last = (blk[start:] + blk)[:tail]
     get_url = server.file_url(url)
-    host, port, path = parse_url(url)
     _, _, get_path = parse_url(get_url)
     server.refresh_pids()
     c0 = server.cpu()
@@ -755,9 +765,9 @@ def run_w7(ctx: Context, server: Server, order: str) -> dict:
     return res
 
 
-def openssl_speed(alg: str) -> float:
+def openssl_speed(alg: str, seconds: int) -> float:
     """Single-core digest speed, MiB/s, 16 KiB blocks (openssl speed -evp ALG)."""
-    out = subprocess.run(["openssl", "speed", "-mr", "-seconds", "2", "-bytes", "16384", "-evp", alg],
+    out = subprocess.run(["openssl", "speed", "-mr", "-seconds", str(seconds), "-bytes", "16384", "-evp", alg],
                          capture_output=True, text=True).stdout
     for line in out.splitlines():
         if line.startswith("+F:"):
@@ -770,13 +780,38 @@ def openssl_speed(alg: str) -> float:
 # Orchestration
 
 
+def cpu_busy(interval: float) -> float:
+    """Fraction of all CPUs busy over `interval` seconds (from /proc/stat)."""
+    def sample():
+        f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = f[3] + f[4]
+        return sum(f) - idle, sum(f)
+    b0, t0 = sample()
+    time.sleep(interval)
+    b1, t1 = sample()
+    return (b1 - b0) / max(1, t1 - t0)
+
+
+def wait_quiet(ctx: Context) -> float | None:
+    """The machine is shared: before a run, wait (up to --quiet-wait seconds) for a moment
+    when other processes use less than a quarter of the CPUs. Returns the last busy fraction."""
+    if ctx.quick or ctx.args.quiet_wait <= 0:
+        return None
+    deadline = time.monotonic() + ctx.args.quiet_wait
+    while True:
+        busy = cpu_busy(0.25)
+        if busy < 0.25 or time.monotonic() > deadline:
+            return round(busy, 2)
+
+
 def alternate(ctx: Context, workload: str, variant: str, storage: str, servers: list[Server], fn) -> None:
     """N rounds; in each, every server once, with a fresh start and a fresh data dir."""
     for i in range(ctx.runs):
         for s in servers:
+            busy = wait_quiet(ctx)
             data = ctx.storage_dir(storage)
             rec = {"workload": workload, "variant": variant, "storage": storage, "server": s.name,
-                   "label": s.label, "run": i + 1}
+                   "label": s.label, "run": i + 1, "busy_before": busy}
             try:
                 s.start(data, durable=(storage == "disk"))
                 rec.update(fn(s))
@@ -816,6 +851,8 @@ def main() -> int:
     ap.add_argument("--doc", default=None, help="write the markdown report here (default docs/BENCHMARKS.md for a full run of every workload)")
     ap.add_argument("--json", default=None, help="write the raw results here")
     ap.add_argument("--render", nargs="+", metavar="JSON", help="only render the report from saved results (merged in order)")
+    ap.add_argument("--quiet-wait", type=float, default=2.0,
+                    help="before each run, wait up to this many seconds for the machine to be mostly idle (0: never)")
     ap.add_argument("--command", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -864,7 +901,7 @@ def main() -> int:
     t_start = time.monotonic()
     try:
         ctx.prepare_sources()
-        meta["openssl_mib_s"] = {alg: openssl_speed(alg) for alg in ("md5", "sha256")}
+        meta["openssl_mib_s"] = {alg: openssl_speed(alg, 1 if ctx.quick else 3) for alg in ("md5", "sha256")}
         log(f"bench: openssl speed (1 core, 16 KiB blocks): " + ", ".join(f"{k} {v:.0f} MiB/s" for k, v in meta["openssl_mib_s"].items()))
         S = {"ferry": Ferry(ctx), "nginx-sink": NginxSink(ctx), "nginx-static": NginxStatic(ctx),
              "rustus": Rustus(ctx), "tus-node": TusNode(ctx)}
@@ -882,6 +919,9 @@ def main() -> int:
             ]
             for size in ctx.w5_sizes:
                 plan.append(("W5", fmt_size(size), [S["ferry"]] + tus_peers, lambda s, size=size: run_w5(ctx, s, size)))
+            if not ctx.quick:
+                plan.append(("W5", f"{fmt_size(ctx.w5_sizes[0])}, 1 s pause", [S["ferry"]] + tus_peers,
+                             lambda s: run_w5(ctx, s, ctx.w5_sizes[0], pause=1.0)))
             plan.append(("W6", "downloads", ([S["nginx-static"]] if use("nginx") else []) + [S["ferry"]], lambda s: run_w6(ctx, s)))
             for order in ("in-order", "shuffled", "content-range"):
                 plan.append(("W7", order, [S["ferry"]], lambda s, order=order: run_w7(ctx, s, order)))
@@ -890,11 +930,13 @@ def main() -> int:
                 continue
             log(f"bench: {w} {variant}, {ctx.runs} run(s) each of {[s.name for s in servers]}, data on tmpfs")
             alternate(ctx, w, variant, "tmpfs", servers, fn)
-        if disk and "W8" in only:
+        # On the disk: W8 means all of DISK_WORKLOADS; with --storage disk, W1..W4 pick single ones.
+        disk_only = DISK_WORKLOADS if "W8" in only else [w for w in only if w in DISK_WORKLOADS and args.storage == "disk"]
+        if disk and disk_only:
             durable = [S["ferry"]] + ([S["rustus"]] if use("rustus") else [])
             for w, fn, servers in [("W1", run_w1, uploads + durable), ("W2", run_w2, durable if have["tus-js-client"] else []),
                                    ("W3", run_w3, uploads + durable), ("W4", run_w4, uploads + durable)]:
-                if w not in DISK_WORKLOADS or not servers:
+                if w not in disk_only or not servers:
                     continue
                 log(f"bench: W8 ({w} on the real disk, durable), {ctx.runs} run(s) each of {[s.name for s in servers]}")
                 alternate(ctx, "W8", w, "disk", servers, lambda s, f=fn: f(ctx, s))
