@@ -156,12 +156,29 @@ function addFiles(items, record) {
     if (record && !fileMatchesRecord(file, record)) {
       announce(t('unfinished.mismatch', { picked: file.name, name: record.name, size: formatBytes(record.size) }));
     }
+    // A file of an unfinished upload continues in the protocol it was started with, whatever
+    // the settings say now (the SDK resumes only a record of the same protocol).
+    const earlier = record && fileMatchesRecord(file, record) ? record : unfinished?.find(file);
     unfinished?.taken(file);
-    const up = uploader.add(file, handle ? { handle } : {});
+    const up = withProtocolOf(earlier, () => uploader.add(file, handle ? { handle } : {}));
     if (up) attach(up);
   }
   announce(t('announce.added', { n: items.length }));
   scheduleRender();
+}
+
+/** Runs `add` with the uploader's protocol (and chunk size) set to those of `record`. */
+function withProtocolOf(record, add) {
+  const opts = uploader.options;
+  if (!record || !record.protocol || record.protocol === opts.protocol) return add();
+  const saved = { protocol: opts.protocol, chunkSize: opts.chunkSize };
+  opts.protocol = record.protocol;
+  opts.chunkSize = record.chunkSize || null; // null: that protocol's default
+  try {
+    return add();
+  } finally {
+    Object.assign(opts, saved);
+  }
 }
 
 els.files.addEventListener('click', async (e) => {

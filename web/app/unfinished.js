@@ -38,6 +38,11 @@ export class UnfinishedList {
     this.render();
   }
 
+  /** The record `file` would continue, if any. */
+  find(file) {
+    return this.records.find((r) => fileMatchesRecord(file, r)) || null;
+  }
+
   /** Drops the records that `file` continues (the upload on the page takes over). */
   taken(file) {
     const before = this.records.length;
