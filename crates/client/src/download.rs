@@ -84,7 +84,7 @@ impl DownloadOptions {
 /// How the finished file was checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verification {
-    /// The content digest matched the ETag (`"md5"`, `"sha1"` or `"sha256"`).
+    /// The content digest matched the ETag (`"md5"`, `"sha1"`, `"sha256"` or `"blake3"`).
     Digest(&'static str),
     /// A concatenation's composite digest, not recomputable from the content.
     Composite,
@@ -220,6 +220,7 @@ fn etag_digest(etag: &str) -> Option<(HashAlg, String)> {
         "md5" => HashAlg::Md5,
         "sha1" => HashAlg::Sha1,
         "sha256" => HashAlg::Sha256,
+        "blake3" => HashAlg::Blake3,
         _ => return None,
     };
     ferry_core::hash::parse_hex(alg, hex)?;

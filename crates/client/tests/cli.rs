@@ -518,7 +518,7 @@ fn several_files_upload_in_parallel_and_download_identical() {
             );
         } else {
             assert!(
-                notes.iter().any(|n| n.contains("verified: the sha256")),
+                notes.iter().any(|n| n.contains("verified: the blake3")),
                 "{file}: {notes:?}"
             );
         }
@@ -898,7 +898,7 @@ fn an_interrupted_download_resumes_and_is_identical() {
     assert!(
         notes(&again)
             .iter()
-            .any(|n| n.contains("verified: the sha256")),
+            .any(|n| n.contains("verified: the blake3")),
         "{:?}",
         notes(&again)
     );

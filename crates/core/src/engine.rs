@@ -38,6 +38,9 @@ use tokio::task::{JoinHandle, spawn_blocking};
 const BATCH_BYTES: usize = 1 << 20;
 /// Block size of read-back hashing passes.
 const READ_BLOCK: usize = 1 << 20;
+/// The most a write catches the hasher up by reading held bytes back before it streams: a
+/// restored BLAKE3 state lags by at most 2 MiB.
+const INLINE_CATCH_UP: u64 = 4 << 20;
 /// Reservations for staging chunks live far above any real offset, so they never collide
 /// with data ranges (uploads are capped well below this).
 const STAGING_BASE: u64 = 1 << 62;
@@ -247,7 +250,7 @@ impl Engine {
             .declared
             .as_ref()
             .map(|d| d.alg)
-            .unwrap_or(HashAlg::Sha256);
+            .unwrap_or(HashAlg::Blake3);
         let now = Timestamp::now();
         let upload = Upload {
             id: UploadId::generate(),
@@ -959,8 +962,9 @@ impl Engine {
         Ok(u)
     }
 
-    /// Takes the whole-file hasher when `offset` is exactly where it stands; otherwise the
-    /// bytes will be hashed later by a catch-up pass.
+    /// Takes the whole-file hasher when `offset` is exactly where it stands (or a few MiB
+    /// past it, over held bytes it reads back first); otherwise the bytes will be hashed
+    /// later by a catch-up pass.
     async fn claim_hasher<'a>(
         &self,
         lock: &'a Arc<UploadLock>,
@@ -970,13 +974,27 @@ impl Engine {
         let Ok(mut guard) = lock.hasher.try_lock() else {
             return (HashClaim::none(), None);
         };
-        let hasher = match guard.take() {
+        let mut hasher = match guard.take() {
             Some(h) => h,
             None => match load_hasher(u) {
                 Ok(h) => h,
                 Err(_) => return (HashClaim::none(), None),
             },
         };
+        // A hasher restored from a BLAKE3 state stands up to 2 MiB before where hashing had
+        // got (see `Hasher::durable_position`): read that gap back now, so this write is
+        // hashed as it streams instead of the whole of it being read back later.
+        let gap = offset.saturating_sub(hasher.position());
+        if gap > 0 && gap <= INLINE_CATCH_UP && u.held.prefix_end() >= offset {
+            let caught = match self.0.blobs.open(&u.id, BlobKind::Partial).await {
+                Ok(blob) => self.hash_range(blob, hasher, offset).await,
+                Err(e) => Err(e.into()),
+            };
+            hasher = match caught {
+                Ok(h) => h,
+                Err(_) => return (HashClaim::none(), None),
+            };
+        }
         if hasher.position() == offset {
             let backup = Some(hasher.clone());
             (

@@ -8,12 +8,16 @@
 //!   short and never spans a request body;
 //! - the *hasher* slot: the whole-file hasher and the right to advance it.
 //!
-//! Entries live while someone holds them and are dropped afterwards, so memory follows the
-//! number of active uploads, not the number ever seen.
+//! Entries live while someone holds them, and the [`RECENT`] most recently used stay alive
+//! after that, so memory follows the number of active uploads, not the number ever seen.
+//! Keeping recent ones matters for the hasher: a client sends an upload as a series of
+//! requests (tus PATCHes, chunks), and each should find the hasher where the last one left
+//! it, not rebuild it from the saved state (a BLAKE3 state resumes up to 2 MiB early, and
+//! those bytes would be read back from the file).
 
 use crate::hash::Hasher;
 use crate::upload::UploadId;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, Weak};
@@ -55,25 +59,50 @@ impl UploadLock {
     }
 }
 
+/// How many idle uploads keep their entry (and loaded hasher, a few KiB) in memory.
+pub const RECENT: usize = 256;
+
 #[derive(Default)]
 pub struct Locks {
-    /// Weak handles: an entry dies with the last request holding it, so the map never
-    /// keeps an idle upload's state alive. Dead handles are swept as the map grows.
+    /// Weak handles: an entry dies with the last holder, a request or [`Locks::recent`].
+    /// Dead handles are swept as the map grows.
     map: Mutex<HashMap<UploadId, Weak<UploadLock>>>,
+    /// Strong handles to the most recently used entries, oldest first.
+    recent: Mutex<VecDeque<Arc<UploadLock>>>,
 }
 
 impl Locks {
     pub fn entry(&self, id: &UploadId) -> Arc<UploadLock> {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(live) = map.get(id).and_then(Weak::upgrade) {
-            return live;
+        let lock = {
+            let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+            match map.get(id).and_then(Weak::upgrade) {
+                Some(live) => live,
+                None => {
+                    if map.len() >= 64 && map.len().is_power_of_two() {
+                        map.retain(|_, w| w.strong_count() > 0);
+                    }
+                    let fresh = Arc::new(UploadLock::default());
+                    map.insert(id.clone(), Arc::downgrade(&fresh));
+                    fresh
+                }
+            }
+        };
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(at) = recent.iter().rposition(|l| Arc::ptr_eq(l, &lock)) {
+            // Most recent last; already there is the common case (the same upload's next
+            // request), so this is usually a check of the last element.
+            if at + 1 != recent.len() {
+                let l = recent.remove(at).expect("index from rposition");
+                recent.push_back(l);
+            }
+        } else {
+            recent.push_back(lock.clone());
+            if recent.len() > RECENT {
+                recent.pop_front();
+            }
         }
-        if map.len() >= 64 && map.len().is_power_of_two() {
-            map.retain(|_, w| w.strong_count() > 0);
-        }
-        let fresh = Arc::new(UploadLock::default());
-        map.insert(id.clone(), Arc::downgrade(&fresh));
-        fresh
+        drop(recent);
+        lock
     }
 
     /// Reserves `ranges` of `id` for writing; fails when any overlaps a range in flight.
@@ -133,6 +162,21 @@ mod tests {
         let c = locks.reserve(&id, vec![5..10]).expect("released");
         drop(b);
         drop(c);
-        assert_eq!(locks.live(), 0, "entries die when unused");
+        // The idle entry stays among the recent ones until RECENT others were used.
+        assert_eq!(locks.live(), 1);
+        assert!(
+            locks.reserve(&id, vec![0..20]).is_some(),
+            "nothing left reserved"
+        );
+        for _ in 0..RECENT {
+            drop(locks.entry(&UploadId::generate()));
+        }
+        assert_eq!(
+            locks.live(),
+            RECENT,
+            "memory is bounded by RECENT idle entries"
+        );
+        let first = locks.map.lock().unwrap().get(&id).map(|w| w.strong_count());
+        assert_eq!(first, Some(0), "the oldest idle entry was dropped");
     }
 }

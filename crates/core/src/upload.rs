@@ -136,8 +136,10 @@ pub enum Concat {
     },
 }
 
-/// Durable progress of the whole-file hasher: the digest of bytes `0..position`, saved so a
-/// restart continues instead of re-reading the file.
+/// Durable progress of the whole-file hasher: bytes `0..position` have been hashed, and
+/// `state_hex` lets a restart continue instead of re-reading the file. A BLAKE3 state
+/// resumes a little earlier (at [`crate::hash::Hasher::durable_position`], at most 2 MiB
+/// before `position`); the engine reads the gap back.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HashProgress {
     pub position: u64,
