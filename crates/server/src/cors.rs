@@ -33,7 +33,7 @@ pub const EXPOSE_HEADERS: &str = "Location, Upload-Offset, Upload-Length, Upload
     Upload-Expires, Upload-Concat, Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, \
     Tus-Checksum-Algorithm, Upload-Complete, Upload-Incomplete, Upload-Limit, \
     Upload-Draft-Interop-Version, ETag, Content-Range, Content-Disposition, X-Upload-Offset, \
-    X-Received-Bytes, X-File-Size";
+    X-Received-Bytes, X-File-Size, Retry-After";
 
 /// A day: browsers cap it lower anyway (Chromium at 2 hours), so this means "as long as the
 /// browser allows".

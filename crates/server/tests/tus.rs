@@ -1502,6 +1502,8 @@ async fn responses_to_a_browser_expose_the_protocol_headers() {
         "Tus-Extension",
         "Tus-Max-Size",
         "ETag",
+        // The browser SDK waits out 429/503 as the server asks, cross-origin too.
+        "Retry-After",
         "Content-Range",
         "Content-Disposition",
         "X-Upload-Offset",
