@@ -107,7 +107,8 @@ function applySettings() {
 
 function showFatal() {
   els.drop.classList.add('is-disabled');
-  els.summary.textContent = 'The upload library (/sdk/ferry.js) could not be loaded. Reload the page.';
+  els.summary.textContent = t('fatal.sdk');
+  document.body.classList.add('is-fatal');
 }
 
 // ---------------------------------------------------------------------------------------
@@ -152,7 +153,19 @@ function attach(up) {
 /** Adds files to the uploader: `items` are `{ file, handle? }`. */
 function addFiles(items, record) {
   if (!uploader || !items.length) return;
+  let added = 0;
   for (const { file, handle } of items) {
+    // The same file twice at once would be two uploads racing for one record.
+    const busy = [...rows.values()].find((r) => r.state !== 'done' && r.state !== 'canceled' && r.state !== 'failed'
+      && r.up.file && r.up.file.name === file.name && r.up.file.size === file.size && r.up.file.lastModified === file.lastModified);
+    if (busy) {
+      announce(t('announce.duplicate', { name: file.name }));
+      busy.el.classList.remove('is-flash');
+      void busy.el.offsetWidth; // restart the highlight
+      busy.el.classList.add('is-flash');
+      continue;
+    }
+    added += 1;
     if (record && !fileMatchesRecord(file, record)) {
       announce(t('unfinished.mismatch', { picked: file.name, name: record.name, size: formatBytes(record.size) }));
     }
@@ -163,7 +176,7 @@ function addFiles(items, record) {
     const up = withProtocolOf(earlier, () => uploader.add(file, handle ? { handle } : {}));
     if (up) attach(up);
   }
-  announce(t('announce.added', { n: items.length }));
+  if (added) announce(t('announce.added', { n: added }));
   scheduleRender();
 }
 
@@ -327,6 +340,7 @@ els.clearFinished.addEventListener('click', () => {
 });
 
 function renderSummary() {
+  if (!sdk) return; // the line carries the load error instead
   const all = [...rows.values()];
   const counted = all.filter((r) => r.state !== 'canceled');
   const total = counted.reduce((s, r) => s + r.total, 0);
