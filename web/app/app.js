@@ -75,17 +75,10 @@ settings.onChange((what) => {
 // ---------------------------------------------------------------------------------------
 // The SDK
 
-let sdk;
-let uploader;
+let sdk = null; // the module, once loaded (see Start, below)
+let uploader = null;
 const rows = new Map(); // Upload → FileRow
 let unfinished = null;
-
-try {
-  sdk = await import('/sdk/ferry.js');
-} catch (err) {
-  console.error('ferry: the SDK did not load', err);
-  showFatal();
-}
 
 function makeUploader() {
   const u = new sdk.Uploader({
@@ -583,6 +576,14 @@ function reducedMotion() {
 // ---------------------------------------------------------------------------------------
 // Start
 
+// The SDK is imported last, so that everything above is set up before the await: a click or
+// a language switch while it loads finds no half-initialised module.
+try {
+  sdk = await import('/sdk/ferry.js');
+} catch (err) {
+  console.error('ferry: the SDK did not load', err);
+  showFatal();
+}
 if (sdk) {
   uploader = makeUploader();
   window.ferry = { uploader };
@@ -598,15 +599,14 @@ if (sdk) {
   loadUnfinished();
 }
 scheduleRender();
-document.documentElement.classList.add('is-ready');
 
+/** Lists the earlier visits' records, less those an upload on this page already continues. */
 async function loadUnfinished() {
   try {
     const records = await uploader.unfinished();
-    const live = new Set([...rows.keys()].map((up) => up.fingerprint).filter(Boolean));
-    const liveFiles = [...rows.keys()];
-    unfinished.set((records || []).filter((r) => !live.has(r.fingerprint)
-      && !liveFiles.some((up) => up.name === r.name && up.size === r.size && r.lastModified === (up.file?.lastModified ?? r.lastModified))));
+    const live = [...rows.keys()];
+    unfinished.set((records || []).filter((r) => !live.some((up) => (up.fingerprint && up.fingerprint === r.fingerprint)
+      || (up.file && fileMatchesRecord(up.file, r)))));
   } catch (err) {
     console.warn('ferry: could not list unfinished uploads', err);
   }
