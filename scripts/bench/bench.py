@@ -815,6 +815,9 @@ def alternate(ctx: Context, workload: str, variant: str, storage: str, servers: 
             try:
                 s.start(data, durable=(storage == "disk"))
                 rec.update(fn(s))
+                if isinstance(s, Ferry) and "rehashed_bytes" not in rec:
+                    # bytes ferry read back to finish whole-file digests (fresh server: all of this run)
+                    rec["rehashed_bytes"] = metric(s.base, "ferry_rehashed_bytes_total")
                 rec["ok"] = True
                 log(f"  {workload} {variant} [{storage}] {s.name} run {i + 1}: " + summary_line(rec))
             except (BenchError, OSError, http.client.HTTPException, ValueError, KeyError) as e:
@@ -859,7 +862,7 @@ def main() -> int:
     if args.render:
         data = merge_results([json.loads(Path(p).read_text()) for p in args.render])
         doc = Path(args.doc or REPO / "docs" / "BENCHMARKS.md")
-        doc.write_text(render_markdown(data))
+        write_doc(doc, render_markdown(data))
         print(render_text(data))
         log(f"bench: wrote {doc}")
         return 0
@@ -957,7 +960,7 @@ def main() -> int:
     if doc is None and not args.quick and not args.only and not args.servers:
         doc = str(REPO / "docs" / "BENCHMARKS.md")
     if doc:
-        Path(doc).write_text(render_markdown(data))
+        write_doc(Path(doc), render_markdown(data))
         log(f"bench: wrote {doc}")
     log(f"bench: done in {meta['duration_s']:.0f} s")
     if ctx.errors:
@@ -1008,8 +1011,8 @@ def machine_info(ctx: Context, args, started) -> dict:
             "rustus": version([args.rustus_bin, "--version"]) if Path(args.rustus_bin).exists() else None,
             "nginx": version(["nginx", "-v"]) if shutil.which("nginx") else None,
             "node": version(["node", "--version"]), "curl": version(["curl", "--version"]),
-            "wrk": version(["wrk", "--version"]) if shutil.which("wrk") else None,
-            "openssl": version(["openssl", "version"]),
+            "wrk": " ".join((version(["wrk", "--version"]) or "").split()[:2]) or None if shutil.which("wrk") else None,
+            "openssl": " ".join((version(["openssl", "version"]) or "").split()[:2]),
         },
     }
 
@@ -1083,6 +1086,9 @@ def table_rows(key, servers: dict) -> tuple[list[str], list[list[str]]]:
         ratio_head = "ferry ÷ this"
     better = "higher is better" if higher else "lower is better"
     head = ["server", f"median {unit} ({better})", "min–max", ratio_head, "server CPU s/GiB", "peak RSS MiB", "runs"]
+    both = bool(ref_name) and len([n for n in servers if not n.startswith("nginx")]) > 1
+    if both:
+        head.insert(4, "ferry ÷ this")
     extra_cols = []
     if metric_w == "W4":
         extra_cols = [("p50_ms", "p50 ms"), ("p99_ms", "p99 ms")]
@@ -1092,7 +1098,8 @@ def table_rows(key, servers: dict) -> tuple[list[str], list[list[str]]]:
         extra_cols = [("range_rps", "1 MiB ranges/s"), ("range_p99_ms", "range p99 ms")]
     if metric_w == "W7":
         extra_cols = [("finalize_ms", "last chunk → URL, ms"), ("rehashed_bytes", "bytes re-read for the file digest")]
-    head[5:5] = [h for _, h in extra_cols]
+    at = 6 if both else 5
+    head[at:at] = [h for _, h in extra_cols]
     rows = []
     for name, recs in servers.items():
         ok = [r for r in recs if r["ok"]]
@@ -1109,7 +1116,10 @@ def table_rows(key, servers: dict) -> tuple[list[str], list[list[str]]]:
         label = recs[0].get("label", name)
         row = [label, fnum(v), f"{fnum(min(vals))}–{fnum(max(vals))}" if vals else "–", ratio_s,
                fnum(cpu, 2), fnum(rss, 0), f"{len(ok)}/{len(recs)}"]
-        row[5:5] = [fnum(med(r.get(k) for r in ok), 0 if k == "rehashed_bytes" else None) for k, _ in extra_cols]
+        if both:
+            row.insert(4, "" if name == "ferry" or name == ref_name or not v or fmed is None else fnum(fmed / v, 2))
+        at = 6 if both else 5
+        row[at:at] = [fnum(med(r.get(k) for r in ok), 0 if k == "rehashed_bytes" else None) for k, _ in extra_cols]
         rows.append(row)
     return head, rows
 
@@ -1180,6 +1190,19 @@ def targets(data: dict) -> list[tuple[str, str, bool | None]]:
     return out
 
 
+NOTES_MARK = "<!-- Notes below this line are written by hand; scripts/bench/run keeps them when it rewrites the file. -->"
+
+
+def write_doc(path: Path, text: str) -> None:
+    """Writes the report, keeping the hand-written notes after NOTES_MARK of the old file."""
+    notes = ""
+    if path.exists():
+        old = path.read_text()
+        if NOTES_MARK in old:
+            notes = old.split(NOTES_MARK, 1)[1]
+    path.write_text(text.rstrip("\n") + "\n\n" + NOTES_MARK + (notes or "\n"))
+
+
 def md_table(head, rows) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(head))) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -1217,19 +1240,26 @@ def render_markdown(data: dict) -> str:
     if m.get("skipped_peers"):
         lines.append(f"- **Not installed, skipped**: {', '.join(m['skipped_peers'])}")
     lines += ["", "Server CPU is utime+stime of all the server's processes and threads over the measured part,",
-              "per GiB moved; peak RSS is VmHWM (the largest of the runs). 1 MiB = 2^20 bytes.", ""]
+              "per GiB moved; peak RSS is VmHWM (the largest of the runs). 1 MiB = 2^20 bytes. Ratios are of medians;",
+              "'ferry ÷ this' above 1 means ferry is faster for throughputs and slower for latencies.", ""]
     t = targets(data)
     if t:
         lines += ["## Targets", "", "| target | measured | |", "|---|---|---|"]
         lines += [f"| {name} | {meas} | {'met' if ok else '**not met**'} |" for name, meas, ok in t]
         lines.append("")
     lines += ["## Results", ""]
+    noted = set()
     for key, servers in groups(data["results"]).items():
         head, rows = table_rows(key, servers)
         lines += [f"### {section_title(key)}", "", md_table(head, rows), ""]
-        note = NOTES.get(key[0] if key[0] != "W8" else "W8")
-        if note:
+        rh = med(r.get("rehashed_bytes") for r in servers.get("ferry", []) if r["ok"])
+        if rh and key[0] != "W7":
+            lines += [f"ferry read back {rh / MiB:,.0f} MiB per run (median) to finish whole-file digests"
+                      " (`ferry_rehashed_bytes_total`).", ""]
+        note = NOTES.get(key[0])
+        if note and key[0] not in noted:
             lines += [note, ""]
+            noted.add(key[0])
     if data["errors"]:
         lines += ["## Failed runs", ""] + [f"- {e}" for e in data["errors"]] + [""]
     return "\n".join(lines)
@@ -1240,7 +1270,9 @@ NOTES = {
     "W2": "No nginx row: tus-js-client needs real `Upload-Offset` answers. Ratio column: ferry's median ÷ that server's.",
     "W4": "Requests/s over all 16 connections; latency per PATCH as the client saw it.",
     "W5": "Latency from sending the last PATCH (1 MiB) to the first body byte of `GET` of the upload's URL,"
-          " on a new connection; the earlier bytes were sent beforehand in PATCHes of ≤ 256 MiB. Ratio column: ferry ÷ that server.",
+          " on a new connection; the earlier bytes were sent right before in 8 MiB PATCHes on one keep-alive connection."
+          " '1 s pause': the last PATCH is sent 1 s after the one before, once background work (ferry's hash"
+          " catch-up) is over. Ratio column: ferry ÷ that server (above 1: ferry is slower).",
     "W6": "Ratio column: ÷ nginx serving the same bytes as a static file with sendfile. RSS and CPU s/GiB: of the whole-file GET.",
     "W7": "in-order/shuffled: chunk handshake (chunk MD5 ids, whole-file MD5 as fileId); content-range: the same 5 MiB"
           " pieces ×4 through `Content-Range` with nothing declared, so the difference is the cost of verification."
