@@ -214,8 +214,14 @@ export async function startProxy({ target, rate = 0, routes = {} } = {}) {
   const faults = [];
   const bucket = { rate, next: 0 };
 
+  // The throttle reads the browser's body eagerly (a large writable buffer, no backpressure
+  // towards the browser) and lets it out at the bucket's pace. Backpressure would park
+  // megabytes in the kernel's socket buffers, where a browser's abort (pause, offline,
+  // reload) is only noticed after they drained — so the server would keep receiving bytes
+  // the browser had already given up on.
   const throttle = () =>
     new Transform({
+      writableHighWaterMark: 64 * 1024 * 1024,
       transform(chunk, _enc, done) {
         stats.bodyBytes += chunk.length;
         if (!bucket.rate) return done(null, chunk);
@@ -286,12 +292,15 @@ export async function startProxy({ target, rate = 0, routes = {} } = {}) {
     });
     // A browser that aborts (pause, offline, reload) closes its connection: cut the
     // upstream request too, so ferry sees the body end early exactly as it would directly.
+    const body = throttle();
     res.on('close', () => {
       release();
-      if (!res.writableFinished) up.destroy();
+      if (!res.writableFinished) {
+        body.destroy();
+        up.destroy();
+      }
     });
-    req.on('aborted', () => up.destroy());
-    req.pipe(throttle()).pipe(up);
+    req.pipe(body).pipe(up);
   });
   server.keepAliveTimeout = 5000;
   server.listen(port, '127.0.0.1');

@@ -808,6 +808,88 @@ const CHUNK_QUERY = '?protocol=chunk&chunkSize=2097152';
 scenario('chunk dialect: network cut mid-upload, then done; < 1.3× size received', (t) => networkCut(t, CHUNK_QUERY));
 scenario('chunk dialect: page reload mid-upload, same file again: resumes, < 1.3× size received', (t) => reloadResume(t, CHUNK_QUERY));
 
+scenario('four files: at most 3 upload at once (the 4th queued); #pause-all, #resume-all', async (t) => {
+  const ferry = await t.ferry();
+  const proxy = await t.proxy({ target: ferry.url, rate: 8 * MiB });
+  const ctx = await t.context();
+  const page = await t.page(ctx, `${proxy.url}/`);
+  const files = [FIX.big, FIX.mid, FIX.conc, FIX.twice];
+  const states = () => page.evaluate(() => [...document.querySelectorAll('#files li.file-row')].map((l) => l.dataset.state));
+  await page.setInputFiles('#file-input', files.map((f) => f.path));
+  await until(states, (s) => s.length === files.length, { timeout: 5000, what: (s) => `${files.length} rows (now ${s.length})` });
+  let maxActive = 0;
+  let sawQueued = false;
+  for (let i = 0; i < 15; i++) {
+    const s = await states();
+    maxActive = Math.max(maxActive, s.filter((x) => ['hashing', 'uploading', 'retrying'].includes(x)).length);
+    sawQueued ||= s.includes('queued');
+    await sleep(100);
+  }
+  assert.ok(maxActive <= 3, `${maxActive} files were uploading at once (parallelUploads: 3)`);
+  assert.ok(sawQueued, 'no row was "queued" while 4 files waited for 3 places');
+  assert.ok(t.creates.length <= 3, `${t.creates.length} tus uploads were created while only 3 may run`);
+
+  await page.click('#pause-all');
+  await until(states, (s) => s.every((x) => x === 'paused' || x === 'done'), {
+    timeout: 5000,
+    what: (s) => `every row paused after #pause-all (now ${s.join(', ')})`,
+  });
+  await sleep(500);
+  const m1 = await bytesReceived(ferry.url);
+  await sleep(1000);
+  const m2 = await bytesReceived(ferry.url);
+  assert.equal(m2.total, m1.total, `the server received ${m2.total - m1.total} bytes while everything was paused`);
+
+  proxy.setRate(0);
+  await page.click('#resume-all');
+  for (const f of files) await waitRow(page, f.name, ['done'], 60_000);
+  for (const f of files) await assertDownloadMatches(page, f);
+  return `at most ${maxActive} at once, a queued row seen; paused all, resumed all, all done`;
+});
+
+scenario('#cancel-all removes every upload on the server; "forget" drops an unfinished upload', async (t) => {
+  const ferry = await t.ferry();
+  const proxy = await t.proxy({ target: ferry.url, rate: 8 * MiB });
+  const ctx = await t.context();
+  const page = await t.page(ctx, `${proxy.url}/`);
+  const files = [FIX.big, FIX.mid];
+  await page.setInputFiles('#file-input', files.map((f) => f.path));
+  for (const f of files) await waitConfirmed(page, f.name, 1);
+  assert.equal(t.creates.length, 2, `${t.creates.length} tus uploads for 2 files`);
+  await page.click('#cancel-all');
+  for (const f of files) {
+    await until(() => rowInfo(page, f.name), (r) => !r || r.state === 'canceled', {
+      timeout: 5000,
+      what: (r) => `the row of ${f.name} to be removed or 'canceled' after #cancel-all (now ${r && r.state})`,
+    });
+  }
+  for (const url of t.creates.map((u) => onFerry(ferry, u))) {
+    await until(() => tusHeadStatus(url), (h) => h.status === 404, {
+      timeout: 5000,
+      interval: 200,
+      what: (h) => `HEAD ${url} to answer 404 after #cancel-all (answers ${h.status})`,
+    });
+  }
+  assert.deepEqual(await page.evaluate(() => window.ferry.uploader.unfinished()), [], 'records remain after #cancel-all');
+
+  // Forget: an upload interrupted by a reload, then dropped from the unfinished list.
+  const f = FIX.twice;
+  await page.setInputFiles('#file-input', f.path);
+  await waitConfirmed(page, f.name, 1);
+  await page.reload();
+  await page.waitForFunction(() => window.ferry && window.ferry.uploader, null, { timeout: 10_000 });
+  const rowSel = `#unfinished li.unfinished-row[data-name="${f.name}"]`;
+  await page.waitForSelector(rowSel, { timeout: 5000 });
+  await page.click(`${rowSel} button[data-action="forget"]`);
+  await until(() => page.locator(rowSel).count(), (n) => n === 0, { timeout: 5000, what: () => `${rowSel} to go after "forget"` });
+  const left = await page.evaluate(() => window.ferry.uploader.unfinished());
+  assert.ok(!left.some((r) => r.name === f.name), 'the record is still in uploader.unfinished() after "forget"');
+  await page.reload();
+  await page.waitForFunction(() => window.ferry && window.ferry.uploader, null, { timeout: 10_000 });
+  await sleep(500);
+  assert.equal(await page.locator(rowSel).count(), 0, 'the forgotten upload is listed again after another reload');
+});
+
 // ---------------------------------------------------------------------------------------
 // Runner
 
