@@ -96,6 +96,17 @@ export async function fetchDigest(url) {
 // ---------------------------------------------------------------------------------------
 // ferry servers
 
+// Servers still running when this process ends (an uncaught error, Ctrl-C) are killed with
+// it rather than left listening.
+const live = new Map(); // child → its data dir
+process.on('exit', () => {
+  for (const [child, dir] of live) {
+    child.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+for (const sig of ['SIGINT', 'SIGTERM']) process.once(sig, () => process.exit(130));
+
 /**
  * The ferry binary: FERRY_BIN (absolute, or relative to the current directory or else to the
  * repository root, as scripts/test.sh passes it), or `fallback` under the repository root.
@@ -126,9 +137,11 @@ export async function startFerry({ bin = ferryBin(), logDir, name = 'ferry', env
   });
   child.stdout.pipe(logStream, { end: false });
   child.stderr.pipe(logStream, { end: false });
+  live.set(child, dataDir);
   let exited = null;
   child.on('exit', (code, signal) => {
     exited = { code, signal };
+    live.delete(child);
   });
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 15_000;
