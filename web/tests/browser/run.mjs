@@ -890,6 +890,46 @@ scenario('#cancel-all removes every upload on the server; "forget" drops an unfi
   assert.equal(await page.locator(rowSel).count(), 0, 'the forgotten upload is listed again after another reload');
 });
 
+scenario('chunk dialect hashes in a Web Worker: the row shows hashing, the page stays responsive', async (t) => {
+  const ferry = await t.ferry();
+  const ctx = await t.context();
+  const page = await ctx.newPage();
+  const workers = [];
+  page.on('worker', (w) => workers.push(w.url()));
+  await t.goto(page, `${ferry.url}/?protocol=chunk`);
+  const f = FIX.big;
+  // The longest gap between timer ticks on the page's main thread while the file is hashed.
+  await page.evaluate(() => {
+    window.__lag = { max: 0, last: performance.now() };
+    window.__lagTimer = setInterval(() => {
+      const now = performance.now();
+      window.__lag.max = Math.max(window.__lag.max, now - window.__lag.last);
+      window.__lag.last = now;
+    }, 10);
+  });
+  await page.setInputFiles('#file-input', f.path);
+  const seen = new Set();
+  await until(
+    async () => {
+      const r = await rowInfo(page, f.name);
+      if (r) seen.add(r.state);
+      return r;
+    },
+    (r) => r && (r.state === 'done' || r.state === 'failed'),
+    { timeout: 60_000, interval: 20, what: (r) => `the row to finish (now ${r && r.state})` },
+  );
+  const lag = await page.evaluate(() => {
+    clearInterval(window.__lagTimer);
+    return window.__lag.max;
+  });
+  await waitRow(page, f.name, ['done'], 1000);
+  assert.ok(seen.has('hashing'), `the row never showed "hashing" (states seen: ${[...seen].join(', ')})`);
+  assert.ok(workers.some((u) => u.includes('/sdk/')), `no SDK Web Worker was started (workers: ${workers.join(', ') || 'none'})`);
+  assert.ok(lag < 500, `the page's main thread stalled for ${Math.round(lag)} ms while hashing`);
+  await assertDownloadMatches(page, f);
+  return `workers: ${workers.map((u) => new URL(u).pathname).join(', ')}; longest main-thread stall ${Math.round(lag)} ms`;
+});
+
 // ---------------------------------------------------------------------------------------
 // Runner
 
