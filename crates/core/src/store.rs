@@ -49,6 +49,13 @@ pub trait BlobRead: Send + Sync + 'static {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// The whole blob as shared read-only memory, when the backend can map it and the
+    /// bytes can never change under the mapping (a complete blob). Downloads then hand
+    /// slices of it to the socket: no read copy, no blocking-pool round trip per block.
+    /// Backends without it return `None` and are read with [`BlobRead::read_at`].
+    fn map(&self) -> Option<Bytes> {
+        None
+    }
 }
 
 /// Blocking positional writes into an upload's partial blob. Called from blocking threads:

@@ -290,7 +290,12 @@ impl BlobStore for FsBlobStore {
         self.blocking(move |dirs| {
             let file = File::open(dirs.blob(&id, kind))?;
             let len = file.metadata()?.len();
-            Ok(Arc::new(FsBlobRead { file, len }) as Arc<dyn BlobRead>)
+            let immutable = kind == BlobKind::Complete;
+            Ok(Arc::new(FsBlobRead {
+                file,
+                len,
+                immutable,
+            }) as Arc<dyn BlobRead>)
         })
         .await
     }
@@ -365,11 +370,71 @@ impl BlobWrite for FsBlobWrite {
     }
 }
 
+/// A read-only shared mapping of a whole file, unmapped on drop. Only complete blobs are
+/// mapped: they are never truncated or rewritten (a new upload gets a new file, deletion
+/// unlinks, and an unlinked file stays mapped intact), so the bytes under it cannot change
+/// and no access can fault with SIGBUS.
+struct Mapping {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only memory owned by this value alone; sharing `&[u8]` views
+// of it across threads is as safe as sharing any immutable byte slice.
+unsafe impl Send for Mapping {}
+// SAFETY: as above; nothing mutates it.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    #[allow(unsafe_code)]
+    fn new(file: &File, len: usize) -> io::Result<Mapping> {
+        // SAFETY: a fresh mapping of `len` (> 0) bytes of an open file, read-only and
+        // shared; the kernel chooses the address. Failure is MAP_FAILED, checked below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                std::os::fd::AsRawFd::as_raw_fd(file),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `ptr` is the mapping just created; the advice only tunes readahead.
+        unsafe { libc::madvise(ptr, len, libc::MADV_SEQUENTIAL) };
+        let ptr = std::ptr::NonNull::new(ptr.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
+        Ok(Mapping { ptr, len })
+    }
+}
+
+impl AsRef<[u8]> for Mapping {
+    #[allow(unsafe_code)]
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `ptr..ptr+len` is mapped readable for as long as `self` lives, and the
+        // file's bytes under it never change (see the type's docs).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping created in `new`; no slice of it outlives
+        // `self` (Bytes keeps the owner alive while any view exists).
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
 /// A readable blob, with its length fixed when it was opened (a partial blob can grow
 /// afterwards; callers read what existed then).
 struct FsBlobRead {
     file: File,
     len: u64,
+    /// A complete blob: published by rename and never written again, so it may be mapped.
+    immutable: bool,
 }
 
 impl BlobRead for FsBlobRead {
@@ -379,6 +444,20 @@ impl BlobRead for FsBlobRead {
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         self.file.read_at(buf, offset)
+    }
+
+    fn map(&self) -> Option<Bytes> {
+        if !self.immutable || self.len == 0 {
+            return None;
+        }
+        let len = usize::try_from(self.len).ok()?;
+        match Mapping::new(&self.file, len) {
+            Ok(m) => Some(Bytes::from_owner(m)),
+            Err(e) => {
+                tracing::debug!(error = %e, "mmap failed; reading instead");
+                None
+            }
+        }
     }
 }
 
@@ -628,6 +707,38 @@ fn copy_with_buffer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Downloads serve complete blobs as slices of a mapping: it must hold exactly the
+    /// file's bytes, and a partial blob (still written) or an empty one is never mapped.
+    #[tokio::test]
+    async fn complete_blobs_map_to_their_bytes_and_partial_ones_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path().to_owned()).unwrap();
+        let id = UploadId::generate();
+        store.create(&id).await.unwrap();
+        let data = Bytes::from(pattern(3 * 4096 + 17, 9));
+        let mut w = store.writer(&id).await.unwrap();
+        w.write_at(0, std::slice::from_ref(&data)).unwrap();
+        w.sync().unwrap();
+        drop(w);
+        let partial = store.open(&id, BlobKind::Partial).await.unwrap();
+        assert!(partial.map().is_none(), "a partial blob can still change");
+        store.publish(&id).await.unwrap();
+        let complete = store.open(&id, BlobKind::Complete).await.unwrap();
+        let map = complete.map().expect("a complete blob maps");
+        assert_eq!(map, data);
+        assert_eq!(map.slice(4096..8192), data.slice(4096..8192));
+        // The mapping outlives the store's handle and an unlink of the file.
+        drop(complete);
+        store.delete(&id).await.unwrap();
+        assert_eq!(map, data);
+
+        let empty = UploadId::generate();
+        store.create(&empty).await.unwrap();
+        store.publish(&empty).await.unwrap();
+        let blob = store.open(&empty, BlobKind::Complete).await.unwrap();
+        assert!(blob.map().is_none(), "nothing to map");
+    }
 
     fn pattern(len: usize, seed: u8) -> Vec<u8> {
         (0..len)
