@@ -196,8 +196,14 @@ class Scope {
     this.cleanups.push(() => s.stop());
     return s;
   }
-  async context(opts = {}) {
-    const ctx = await this.browser.newContext({ viewport: { width: 1280, height: 800 }, locale: 'en-US', ...opts });
+  /** A browser of this scenario's own, launched with extra command-line flags. */
+  async ownBrowser(args) {
+    const b = await launchChromium(args);
+    this.cleanups.push(() => b.close());
+    return b;
+  }
+  async context(opts = {}, browser = this.browser) {
+    const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 }, locale: 'en-US', ...opts });
     this.contexts.push(ctx);
     ctx.on('page', (p) => this.watch(p));
     return ctx;
@@ -928,6 +934,39 @@ scenario('chunk dialect hashes in a Web Worker: the row shows hashing, the page 
   assert.ok(lag < 500, `the page's main thread stalled for ${Math.round(lag)} ms while hashing`);
   await assertDownloadMatches(page, f);
   return `workers: ${workers.map((u) => new URL(u).pathname).join(', ')}; longest main-thread stall ${Math.round(lag)} ms`;
+});
+
+scenario('plain http on a non-local name (no crypto.subtle): tus with the SDK\'s own SHA-256, and the chunk dialect', async (t) => {
+  const ferry = await t.ferry();
+  // A name that is not loopback to the browser, so the page is not a secure context — as on
+  // a LAN address — while the resolver still sends it to 127.0.0.1.
+  const host = 'ferry-lan.test';
+  const browser = await t.ownBrowser([`--host-resolver-rules=MAP ${host} 127.0.0.1`]);
+  const base = `http://${host}:${ferry.port}`;
+  const details = [];
+  for (const [query, f] of [['', FIX.mid], ['?protocol=chunk', FIX.twice]]) {
+    const ctx = await t.context({}, browser);
+    const page = await ctx.newPage();
+    const patches = [];
+    page.on('request', (r) => {
+      if (r.method() === 'PATCH') patches.push(r.headers()['upload-checksum'] || '');
+    });
+    await t.goto(page, `${base}/${query}`);
+    const env = await page.evaluate(() => ({ secure: window.isSecureContext, subtle: !!(window.crypto && window.crypto.subtle) }));
+    assert.equal(env.secure, false, `${base} is a secure context: the test does not reach the fallback`);
+    assert.equal(env.subtle, false, 'crypto.subtle exists on a plain-http page');
+    await page.setInputFiles('#file-input', f.path);
+    await waitRow(page, f.name, ['done'], 90_000);
+    const row = await rowInfo(page, f.name);
+    await assertUrlHolds(onFerry(ferry, row.href), f);
+    if (!query) {
+      assert.ok(patches.length >= 4, `${patches.length} PATCHes for ${fmt(f.size)}`);
+      const bad = patches.filter((c) => !/^sha256 [A-Za-z0-9+/]{43}=$/.test(c));
+      assert.deepEqual(bad, [], 'PATCHes without an Upload-Checksum: sha256 header');
+    }
+    details.push(`${query || 'tus'}: done${query ? '' : ` (${patches.length} PATCHes, each with its sha256)`}`);
+  }
+  return `${base} (isSecureContext false, no crypto.subtle): ${details.join(', ')}`;
 });
 
 // ---------------------------------------------------------------------------------------
