@@ -969,6 +969,51 @@ scenario('plain http on a non-local name (no crypto.subtle): tus with the SDK\'s
   return `${base} (isSecureContext false, no crypto.subtle): ${details.join(', ')}`;
 });
 
+scenario('a file with a stored FileSystemFileHandle resumes after a reload from "resume-handle", without picking it again', async (t) => {
+  const ferry = await t.ferry();
+  const proxy = await t.proxy({ target: ferry.url, rate: 16 * MiB });
+  const ctx = await t.context();
+  const page = await t.page(ctx, `${proxy.url}/`);
+  const f = FIX.big;
+  const before = await bytesReceived(ferry.url);
+  // A real FileSystemFileHandle without the picker (which headless Chromium cannot drive):
+  // the fixture is copied into the origin-private file system, and its handle given to the
+  // SDK as the page does for a picked file.
+  await page.evaluate(() => {
+    const input = document.createElement('input');
+    input.type = 'file';
+    input.id = 'test-input';
+    input.hidden = true;
+    document.body.append(input);
+  });
+  await page.setInputFiles('#test-input', f.path);
+  await page.evaluate(async () => {
+    const src = document.querySelector('#test-input').files[0];
+    const root = await navigator.storage.getDirectory();
+    const handle = await root.getFileHandle(src.name, { create: true });
+    const w = await handle.createWritable();
+    await w.write(src);
+    await w.close();
+    window.ferry.uploader.add(await handle.getFile(), { handle });
+  });
+  await waitConfirmed(page, f.name, 0.4 * f.size);
+  const records = await page.evaluate(async () => (await window.ferry.uploader.unfinished()).map((r) => ({ name: r.name, handle: !!r.handle })));
+  assert.deepEqual(records, [{ name: f.name, handle: true }], 'the record does not keep the file handle');
+  await page.reload();
+  await page.waitForFunction(() => window.ferry && window.ferry.uploader, null, { timeout: 10_000 });
+  const button = `#unfinished li.unfinished-row[data-name="${f.name}"] button[data-action="resume-handle"]`;
+  await page.waitForSelector(button, { timeout: 5000 }).catch(() => {
+    throw new Error(`after the reload there is no ${button}`);
+  });
+  await page.click(button);
+  await waitRow(page, f.name, ['done'], 60_000);
+  assert.equal(t.creates.length, 1, `the page created ${t.creates.length} tus uploads instead of continuing the first`);
+  const received = (await bytesReceived(ferry.url)).total - before.total;
+  assert.ok(received < 1.3 * f.size, `the server received ${fmt(received)} for a ${fmt(f.size)} file (≥ 1.3×)`);
+  await assertDownloadMatches(page, f);
+  return `resumed from the stored handle; received ${(received / f.size).toFixed(3)}× the size`;
+});
+
 // ---------------------------------------------------------------------------------------
 // Runner
 
