@@ -201,7 +201,7 @@ try {
   console.log(`\nin-browser hashing, ${HASH_SIZE / MiB} MiB file from disk (Chromium ${browser.version()})`);
   for (const [name, rate] of await hashBench(browser, hashFix)) console.log(`  ${name.padEnd(46)} ${rate.toFixed(0).padStart(6)} MiB/s`);
 
-  console.log(`\nupload ${UPLOAD_SIZE / MiB} MiB to a fresh release server (loopback)`);
+  console.log(`\nupload ${UPLOAD_SIZE / MiB} MiB to a fresh server each run (loopback; ${/release/.test(BIN) ? "release" : "not a release"} build)`);
   console.log(`  ${'client'.padEnd(30)} ${'median s'.padStart(9)} ${'MiB/s'.padStart(7)}   runs (s)`);
   const lines = [
     ['page, tus (default settings)', () => pageUpload(browser, upFix, '')],

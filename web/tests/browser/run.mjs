@@ -931,7 +931,9 @@ scenario('chunk dialect hashes in a Web Worker: the row shows hashing, the page 
   await waitRow(page, f.name, ['done'], 1000);
   assert.ok(seen.has('hashing'), `the row never showed "hashing" (states seen: ${[...seen].join(', ')})`);
   assert.ok(workers.some((u) => u.includes('/sdk/')), `no SDK Web Worker was started (workers: ${workers.join(', ') || 'none'})`);
-  assert.ok(lag < 500, `the page's main thread stalled for ${Math.round(lag)} ms while hashing`);
+  // Generous: on two busy cores the main thread stalls for a few hundred ms anyway; hashing
+  // 64 MiB on it in one go would take seconds.
+  assert.ok(lag < 1000, `the page's main thread stalled for ${Math.round(lag)} ms while hashing`);
   await assertDownloadMatches(page, f);
   return `workers: ${workers.map((u) => new URL(u).pathname).join(', ')}; longest main-thread stall ${Math.round(lag)} ms`;
 });
