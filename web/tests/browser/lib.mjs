@@ -122,56 +122,72 @@ export function ferryBin(fallback = 'target/debug/ferry') {
 
 /**
  * Starts `ferry serve` on a free port with a fresh data dir; resolves once GET /healthz
- * answers 200. Returns { url, port, dataDir, logPath, log(), stop() }.
+ * answers 200. Returns { url, port, dataDir, logPath, log(), kill9(), restart(), stop() }.
  * `env` adds environment variables (e.g. FERRY_WEB_DIR); the server's output goes to
- * logPath.
+ * logPath. kill9() ends the process as a crash would (data dir kept); restart() starts it
+ * again on the same port and data dir.
  */
 export async function startFerry({ bin = ferryBin(), logDir, name = 'ferry', env = {}, args = [] } = {}) {
   const port = await freePort();
   const dataDir = mkdtempSync(join(tmpdir(), 'ferry-browser-data-'));
   const logPath = join(logDir || dataDir, `${name}.log`);
   const logStream = createWriteStream(logPath);
-  const child = spawn(bin, ['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, ...args], {
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  child.stdout.pipe(logStream, { end: false });
-  child.stderr.pipe(logStream, { end: false });
-  live.set(child, dataDir);
-  let exited = null;
-  child.on('exit', (code, signal) => {
-    exited = { code, signal };
-    live.delete(child);
-  });
   const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    if (exited) throw new Error(`ferry exited during startup (${JSON.stringify(exited)}); log: ${logPath}\n${safeRead(logPath).slice(-2000)}`);
-    try {
-      const res = await fetch(`${url}/healthz`);
-      if (res.ok) break;
-    } catch {
-      // not listening yet
+  let child = null;
+  let exited = null;
+
+  async function launch() {
+    exited = null;
+    child = spawn(bin, ['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, ...args], {
+      env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    child.stdout.pipe(logStream, { end: false });
+    child.stderr.pipe(logStream, { end: false });
+    live.set(child, dataDir);
+    const me = child;
+    me.on('exit', (code, signal) => {
+      if (me === child) exited = { code, signal };
+      live.delete(me);
+    });
+    const deadline = Date.now() + 15_000;
+    for (;;) {
+      if (exited) throw new Error(`ferry exited during startup (${JSON.stringify(exited)}); log: ${logPath}\n${safeRead(logPath).slice(-2000)}`);
+      try {
+        const res = await fetch(`${url}/healthz`);
+        if (res.ok) return;
+      } catch {
+        // not listening yet
+      }
+      if (Date.now() > deadline) {
+        child.kill('SIGKILL');
+        throw new Error(`ferry did not answer /healthz within 15 s; log: ${logPath}`);
+      }
+      await sleep(50);
     }
-    if (Date.now() > deadline) {
-      child.kill('SIGKILL');
-      throw new Error(`ferry did not answer /healthz within 15 s; log: ${logPath}`);
-    }
-    await sleep(50);
   }
+
+  async function end(signal) {
+    if (!child || exited) return;
+    const me = child;
+    const gone = once(me, 'exit').catch(() => {});
+    me.kill(signal);
+    const t = setTimeout(() => me.kill('SIGKILL'), 5000);
+    await gone;
+    clearTimeout(t);
+  }
+
+  await launch();
   return {
     url,
     port,
     dataDir,
     logPath,
     log: () => safeRead(logPath),
+    kill9: () => end('SIGKILL'),
+    restart: launch,
     async stop() {
-      if (!exited) {
-        child.kill('SIGTERM');
-        const t = setTimeout(() => child.kill('SIGKILL'), 5000);
-        if (!exited) await once(child, 'exit').catch(() => {});
-        clearTimeout(t);
-      }
+      await end('SIGTERM');
       logStream.end();
       rmSync(dataDir, { recursive: true, force: true });
     },

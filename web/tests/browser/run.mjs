@@ -62,6 +62,7 @@ async function makeFixtures() {
     ['twice', 'g-12MiB.bin', 12 * MiB + 5],
     ['conc', 'h-32MiB-conc.bin', 32 * MiB + 11],
     ['uppy', 'u-uppy.bin', 10 * MiB + 13],
+    ['empty', 'e-empty.txt', 0],
   ];
   for (const [key, name, size] of specs) FIX[key] = await randomFixture(WORK, name, size);
 }
@@ -1014,6 +1015,42 @@ scenario('a file with a stored FileSystemFileHandle resumes after a reload from 
   assert.ok(received < 1.3 * f.size, `the server received ${fmt(received)} for a ${fmt(f.size)} file (≥ 1.3×)`);
   await assertDownloadMatches(page, f);
   return `resumed from the stored handle; received ${(received / f.size).toFixed(3)}× the size`;
+});
+
+scenario('an empty file completes in both dialects', async (t) => {
+  const ferry = await t.ferry();
+  const f = FIX.empty;
+  for (const query of ['', '?protocol=chunk']) {
+    const ctx = await t.context();
+    const page = await t.page(ctx, `${ferry.url}/${query}`);
+    await page.setInputFiles('#file-input', f.path);
+    await waitRow(page, f.name, ['done'], 15_000);
+    await assertDownloadMatches(page, f);
+  }
+});
+
+scenario('the server is killed (SIGKILL) mid-upload and restarted: the page retries and completes, < 1.3× sent', async (t) => {
+  const ferry = await t.ferry();
+  const proxy = await t.proxy({ target: ferry.url, rate: 16 * MiB });
+  const ctx = await t.context();
+  const page = await t.page(ctx, `${proxy.url}/`);
+  const f = FIX.big;
+  await page.setInputFiles('#file-input', f.path);
+  const mid = await waitConfirmed(page, f.name, 0.4 * f.size);
+  await ferry.kill9();
+  const killedAt = Date.now();
+  t.note(`ferry killed at ${fmt(mid.confirmed)} confirmed`);
+  const seen = await waitRow(page, f.name, ['retrying', 'offline'], 10_000);
+  await sleep(Math.max(0, 2000 - (Date.now() - killedAt)));
+  await ferry.restart();
+  t.note('ferry restarted on the same port and data dir');
+  await waitRow(page, f.name, ['done'], 90_000);
+  assert.equal(t.creates.length, 1, `the page created ${t.creates.length} tus uploads instead of continuing the first`);
+  // ferry's counters died with it: count what the browser sent through the proxy instead.
+  const sent = proxy.stats.bodyBytes;
+  assert.ok(sent < 1.3 * f.size, `the browser sent ${fmt(sent)} for a ${fmt(f.size)} file (≥ 1.3×)`);
+  await assertDownloadMatches(page, f);
+  return `killed at ${fmt(mid.confirmed)}, row went ${seen.state}, restarted after 2 s; sent ${(sent / f.size).toFixed(3)}× the size`;
 });
 
 // ---------------------------------------------------------------------------------------
