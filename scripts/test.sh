@@ -3,7 +3,9 @@
 # builds once, runs the Rust tests (unit, integration, crash tests of the real binary), then
 # the end-to-end checks with real clients (the README's curl tour, tus-js-client, tuspy, a
 # curl pass of the IETF draft, the seed articles' spark-md5 / byte-offset / Content-Range
-# clients in Node) against a real server.
+# clients in Node) against a real server, then the browser SDK's unit tests (Node), the
+# upload page and SDK in Debian's Chromium driven by playwright-core (with Uppy interop),
+# and smoke runs of the benchmark harnesses.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -17,6 +19,10 @@ command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
 command -v python3 >/dev/null || need+=(python3)
 command -v openssl >/dev/null || need+=(openssl)
+# Browser tests: Debian's Chromium (playwright's own browser downloads do not work here) and
+# a CJK font so the page's Chinese text renders in screenshots.
+[ -x /usr/bin/chromium ] || need+=(chromium)
+fc-list 2>/dev/null | grep -qiE 'wqy|noto sans cjk' || need+=(fonts-wqy-microhei)
 if ((${#need[@]})); then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}"
@@ -40,11 +46,15 @@ else
   cargo test --workspace --locked --no-fail-fast
 fi
 
-# End-to-end checks share one server with a throwaway data dir.
+# End-to-end checks share one server with a throwaway data dir; suites that need servers of
+# their own (browser tests, benchmark smoke) start them from the same binary.
+FERRY_BIN="$ROOT/${CARGO_TARGET_DIR:-target}/debug/ferry"
+case "${CARGO_TARGET_DIR:-}" in /*) FERRY_BIN="$CARGO_TARGET_DIR/debug/ferry" ;; esac
+export FERRY_BIN
 step "start a server for end-to-end clients"
 DATA=$(mktemp -d)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"${CARGO_TARGET_DIR:-target}/debug/ferry" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" >"$DATA/server.log" 2>&1 &
+"$FERRY_BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" >"$DATA/server.log" 2>&1 &
 SERVER=$!
 cleanup() { kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; rm -rf "$DATA"; }
 trap cleanup EXIT
@@ -62,7 +72,14 @@ if [ -d web/tests/seed-clients ]; then
   (cd web/tests/seed-clients && npm ci --no-audit --no-fund --silent && node run.mjs "$FERRY_URL")
 fi
 
+step "browser SDK unit tests (node --test, against real servers)"
+FERRY_BIN="$FERRY_BIN" node --test web/tests/sdk/
+
+step "browser tests: upload page + SDK in Chromium (playwright-core), Uppy interop"
+(cd web/tests/browser && npm ci --no-audit --no-fund --silent && FERRY_BIN="$FERRY_BIN" node run.mjs)
+
 step "benchmark smoke (--quick)"
 scripts/bench-dialects.sh --quick "$FERRY_URL"
+FERRY_BIN="$FERRY_BIN" scripts/bench/run --quick
 
 step "all tests passed"
