@@ -1209,9 +1209,20 @@ def md_table(head, rows) -> str:
     return "\n".join(lines)
 
 
+def short_versions(v: dict) -> dict:
+    """'nginx version: nginx/1.22.1' → 'nginx 1.22.1', and so on."""
+    out = dict(v)
+    for k, pat in (("nginx", r"nginx/(\S+)"), ("wrk", r"wrk (?:debian/)?([\d.]+)"), ("openssl", r"OpenSSL (\S+)"),
+                   ("curl", r"curl (\S+)"), ("rustus", r"(\d+\.\d+\.\d+)")):
+        mm = re.search(pat, v.get(k) or "")
+        if mm:
+            out[k] = f"{'OpenSSL' if k == 'openssl' else k} {mm.group(1)}"
+    return out
+
+
 def render_markdown(data: dict) -> str:
     m = data["meta"]
-    v = m.get("versions", {})
+    v = short_versions(m.get("versions", {}))
     o = m.get("openssl_mib_s", {})
     lines = [
         "# Benchmarks",
@@ -1231,7 +1242,7 @@ def render_markdown(data: dict) -> str:
         f"- **Storage**: tmpfs `{m['tmpfs']}`; real disk `{m['disk']}`",
         f"- **ferry**: `{m['ferry_bin']}` at commit {m['ferry_rev']}",
         f"- **Peers**: {v.get('rustus') or 'rustus not run'}; @tus/server 1.10.2 + @tus/file-store 1.5.1 on Node {v.get('node')};"
-        f" {v.get('nginx') or 'nginx not run'}; clients: {(v.get('curl') or '').split(' (')[0]}, tus-js-client 4.3.1, {v.get('wrk') or 'no wrk'}",
+        f" {v.get('nginx') or 'nginx not run'}; clients: {v.get('curl')}, tus-js-client 4.3.1, {v.get('wrk') or 'no wrk'}",
         f"- **Runs**: {m['runs']} per server and workload, alternating (A B C A B C …), each on a freshly started server"
         " with an empty data directory; median, min–max over the runs; ratios are of medians from the same run",
         f"- **Single-core digest speed** (`openssl speed -evp md5|sha256`, 16 KiB blocks, {v.get('openssl')}):"
