@@ -49,11 +49,13 @@ pub trait BlobRead: Send + Sync + 'static {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// The whole blob as shared read-only memory, when the backend can map it and the
-    /// bytes can never change under the mapping (a complete blob). Downloads then hand
-    /// slices of it to the socket: no read copy, no blocking-pool round trip per block.
-    /// Backends without it return `None` and are read with [`BlobRead::read_at`].
-    fn map(&self) -> Option<Bytes> {
+    /// Bytes `offset..offset + len` as shared read-only memory, when the backend can map
+    /// them and they can never change under the mapping (a complete blob). Downloads hand
+    /// such windows to the socket: no read copy, no blocking-pool round trip per block.
+    /// `None` (backends without it, partial blobs, a range past the end) means: read with
+    /// [`BlobRead::read_at`].
+    fn map(&self, offset: u64, len: usize) -> Option<Bytes> {
+        let _ = (offset, len);
         None
     }
 }

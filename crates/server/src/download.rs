@@ -45,6 +45,10 @@ use futures_util::stream::{self, Stream};
 /// Bytes read per `read_at` call and per body chunk: large enough to amortise the
 /// hop to the blocking pool, small enough that a slow client pins little memory.
 pub const READ_BLOCK: usize = 256 * 1024;
+/// Spans at least this long are served from mapped windows ([`BlobRead::map`]).
+const MAP_MIN: usize = 4 << 20;
+/// Bytes per mapped window.
+const MAP_WINDOW: usize = 16 << 20;
 
 /// Fallback when the stored content type is not a valid header value.
 const OCTET_STREAM: &str = "application/octet-stream";
@@ -658,47 +662,45 @@ fn segment_stream(
     blob: Arc<dyn BlobRead>,
     segments: Vec<Segment>,
 ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
-    // A mapped blob is served as slices of the mapping: no read copy into a buffer and no
-    // blocking-pool hop per block; the only copy left is the kernel's, into the socket.
-    let mapped = blob.map().filter(|m| m.len() as u64 == blob.len());
     let state = (blob, VecDeque::from(segments));
-    stream::try_unfold(state, move |(blob, mut segments)| {
-        let mapped = mapped.clone();
-        async move {
-            loop {
-                let Some(segment) = segments.pop_front() else {
-                    return Ok(None);
-                };
-                let (offset, remaining) = match segment {
-                    Segment::Static(bytes) => return Ok(Some((bytes, (blob, segments)))),
-                    Segment::Blob { remaining: 0, .. } => continue,
-                    Segment::Blob { offset, remaining } => (offset, remaining),
-                };
-                let want = usize::try_from(remaining).map_or(READ_BLOCK, |r| r.min(READ_BLOCK));
-                if let Some(map) = &mapped {
-                    let start = usize::try_from(offset).map_err(io::Error::other)?;
-                    let end = usize::try_from(offset + remaining).map_err(io::Error::other)?;
-                    if end > map.len() {
-                        return Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            format!("blob ended at {} while serving a download", map.len()),
-                        ));
+    stream::try_unfold(state, |(blob, mut segments)| async move {
+        loop {
+            let Some(segment) = segments.pop_front() else {
+                return Ok(None);
+            };
+            let (offset, remaining) = match segment {
+                Segment::Static(bytes) => return Ok(Some((bytes, (blob, segments)))),
+                Segment::Blob { remaining: 0, .. } => continue,
+                Segment::Blob { offset, remaining } => (offset, remaining),
+            };
+            let want = usize::try_from(remaining).map_or(READ_BLOCK, |r| r.min(READ_BLOCK));
+            // A large span goes out as mapped windows: no read copy and no blocking-pool
+            // hop per block, the kernel copies page cache to socket. One window is mapped at
+            // a time (RSS stays bounded); small ranges are cheaper to read than to map.
+            if remaining >= MAP_MIN as u64 {
+                let window = usize::try_from(remaining).map_or(MAP_WINDOW, |r| r.min(MAP_WINDOW));
+                if let Some(bytes) = blob.map(offset, window) {
+                    if remaining > window as u64 {
+                        segments.push_front(Segment::Blob {
+                            offset: offset + window as u64,
+                            remaining: remaining - window as u64,
+                        });
                     }
-                    return Ok(Some((map.slice(start..end), (blob, segments))));
+                    return Ok(Some((bytes, (blob, segments))));
                 }
-                let reader = Arc::clone(&blob);
-                let chunk = tokio::task::spawn_blocking(move || read_block(&*reader, offset, want))
-                    .await
-                    .map_err(io::Error::other)??;
-                let read = chunk.len() as u64;
-                if remaining > read {
-                    segments.push_front(Segment::Blob {
-                        offset: offset + read,
-                        remaining: remaining - read,
-                    });
-                }
-                return Ok(Some((chunk, (blob, segments))));
             }
+            let reader = Arc::clone(&blob);
+            let chunk = tokio::task::spawn_blocking(move || read_block(&*reader, offset, want))
+                .await
+                .map_err(io::Error::other)??;
+            let read = chunk.len() as u64;
+            if remaining > read {
+                segments.push_front(Segment::Blob {
+                    offset: offset + read,
+                    remaining: remaining - read,
+                });
+            }
+            return Ok(Some((chunk, (blob, segments))));
         }
     })
 }

@@ -387,9 +387,11 @@ unsafe impl Sync for Mapping {}
 
 impl Mapping {
     #[allow(unsafe_code)]
-    fn new(file: &File, len: usize) -> io::Result<Mapping> {
-        // SAFETY: a fresh mapping of `len` (> 0) bytes of an open file, read-only and
-        // shared; the kernel chooses the address. Failure is MAP_FAILED, checked below.
+    fn new(file: &File, offset: u64, len: usize) -> io::Result<Mapping> {
+        let offset = libc::off_t::try_from(offset).map_err(io::Error::other)?;
+        // SAFETY: a fresh mapping of `len` (> 0) bytes of an open file from a page-aligned
+        // `offset`, read-only and shared; the kernel chooses the address. Failure is
+        // MAP_FAILED, checked below.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -397,7 +399,7 @@ impl Mapping {
                 libc::PROT_READ,
                 libc::MAP_SHARED,
                 std::os::fd::AsRawFd::as_raw_fd(file),
-                0,
+                offset,
             )
         };
         if ptr == libc::MAP_FAILED {
@@ -446,19 +448,30 @@ impl BlobRead for FsBlobRead {
         self.file.read_at(buf, offset)
     }
 
-    fn map(&self) -> Option<Bytes> {
-        if !self.immutable || self.len == 0 {
+    fn map(&self, offset: u64, len: usize) -> Option<Bytes> {
+        let end = offset.checked_add(len as u64)?;
+        if !self.immutable || len == 0 || end > self.len {
             return None;
         }
-        let len = usize::try_from(self.len).ok()?;
-        match Mapping::new(&self.file, len) {
-            Ok(m) => Some(Bytes::from_owner(m)),
+        // mmap offsets must be page-aligned: map from the page holding `offset`.
+        let page = page_size();
+        let start = offset - offset % page;
+        let lead = usize::try_from(offset - start).ok()?;
+        match Mapping::new(&self.file, start, lead + len) {
+            Ok(m) => Some(Bytes::from_owner(m).slice(lead..)),
             Err(e) => {
                 tracing::debug!(error = %e, "mmap failed; reading instead");
                 None
             }
         }
     }
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf only reads a system constant.
+    #[allow(unsafe_code)]
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
 }
 
 /// Creates `dir` if it is missing; tells whether it did.
@@ -721,13 +734,29 @@ mod tests {
         w.write_at(0, std::slice::from_ref(&data)).unwrap();
         w.sync().unwrap();
         drop(w);
+        let len = data.len();
         let partial = store.open(&id, BlobKind::Partial).await.unwrap();
-        assert!(partial.map().is_none(), "a partial blob can still change");
+        assert!(
+            partial.map(0, len).is_none(),
+            "a partial blob can still change"
+        );
         store.publish(&id).await.unwrap();
         let complete = store.open(&id, BlobKind::Complete).await.unwrap();
-        let map = complete.map().expect("a complete blob maps");
+        let map = complete.map(0, len).expect("a complete blob maps");
         assert_eq!(map, data);
-        assert_eq!(map.slice(4096..8192), data.slice(4096..8192));
+        // Windows from unaligned offsets, up to the last byte; past the end is refused.
+        for (at, n) in [
+            (1, 10),
+            (4095, 2),
+            (4096, 4096),
+            (5000, len - 5000),
+            (len - 1, 1),
+        ] {
+            let w = complete.map(at as u64, n).expect("a window maps");
+            assert_eq!(w, data.slice(at..at + n), "window {at}+{n}");
+        }
+        assert!(complete.map(len as u64 - 1, 2).is_none());
+        assert!(complete.map(0, 0).is_none());
         // The mapping outlives the store's handle and an unlink of the file.
         drop(complete);
         store.delete(&id).await.unwrap();
@@ -737,7 +766,7 @@ mod tests {
         store.create(&empty).await.unwrap();
         store.publish(&empty).await.unwrap();
         let blob = store.open(&empty, BlobKind::Complete).await.unwrap();
-        assert!(blob.map().is_none(), "nothing to map");
+        assert!(blob.map(0, 1).is_none(), "nothing to map");
     }
 
     fn pattern(len: usize, seed: u8) -> Vec<u8> {
