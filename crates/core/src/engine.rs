@@ -35,7 +35,7 @@ use tokio::task::{JoinHandle, spawn_blocking};
 
 /// Bytes gathered from the body before one positional write: large enough that the per-write
 /// cost (a blocking-pool hop, a syscall) is amortised, small enough to keep memory flat.
-const BATCH_BYTES: usize = 1 << 20;
+const BATCH_BYTES: usize = 512 << 10;
 /// Block size of read-back hashing passes.
 const READ_BLOCK: usize = 1 << 20;
 /// The most a write catches the hasher up by reading held bytes back before it streams: a
