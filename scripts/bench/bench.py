@@ -435,11 +435,17 @@ class Context:
         self.args = args
         self.quick = args.quick
         self.runs = args.runs
-        self.ferry_bin = args.ferry_bin
         self.rustus_bin = args.rustus_bin
         self.work = Path(tempfile.mkdtemp(prefix="ferry-bench.", dir=args.tmpfs))
         self.work.chmod(0o755)  # nginx's workers run as another user when we are root
-        self.disk_root = Path(args.disk)
+        # Several harnesses may run at once (the test command runs --quick): each has its own
+        # directories and removes only those.
+        self.disk_parent = Path(args.disk)
+        self.disk_root: Path | None = None
+        # A snapshot of the binary: a `cargo build` during the run must not change what is measured.
+        self.ferry_bin = str(self.work / "ferry")
+        shutil.copy2(args.ferry_bin, self.ferry_bin)
+        self.ferry_sha = hashlib.sha256(Path(self.ferry_bin).read_bytes()).hexdigest()[:16]
         self.static_root = self.work / "static"
         self.results: list[dict] = []
         self.errors: list[str] = []
@@ -485,12 +491,19 @@ class Context:
         self.src_md5 = whole.hexdigest()
 
     def storage_dir(self, storage: str) -> Path:
-        root = self.work if storage == "tmpfs" else self.disk_root
-        root.mkdir(parents=True, exist_ok=True)
+        if storage == "tmpfs":
+            root = self.work
+        else:
+            if self.disk_root is None:
+                self.disk_parent.mkdir(parents=True, exist_ok=True)
+                self.disk_root = Path(tempfile.mkdtemp(prefix="ferry-bench.", dir=self.disk_parent))
+            root = self.disk_root
         return Path(tempfile.mkdtemp(prefix="data.", dir=root))
 
     def cleanup(self) -> None:
         shutil.rmtree(self.work, ignore_errors=True)
+        if self.disk_root:
+            shutil.rmtree(self.disk_root, ignore_errors=True)
 
 
 def write_random(path: Path, size: int) -> None:
@@ -850,7 +863,8 @@ def main() -> int:
     ap.add_argument("--ferry-bin", default=os.environ.get("FERRY_BIN", str(REPO / os.environ.get("CARGO_TARGET_DIR", "target") / "release" / "ferry")))
     ap.add_argument("--rustus-bin", default=os.environ.get("RUSTUS_BIN", str(CACHE / "cargo" / "bin" / "rustus")))
     ap.add_argument("--tmpfs", default=os.environ.get("BENCH_TMPFS", "/dev/shm"))
-    ap.add_argument("--disk", default=os.environ.get("BENCH_DISK", "/var/tmp/ferry-bench"))
+    ap.add_argument("--disk", default=os.environ.get("BENCH_DISK", "/var/tmp"),
+                    help="a directory on the real disk; each run makes (and removes) its own ferry-bench.* in it")
     ap.add_argument("--doc", default=None, help="write the markdown report here (default docs/BENCHMARKS.md for a full run of every workload)")
     ap.add_argument("--json", default=None, help="write the raw results here")
     ap.add_argument("--render", nargs="+", metavar="JSON", help="only render the report from saved results (merged in order)")
@@ -945,7 +959,6 @@ def main() -> int:
                 alternate(ctx, "W8", w, "disk", servers, lambda s, f=fn: f(ctx, s))
     finally:
         ctx.cleanup()
-        shutil.rmtree(ctx.disk_root, ignore_errors=True)
     meta["duration_s"] = time.monotonic() - t_start
     meta["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     meta["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
@@ -997,7 +1010,6 @@ def machine_info(ctx: Context, args, started) -> dict:
         except (OSError, IndexError):
             return "?"
 
-    Path(args.disk).mkdir(parents=True, exist_ok=True)
     rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     return {
         "started": started.isoformat(timespec="seconds"),
@@ -1006,7 +1018,8 @@ def machine_info(ctx: Context, args, started) -> dict:
         "nproc": os.cpu_count(), "cpu": cpu, "mem_gib": round(int(mem) / 1024 / 1024, 1),
         "kernel": platform.release(), "loadavg_start": Path("/proc/loadavg").read_text().split()[:3],
         "tmpfs": f"{args.tmpfs}: {fs(args.tmpfs)}", "disk": f"{args.disk}: {fs(args.disk)}",
-        "ferry_bin": args.ferry_bin, "ferry_rev": rev,
+        "ferry_bin": args.ferry_bin, "ferry_rev": rev, "ferry_sha256": ctx.ferry_sha,
+        "ferry_mtime": dt.datetime.fromtimestamp(Path(args.ferry_bin).stat().st_mtime, dt.timezone.utc).isoformat(timespec="seconds"),
         "versions": {
             "rustus": version([args.rustus_bin, "--version"]) if Path(args.rustus_bin).exists() else None,
             "nginx": version(["nginx", "-v"]) if shutil.which("nginx") else None,
@@ -1240,7 +1253,9 @@ def render_markdown(data: dict) -> str:
         f" load average {' '.join(m['loadavg_start'])} at the start, {' '.join(m.get('loadavg_end', ['?']))} at the end"
         " (a shared machine: other work was running, hence the alternation and medians)",
         f"- **Storage**: tmpfs `{m['tmpfs']}`; real disk `{m['disk']}`",
-        f"- **ferry**: `{m['ferry_bin']}` at commit {m['ferry_rev']}",
+        f"- **ferry**: `{m['ferry_bin']}`"
+        + (f" built {m['ferry_mtime']} (sha256 {m['ferry_sha256']}…, copied at the start so rebuilds during the run change nothing)" if m.get("ferry_sha256") else "")
+        + f"; the tree was at commit {m['ferry_rev']}",
         f"- **Peers**: {v.get('rustus') or 'rustus not run'}; @tus/server 1.10.2 + @tus/file-store 1.5.1 on Node {v.get('node')};"
         f" {v.get('nginx') or 'nginx not run'}; clients: {v.get('curl')}, tus-js-client 4.3.1, {v.get('wrk') or 'no wrk'}",
         f"- **Runs**: {m['runs']} per server and workload, alternating (A B C A B C …), each on a freshly started server"
