@@ -405,6 +405,16 @@ impl EtagList {
     }
 }
 
+/// Whether `If-None-Match` names `etag` (a quoted entity-tag) by weak comparison, or is
+/// `*` (RFC 9110 §13.1.2): for validators outside [`respond`], like the embedded web assets.
+pub(crate) fn none_match(headers: &HeaderMap, etag: &str) -> bool {
+    let Some(list) = etag_list(headers, &header::IF_NONE_MATCH) else {
+        return false;
+    };
+    let current = split_entity_tag(etag).map(|(tag, _)| tag);
+    list.matches(current.as_ref(), EntityTag::weak_eq)
+}
+
 /// Parse every field line of a list-valued ETag condition. An absent or malformed
 /// field yields `None`: the condition is ignored as if it had not been sent, which
 /// at worst costs a full 200 instead of a 304.

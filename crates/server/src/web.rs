@@ -14,8 +14,10 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use bytes::Bytes;
 use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
+use std::sync::OnceLock;
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/web_assets.rs"));
@@ -57,8 +59,22 @@ async fn sdk_file(
     serve(&state, &format!("sdk/{path}"), &method, &headers)
 }
 
-/// The bytes of `path` (`sdk/ferry.js`): from `--web-dir` when set, else embedded.
-fn lookup(state: &AppState, path: &str) -> Option<Cow<'static, [u8]>> {
+/// One asset: its bytes and a strong ETag over them.
+struct Asset {
+    bytes: Bytes,
+    etag: Cow<'static, str>,
+}
+
+/// A strong validator over the bytes; stable for one binary, which is all a cache needs.
+fn etag_of(bytes: &[u8]) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    format!("\"{:016x}-{:x}\"", h.finish(), bytes.len())
+}
+
+/// `path` (`sdk/ferry.js`): from `--web-dir` when set, read per request; else embedded,
+/// served without a copy and with the ETags computed once.
+fn lookup(state: &AppState, path: &str) -> Option<Asset> {
     // Plain relative names only: no `..`, no hidden files, no absolute or odd paths. The
     // embedded table could not be escaped anyway; a directory on disk could.
     let safe = path.split('/').all(|seg| {
@@ -71,13 +87,23 @@ fn lookup(state: &AppState, path: &str) -> Option<Cow<'static, [u8]>> {
     if !safe {
         return None;
     }
-    match &state.web_dir {
-        Some(dir) => std::fs::read(dir.join(path)).ok().map(Cow::Owned),
-        None => embedded::ASSETS
-            .iter()
-            .find(|(name, _)| *name == path)
-            .map(|(_, bytes)| Cow::Borrowed(*bytes)),
+    if let Some(dir) = &state.web_dir {
+        let bytes = std::fs::read(dir.join(path)).ok()?;
+        let etag = Cow::Owned(etag_of(&bytes));
+        return Some(Asset {
+            bytes: bytes.into(),
+            etag,
+        });
     }
+    static ETAGS: OnceLock<Vec<String>> = OnceLock::new();
+    let etags = ETAGS.get_or_init(|| embedded::ASSETS.iter().map(|(_, b)| etag_of(b)).collect());
+    let i = embedded::ASSETS
+        .iter()
+        .position(|(name, _)| *name == path)?;
+    Some(Asset {
+        bytes: Bytes::from_static(embedded::ASSETS[i].1),
+        etag: Cow::Borrowed(etags[i].as_str()),
+    })
 }
 
 fn content_type(path: &str) -> &'static str {
@@ -96,20 +122,10 @@ fn content_type(path: &str) -> &'static str {
 }
 
 fn serve(state: &AppState, path: &str, method: &Method, headers: &HeaderMap) -> Response {
-    let Some(bytes) = lookup(state, path) else {
+    let Some(Asset { bytes, etag }) = lookup(state, path) else {
         return (StatusCode::NOT_FOUND, "not found\n").into_response();
     };
-    // A strong validator over the bytes; stable for one binary, which is all a cache needs.
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    bytes.hash(&mut h);
-    let etag = format!("\"{:016x}-{:x}\"", h.finish(), bytes.len());
-    let mut response = if headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim() == etag || t.trim() == "*")
-    {
+    let mut response = if crate::download::none_match(headers, &etag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else if method == Method::HEAD {
         let mut r = StatusCode::OK.into_response();
@@ -117,7 +133,7 @@ fn serve(state: &AppState, path: &str, method: &Method, headers: &HeaderMap) -> 
             .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
         r
     } else {
-        (StatusCode::OK, bytes.into_owned()).into_response()
+        (StatusCode::OK, bytes).into_response()
     };
     let h = response.headers_mut();
     h.insert(

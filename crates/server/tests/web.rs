@@ -70,6 +70,23 @@ async fn sdk_modules_are_javascript_revalidate_by_etag_and_allow_cross_origin_im
         .unwrap();
     assert_eq!(again.status(), 304);
     assert!(again.bytes().await.unwrap().is_empty());
+    // If-None-Match compares weakly and takes a list (RFC 9110 §13.1.2), like downloads.
+    let listed = srv
+        .client
+        .get(srv.url("/sdk/ferry.js"))
+        .header("if-none-match", format!("\"other\", W/{etag}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 304);
+    let other = srv
+        .client
+        .get(srv.url("/sdk/ferry.js"))
+        .header("if-none-match", "\"other\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 200);
 
     let head = srv
         .client
