@@ -13,7 +13,10 @@
 // - the state lives in an Int32Array and all arithmetic is kept in int32 with `| 0`;
 // - F and G use the equivalent three-operation forms d ^ (b & (c ^ d)) and
 //   c ^ (d & (b ^ c)).
-// Only a partial block at either end of an update() is copied, into a fixed 64-byte buffer.
+// Only a partial block at either end of an update() is copied, into a fixed 64-byte buffer
+// (the framing shared with SHA-256 is in block-hash.js).
+
+import { BlockHasher } from './block-hash.js';
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 
@@ -103,30 +106,11 @@ function blocks(state, x, o, count) {
   state[3] = d;
 }
 
-const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
-
-/** Lowercase hex of bytes. */
-export function toHex(bytes) {
-  let s = '';
-  for (let i = 0; i < bytes.length; i++) s += HEX[bytes[i]];
-  return s;
-}
-
-/** Any of ArrayBuffer, a typed array or a DataView as a Uint8Array over the same memory. */
-export function asBytes(data) {
-  if (data instanceof Uint8Array) return data;
-  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-  if (data instanceof ArrayBuffer) return new Uint8Array(data);
-  if (typeof data === 'string') return new TextEncoder().encode(data);
-  throw new TypeError('expected bytes (ArrayBuffer, typed array or string)');
-}
-
-export class Md5 {
+export class Md5 extends BlockHasher {
   constructor() {
+    super(false);
     this.state = new Int32Array(4);
-    const buf = new ArrayBuffer(64);
-    this.buf8 = new Uint8Array(buf);
-    this.buf32 = new Int32Array(buf);
+    this.buf32 = new Int32Array(this.buf.buffer);
     // Big-endian machines assemble each block's words here.
     this.words = LITTLE_ENDIAN ? this.buf32 : new Int32Array(16);
     this.reset();
@@ -138,49 +122,31 @@ export class Md5 {
     this.state[2] = 0x98badcfe | 0;
     this.state[3] = 0x10325476;
     this.buffered = 0;
-    this.length = 0; // bytes so far; exact up to 2^53
+    this.length = 0;
     return this;
   }
 
-  /** Adds bytes (ArrayBuffer, typed array, or a string as UTF-8). Returns this. */
-  update(data) {
-    const bytes = asBytes(data);
-    const n = bytes.length;
-    let pos = 0;
-    this.length += n;
-    if (this.buffered > 0) {
-      const take = Math.min(64 - this.buffered, n);
-      this.buf8.set(bytes.subarray(0, take), this.buffered);
-      this.buffered += take;
-      pos = take;
-      if (this.buffered < 64) return this;
+  compress(bytes, pos, count) {
+    if (bytes === this.buf) {
       this.block();
-      this.buffered = 0;
+      return;
     }
-    const whole = (n - pos) & ~63;
-    if (whole > 0) {
-      const at = bytes.byteOffset + pos;
-      if (LITTLE_ENDIAN && (at & 3) === 0) {
-        blocks(this.state, new Int32Array(bytes.buffer, at, whole >> 2), 0, whole >> 6);
-      } else {
-        for (let p = pos; p < pos + whole; p += 64) {
-          this.buf8.set(bytes.subarray(p, p + 64));
-          this.block();
-        }
-      }
-      pos += whole;
+    const at = bytes.byteOffset + pos;
+    if (LITTLE_ENDIAN && (at & 3) === 0) {
+      // Aligned little-endian input is already the words MD5 reads: no copy.
+      blocks(this.state, new Int32Array(bytes.buffer, at, count << 4), 0, count);
+      return;
     }
-    if (pos < n) {
-      this.buf8.set(bytes.subarray(pos), 0);
-      this.buffered = n - pos;
+    for (let p = pos, end = pos + (count << 6); p < end; p += 64) {
+      this.buf.set(bytes.subarray(p, p + 64));
+      this.block();
     }
-    return this;
   }
 
-  /** Hashes the 64 bytes in buf8. */
+  /** Hashes the 64 bytes in buf. */
   block() {
     if (!LITTLE_ENDIAN) {
-      const b = this.buf8;
+      const b = this.buf;
       for (let i = 0; i < 16; i++) {
         this.words[i] = b[i * 4] | (b[i * 4 + 1] << 8) | (b[i * 4 + 2] << 16) | (b[i * 4 + 3] << 24);
       }
@@ -190,23 +156,7 @@ export class Md5 {
 
   /** The 16-byte digest. The hasher is finished afterwards; call reset() to reuse it. */
   digest() {
-    // Padding (RFC 1321 §3.1-3.2): 0x80, zeros to 56 mod 64, then the bit length, LE 64-bit.
-    const bits = this.length * 8;
-    const b = this.buf8;
-    b[this.buffered++] = 0x80;
-    if (this.buffered > 56) {
-      b.fill(0, this.buffered);
-      this.block();
-      this.buffered = 0;
-    }
-    b.fill(0, this.buffered, 56);
-    const lo = bits % 0x100000000;
-    const hi = Math.floor(bits / 0x100000000);
-    for (let i = 0; i < 4; i++) {
-      b[56 + i] = (lo >>> (8 * i)) & 0xff;
-      b[60 + i] = (hi >>> (8 * i)) & 0xff;
-    }
-    this.block();
+    this.finish();
     const out = new Uint8Array(16);
     for (let i = 0; i < 4; i++) {
       const w = this.state[i];
@@ -216,11 +166,6 @@ export class Md5 {
       out[i * 4 + 3] = (w >>> 24) & 0xff;
     }
     return out;
-  }
-
-  /** The digest as 32 lowercase hex characters. */
-  hex() {
-    return toHex(this.digest());
   }
 }
 

@@ -8,7 +8,7 @@
 // bytes (FIPS 180-4 §3.1), whole blocks processed in place, and only a partial block at
 // either end of an update() copied into a fixed 64-byte buffer.
 
-import { asBytes, toHex } from './md5.js';
+import { BlockHasher } from './block-hash.js';
 
 // FIPS 180-4 §4.2.2: the first 32 bits of the fractional parts of the cube roots of the
 // first 64 primes.
@@ -366,67 +366,28 @@ function blocks(H, W, m, p, count) {
   H[7] = h7;
 }
 
-export class Sha256 {
+export class Sha256 extends BlockHasher {
   constructor() {
+    super(true);
     this.H = new Int32Array(8);
     this.W = new Int32Array(16);
-    this.buf = new Uint8Array(64);
     this.reset();
   }
 
   reset() {
     for (let i = 0; i < 8; i++) this.H[i] = H0[i] | 0;
     this.buffered = 0;
-    this.length = 0; // bytes so far; exact up to 2^53
+    this.length = 0;
     return this;
   }
 
-  /** Adds bytes (ArrayBuffer, typed array, or a string as UTF-8). Returns this. */
-  update(data) {
-    const bytes = asBytes(data);
-    const n = bytes.length;
-    let pos = 0;
-    this.length += n;
-    if (this.buffered > 0) {
-      const take = Math.min(64 - this.buffered, n);
-      this.buf.set(bytes.subarray(0, take), this.buffered);
-      this.buffered += take;
-      pos = take;
-      if (this.buffered < 64) return this;
-      blocks(this.H, this.W, this.buf, 0, 1);
-      this.buffered = 0;
-    }
-    const whole = (n - pos) & ~63;
-    if (whole > 0) {
-      blocks(this.H, this.W, bytes, pos, whole >> 6);
-      pos += whole;
-    }
-    if (pos < n) {
-      this.buf.set(bytes.subarray(pos), 0);
-      this.buffered = n - pos;
-    }
-    return this;
+  compress(bytes, pos, count) {
+    blocks(this.H, this.W, bytes, pos, count);
   }
 
   /** The 32-byte digest. The hasher is finished afterwards; call reset() to reuse it. */
   digest() {
-    // Padding (FIPS 180-4 §5.1.1): 0x80, zeros to 56 mod 64, the bit length big-endian.
-    const bits = this.length * 8;
-    const b = this.buf;
-    b[this.buffered++] = 0x80;
-    if (this.buffered > 56) {
-      b.fill(0, this.buffered);
-      blocks(this.H, this.W, b, 0, 1);
-      this.buffered = 0;
-    }
-    b.fill(0, this.buffered, 56);
-    const lo = bits % 0x100000000;
-    const hi = Math.floor(bits / 0x100000000);
-    for (let i = 0; i < 4; i++) {
-      b[63 - i] = (lo >>> (8 * i)) & 0xff;
-      b[59 - i] = (hi >>> (8 * i)) & 0xff;
-    }
-    blocks(this.H, this.W, b, 0, 1);
+    this.finish();
     const out = new Uint8Array(32);
     for (let i = 0; i < 8; i++) {
       const w = this.H[i];
@@ -436,10 +397,6 @@ export class Sha256 {
       out[i * 4 + 3] = w & 0xff;
     }
     return out;
-  }
-
-  hex() {
-    return toHex(this.digest());
   }
 }
 
