@@ -15,6 +15,7 @@
 //!
 //! Architecture Invariant: nothing here knows about HTTP, SQL or S3.
 
+use crate::crash;
 use crate::error::EngineError;
 use crate::hash::{HashAlg, Hasher};
 use crate::lock::{Locks, Reservation, UploadLock};
@@ -835,6 +836,12 @@ impl Engine {
 
     /// Moves staged chunks whose offset is now known into the partial blob (a kernel copy
     /// of one chunk each), and marks them held.
+    ///
+    /// The order is what makes a crash at any step harmless: copy and sync the bytes into
+    /// the partial blob, commit "held, no longer staged", and only then remove the staging
+    /// blob. Until the commit the record points at the staging blob, which still exists;
+    /// after it the record points at the partial blob, which holds the bytes durably; a
+    /// staging blob left behind by a crash after the commit is removed by the start-up sweep.
     async fn place_staged(&self, u: Upload) -> Result<Upload, EngineError> {
         let Some(layout) = u.chunks.as_ref() else {
             return Ok(u);
@@ -873,29 +880,23 @@ impl Engine {
             let Some(res) = self.0.locks.reserve(&id, vec![span.clone()]) else {
                 continue;
             };
-            match self.0.blobs.place_staged(&id, i, span.start, len).await {
-                Ok(()) => {}
-                // A crash after the staging blob was consumed but before this commit: the
-                // record still lists the chunk. Forget it so the client sends it again
-                // rather than leaving the upload stuck.
+            let placed = match self.0.blobs.place_staged(&id, i, span.start, len).await {
+                Ok(()) => true,
+                // The record lists a staging blob that is gone. This order never leaves that
+                // state, but data written by a version that removed the staging blob before
+                // its commit can: the bytes were then placed durably before the removal, so
+                // the chunk is held if the partial blob has them. Otherwise the record
+                // forgets the chunk and the client sends it again.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    last = self
-                        .commit(
-                            &id,
-                            &res.lock,
-                            |u| {
-                                if let Some(c) = u.chunks.as_mut() {
-                                    c.staged.remove(&i);
-                                }
-                                Ok(())
-                            },
-                            None,
-                        )
-                        .await?;
-                    continue;
+                    let layout = last.chunks.as_ref().expect("checked above");
+                    let held = self
+                        .span_matches(&id, span.clone(), layout.alg, &layout.ids[i])
+                        .await;
+                    tracing::warn!(%id, chunk = i, held, "staged chunk without its staging blob");
+                    held
                 }
                 Err(e) => return Err(e.into()),
-            }
+            };
             last = self
                 .commit(
                     &id,
@@ -904,14 +905,54 @@ impl Engine {
                         if let Some(c) = u.chunks.as_mut() {
                             c.staged.remove(&i);
                         }
-                        u.held.insert(span.clone());
+                        if placed {
+                            u.held.insert(span.clone());
+                        }
                         Ok(())
                     },
                     None,
                 )
                 .await?;
+            crash::point("engine.place_staged.committed");
+            if let Err(e) = self.0.blobs.remove_staged(&id, i).await {
+                // Harmless: the record no longer needs it, and the start-up sweep removes it.
+                tracing::warn!(%id, chunk = i, error = %e, "could not remove a placed staging blob");
+            }
         }
         Ok(last)
+    }
+
+    /// Whether bytes `span` of the partial blob digest to the hex prefix of `chunk_id`.
+    async fn span_matches(
+        &self,
+        id: &UploadId,
+        span: Range<u64>,
+        alg: HashAlg,
+        chunk_id: &str,
+    ) -> bool {
+        let Some(expected) = chunk_id.get(..alg.hex_len()).map(str::to_ascii_lowercase) else {
+            return false;
+        };
+        let Ok(blob) = self.0.blobs.open(id, BlobKind::Partial).await else {
+            return false;
+        };
+        let digest = spawn_blocking(move || -> std::io::Result<String> {
+            let mut h = Hasher::new(alg);
+            let mut buf = vec![0u8; READ_BLOCK];
+            let mut pos = span.start;
+            while pos < span.end {
+                let want = ((span.end - pos) as usize).min(READ_BLOCK);
+                let n = blob.read_at(&mut buf[..want], pos)?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                h.update(&buf[..n]);
+                pos += n as u64;
+            }
+            Ok(h.finalize_hex())
+        })
+        .await;
+        matches!(digest, Ok(Ok(d)) if d == expected)
     }
 
     /// Reads the metadata record fresh, applies `change`, records hasher progress, and writes
@@ -923,6 +964,7 @@ impl Engine {
         change: impl FnOnce(&mut Upload) -> Result<(), EngineError>,
         hasher: Option<&Hasher>,
     ) -> Result<Upload, EngineError> {
+        crash::point("engine.commit");
         let _c = lock.commit.lock().await;
         let mut u = self.get(id).await?;
         change(&mut u)?;
@@ -1121,15 +1163,19 @@ impl Engine {
             && declared.hex != digest
         {
             tracing::warn!(%id, expected = %declared.hex, actual = %digest, "whole-file digest mismatch; upload discarded");
-            self.0.blobs.delete(id).await?;
+            // Forgotten first, removed second: the record never points at removed bytes.
             self.0.meta.delete(id).await?;
+            crash::point("engine.discard.forgotten");
+            self.0.blobs.delete(id).await?;
             Stats::add(&self.0.stats.failed, u.dialect, 1);
             return Err(EngineError::FileDigestMismatch {
                 expected: declared.hex.clone(),
                 actual: digest,
             });
         }
+        crash::point("engine.finalize.verified");
         self.0.blobs.publish(id).await?;
+        crash::point("engine.finalize.published");
         let now = Timestamp::now();
         u.state = UploadState::Complete;
         u.content_digest = Some(digest);
@@ -1252,7 +1298,9 @@ impl Engine {
             offset += len;
         }
         self.check_size(offset)?;
+        crash::point("engine.assemble.copied");
         self.0.blobs.publish(id).await?;
+        crash::point("engine.assemble.published");
         let now = Timestamp::now();
         u.length = Some(offset);
         u.held = Default::default();
@@ -1268,16 +1316,18 @@ impl Engine {
         Ok(u)
     }
 
-    /// Deletes an upload: bytes first, then metadata, so a crash in between leaves a record
-    /// whose blob is missing (reported as gone) rather than orphaned bytes nobody tracks.
+    /// Deletes an upload: metadata first, then bytes. The record never points at bytes a
+    /// crash can have removed; a crash in between leaves bytes no record needs, which the
+    /// start-up sweep removes ([`Engine::recover`]).
     pub async fn delete(&self, id: &UploadId) -> Result<(), EngineError> {
         let waiting = {
             let lock = self.0.locks.entry(id);
             let _h = lock.hasher.lock().await;
             let _c = lock.commit.lock().await;
             let u = self.get(id).await?;
-            self.0.blobs.delete(id).await?;
             self.0.meta.delete(id).await?;
+            crash::point("engine.delete.forgotten");
+            self.0.blobs.delete(id).await?;
             match u.concat {
                 Some(Concat::Partial { finals }) => finals,
                 _ => Vec::new(),
@@ -1338,9 +1388,16 @@ impl Engine {
         false
     }
 
-    /// Finishes uploads that were fully held when the server stopped (a crash between the
-    /// last commit and completion). Returns how many were completed.
+    /// Start-up recovery: removes blobs no record needs ([`Engine::sweep`]), places staged
+    /// chunks whose offset became known before the stop, and finishes uploads that were fully
+    /// held (a crash between the last commit and completion). Returns how many were
+    /// completed. Runs before the server takes requests.
     pub async fn recover(&self) -> Result<usize, EngineError> {
+        match self.sweep().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed blobs that no upload record needs"),
+            Err(e) => tracing::warn!(error = %e, "sweep of unrecorded blobs failed"),
+        }
         let mut done = 0;
         for id in self.0.meta.list_incomplete().await? {
             let Ok(u) = self.get(&id).await else { continue };
@@ -1372,6 +1429,42 @@ impl Engine {
             }
         }
         Ok(done)
+    }
+
+    /// Removes the blobs that no metadata record needs: every blob of an upload without a
+    /// record (a crash between creating a blob and recording it, or between forgetting an
+    /// upload and removing its bytes), and staging blobs the record no longer lists (a crash
+    /// between placing a chunk and removing its staging copy). Returns how many went.
+    ///
+    /// Only safe while nobody creates uploads (a blob exists briefly before its record):
+    /// recovery calls it before the server takes requests, and the data directory's lock
+    /// keeps a second process away.
+    pub async fn sweep(&self) -> Result<usize, EngineError> {
+        let mut records: BTreeMap<UploadId, Option<Upload>> = BTreeMap::new();
+        let mut removed = 0;
+        for blob in self.0.blobs.list().await? {
+            let record = match records.get(&blob.id) {
+                Some(r) => r.clone(),
+                None => {
+                    let r = self.0.meta.get(&blob.id).await?;
+                    records.insert(blob.id.clone(), r.clone());
+                    if r.is_none() {
+                        crash::point("engine.sweep.orphan");
+                        self.0.blobs.delete(&blob.id).await?;
+                        tracing::info!(id = %blob.id, "removed the blobs of an upload without a record");
+                        removed += 1;
+                    }
+                    r
+                }
+            };
+            if let (Some(u), Some(i)) = (record, blob.staging)
+                && !u.chunks.as_ref().is_some_and(|c| c.staged.contains_key(&i))
+            {
+                self.0.blobs.remove_staged(&blob.id, i).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Opens the finished file of a complete upload.

@@ -8,6 +8,7 @@
 //! - [`tus`]: tus 1.0.0 header codecs (`Upload-Metadata`, `Upload-Checksum`, `Upload-Concat`).
 //! - [`engine`]: the upload engine every protocol front drives.
 
+pub mod crash;
 pub mod engine;
 pub mod error;
 pub mod handshake;

@@ -79,6 +79,14 @@ pub enum BlobKind {
     Complete,
 }
 
+/// A blob found by [`BlobStore::list`]: the upload it belongs to, and for a staging blob
+/// the chunk index it holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredBlob {
+    pub id: UploadId,
+    pub staging: Option<usize>,
+}
+
 /// Upload bytes.
 ///
 /// Layout is the backend's business; the contract is: a partial blob is written in place at
@@ -93,7 +101,9 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Opens a staging blob for one chunk (created empty, truncating an earlier attempt).
     async fn staging_writer(&self, id: &UploadId, index: usize) -> io::Result<Box<dyn BlobWrite>>;
     /// Copies staging chunk `index` into the partial blob at `offset` (the kernel copies
-    /// where it can), makes it durable, and removes the staging blob.
+    /// where it can) and makes it durable. The staging blob stays: the engine removes it with
+    /// [`BlobStore::remove_staged`] only after the metadata stopped listing it, so a crash
+    /// at any point leaves the chunk's bytes where the metadata says they are.
     async fn place_staged(
         &self,
         id: &UploadId,
@@ -101,6 +111,10 @@ pub trait BlobStore: Send + Sync + 'static {
         offset: u64,
         len: u64,
     ) -> io::Result<()>;
+    /// Removes staging chunk `index` (missing is fine). Need not be durable: a staging blob
+    /// that comes back after a crash is a leftover that [`BlobStore::list`] lets the engine
+    /// find and remove.
+    async fn remove_staged(&self, id: &UploadId, index: usize) -> io::Result<()>;
     /// Copies the first `len` bytes of complete blob `src` into the partial blob of `dst` at
     /// `offset`, durably (tus concatenation). The kernel copies where it can. Optional: a
     /// backend that cannot returns `Unsupported` and says so in [`BlobStore::can_concatenate`].
@@ -129,6 +143,13 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn modified(&self, id: &UploadId) -> io::Result<SystemTime>;
     /// Removes every blob of the upload (missing ones are fine).
     async fn delete(&self, id: &UploadId) -> io::Result<()>;
+    /// Every blob the store holds, for the sweep at start-up that removes blobs no metadata
+    /// record needs (left by a crash between creating a blob and recording it, or between
+    /// forgetting an upload and removing its bytes). A backend that cannot list returns an
+    /// empty list and keeps such leftovers.
+    async fn list(&self) -> io::Result<Vec<StoredBlob>> {
+        Ok(Vec::new())
+    }
     /// Answers when the backend is usable (for `/healthz`).
     async fn ping(&self) -> io::Result<()>;
 }

@@ -57,6 +57,8 @@ pub struct AppState {
     pub expire_incomplete: Duration,
     /// `--web-dir`: serve the page and SDK from here instead of the embedded copy.
     pub web_dir: Option<Arc<PathBuf>>,
+    /// The data directory's lock, held as long as any handle on this state lives.
+    pub data_lock: Arc<std::fs::File>,
 }
 
 impl AppState {
@@ -92,6 +94,7 @@ pub async fn state_from_args(args: &ServeArgs) -> anyhow::Result<AppState> {
     let db = args.sqlite_path()?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
+    let data_lock = lock_data_dir(&args.data_dir)?;
     if let Some(parent) = db.parent() {
         std::fs::create_dir_all(parent)?;
     }
@@ -118,7 +121,36 @@ pub async fn state_from_args(args: &ServeArgs) -> anyhow::Result<AppState> {
         tokens: Arc::new(args.tokens()?),
         expire_incomplete: args.expire_incomplete,
         web_dir: args.web_dir.clone().map(Arc::new),
+        data_lock: Arc::new(data_lock),
     })
+}
+
+/// Takes the exclusive lock of the data directory (`<data-dir>/ferry.lock`), so a second
+/// `ferry serve` on the same directory refuses to start instead of writing beside the first
+/// (its recovery would remove the first one's uploads in flight). The kernel drops the lock
+/// when the process ends, however it ends: a crashed server never leaves a stale lock.
+fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join("ferry.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening the lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {
+            ferry_core::crash::point("server.data_dir.locked");
+            Ok(file)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "the data directory {} is in use by another ferry server; stop it first, or give \
+             this one its own --data-dir",
+            dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
 }
 
 /// The router: every dialect and download route over one state.

@@ -33,7 +33,8 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use ferry_core::store::{BlobKind, BlobRead, BlobStore, BlobWrite};
+use ferry_core::crash;
+use ferry_core::store::{BlobKind, BlobRead, BlobStore, BlobWrite, StoredBlob};
 use ferry_core::upload::UploadId;
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
@@ -151,7 +152,10 @@ impl BlobStore for FsBlobStore {
                 // A new directory entry is only durable once its directory is fsynced;
                 // without this a crash could lose the empty file the metadata already
                 // points at, and the first write would then fail with NotFound.
-                Ok(_) => sync_dir(&dirs.partial),
+                Ok(_) => {
+                    crash::event("fs.create", || rel(&path));
+                    sync_dir(&dirs.partial)
+                }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
                 Err(e) => Err(e),
             }
@@ -177,12 +181,14 @@ impl BlobStore for FsBlobStore {
     async fn staging_writer(&self, id: &UploadId, index: usize) -> io::Result<Box<dyn BlobWrite>> {
         let id = id.clone();
         self.blocking(move |dirs| {
+            let path = dirs.staging(&id, index);
             let file = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
                 .truncate(true)
-                .open(dirs.staging(&id, index))?;
+                .open(&path)?;
+            crash::event("fs.create", || rel(&path));
             // The metadata records a staged chunk as soon as its bytes are synced, and it may
             // be placed only after a restart; the entry must survive a crash as well as the
             // bytes, so the directory is synced here (staging is rare: one chunk at most).
@@ -213,10 +219,22 @@ impl BlobStore for FsBlobStore {
             let dst = OpenOptions::new().write(true).open(dirs.partial(&id))?;
             copy_range(&src, 0, &dst, offset, len)?;
             dst.sync_data()?;
-            // The staging blob goes only once the bytes are durable in the partial. Its
-            // removal need not be durable: if it reappears after a crash it is a harmless
-            // leftover that `delete` clears with the rest of the upload.
-            std::fs::remove_file(&staging_path)
+            crash::event("fs.place_staged.synced", || rel(&staging_path));
+            Ok(())
+        })
+        .await
+    }
+
+    async fn remove_staged(&self, id: &UploadId, index: usize) -> io::Result<()> {
+        let id = id.clone();
+        self.blocking(move |dirs| {
+            let path = dirs.staging(&id, index);
+            // Not made durable: a staging blob that comes back after a crash is listed by
+            // `list` and removed by the sweep at start-up.
+            if remove_if_exists(&path)? {
+                crash::event("fs.unlink", || rel(&path));
+            }
+            Ok(())
         })
         .await
     }
@@ -246,7 +264,9 @@ impl BlobStore for FsBlobStore {
             // The kernel copies (and may share extents on file systems that reflink); the
             // bytes never pass through user-space buffers.
             copy_range(&from, 0, &to, offset, len)?;
-            to.sync_data()
+            to.sync_data()?;
+            crash::event("fs.copy_complete.synced", || rel(&dirs.partial(&dst)));
+            Ok(())
         })
         .await
     }
@@ -269,7 +289,11 @@ impl BlobStore for FsBlobStore {
                 Ok(file) => {
                     file.sync_all()?;
                     drop(file);
+                    crash::event("fs.publish.synced", || rel(&partial));
                     std::fs::rename(&partial, &complete)?;
+                    crash::event("fs.rename", || {
+                        format!("{} {}", rel(&partial), rel(&complete))
+                    });
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     // Already published (say the process died before the metadata commit).
@@ -310,24 +334,59 @@ impl BlobStore for FsBlobStore {
         let id = id.clone();
         self.blocking(move |dirs| {
             let mut removed = false;
+            let mut remove = |path: &Path| -> io::Result<()> {
+                if remove_if_exists(path)? {
+                    crash::event("fs.unlink", || rel(path));
+                    removed = true;
+                }
+                Ok(())
+            };
             for path in [dirs.partial(&id), dirs.complete(&id)] {
-                removed |= remove_if_exists(&path)?;
+                remove(&path)?;
             }
             let prefix = format!("{id}.");
             for entry in std::fs::read_dir(&dirs.staging)? {
                 let entry = entry?;
                 if entry.file_name().as_bytes().starts_with(prefix.as_bytes()) {
-                    removed |= remove_if_exists(&entry.path())?;
+                    remove(&entry.path())?;
                 }
             }
-            // The metadata row goes right after this returns. Syncing the directories keeps
-            // a crash from bringing the files back as orphans nobody would ever clean up.
+            // The metadata row is gone already (the engine forgets an upload before it
+            // removes its bytes). Syncing the directories keeps a crash from bringing the
+            // files back; the start-up sweep would remove them, but only at the next start.
             if removed {
                 for dir in [&dirs.partial, &dirs.complete, &dirs.staging] {
                     sync_dir(dir)?;
                 }
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn list(&self) -> io::Result<Vec<StoredBlob>> {
+        self.blocking(|dirs| {
+            let mut found = Vec::new();
+            for dir in [&dirs.partial, &dirs.complete, &dirs.staging] {
+                let staging = dir == &dirs.staging;
+                for entry in std::fs::read_dir(dir)? {
+                    let name = entry?.file_name();
+                    let Some(name) = name.to_str() else { continue };
+                    // Only names this store creates; anything else is not ours to judge.
+                    let blob = if staging {
+                        name.split_once('.').and_then(|(id, i)| {
+                            Some(StoredBlob {
+                                id: UploadId::parse(id)?,
+                                staging: Some(i.parse().ok()?),
+                            })
+                        })
+                    } else {
+                        UploadId::parse(name).map(|id| StoredBlob { id, staging: None })
+                    };
+                    found.extend(blob);
+                }
+            }
+            Ok(found)
         })
         .await
     }
@@ -490,7 +549,25 @@ fn create_dir(dir: &Path) -> io::Result<bool> {
 
 /// Makes the entries of a directory durable.
 fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    File::open(dir)?.sync_all()?;
+    crash::event("fs.sync_dir", || {
+        dir.file_name().map_or_else(
+            || dir.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
+    });
+    Ok(())
+}
+
+/// `dir/name` of a blob path, as the crash trace names it.
+fn rel(path: &Path) -> String {
+    let mut parts = path.iter().rev().take(2).collect::<Vec<_>>();
+    parts.reverse();
+    parts
+        .iter()
+        .map(|p| p.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// Removes a file, telling whether it existed.

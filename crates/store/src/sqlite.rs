@@ -16,6 +16,7 @@
 //! version (`PRAGMA user_version`) moves only when the columns or indexes change.
 
 use async_trait::async_trait;
+use ferry_core::crash;
 use ferry_core::store::{MetaError, MetaStore};
 use ferry_core::upload::{Timestamp, Upload, UploadId, UploadState};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -239,6 +240,7 @@ impl MetaStore for SqliteMetaStore {
                 ])
             })
             .map_err(write_error)?;
+            crash::event("meta.insert", || id.to_string());
             Ok(())
         })
         .await
@@ -278,6 +280,7 @@ impl MetaStore for SqliteMetaStore {
                 ])
             })
             .map_err(write_error)?;
+            crash::event("meta.update", || id.to_string());
             Ok(())
         })
         .await
@@ -289,6 +292,7 @@ impl MetaStore for SqliteMetaStore {
             conn.prepare_cached("DELETE FROM uploads WHERE id = ?1")
                 .and_then(|mut st| st.execute([id.as_str()]))
                 .map_err(backend)?;
+            crash::event("meta.delete", || id.to_string());
             Ok(())
         })
         .await

@@ -4,7 +4,7 @@
 #![cfg(all(feature = "fs", feature = "sqlite"))]
 
 use bytes::Bytes;
-use ferry_core::store::{BlobStore, Blobs, Meta, MetaError, MetaStore};
+use ferry_core::store::{BlobStore, Blobs, Meta, MetaError, MetaStore, StoredBlob};
 use ferry_core::upload::{Dialect, Timestamp, Upload, UploadId, UploadState};
 use ferry_store::fs::FsBlobStore;
 use ferry_store::sqlite::{SCHEMA_VERSION, SqliteMetaStore};
@@ -89,13 +89,42 @@ async fn fs_layout_is_the_documented_one() {
     staging.sort();
     assert_eq!(names(&root.join("staging")), staging);
 
-    // place_staged removes exactly the staging file it placed.
+    // place_staged copies and keeps the staging file (the engine removes it after its
+    // commit); remove_staged removes exactly that one, and again is fine.
     store.place_staged(&a, 12, 5, 10).await.unwrap();
-    assert!(!root.join("staging").join(format!("{a}.12")).exists());
+    assert!(root.join("staging").join(format!("{a}.12")).exists());
     assert_eq!(
         std::fs::read(root.join("partial").join(a.as_str())).unwrap(),
         b"\0\0\0\0\x000123456789"
     );
+    store.remove_staged(&a, 12).await.unwrap();
+    store.remove_staged(&a, 12).await.unwrap();
+    assert!(!root.join("staging").join(format!("{a}.12")).exists());
+    assert_eq!(names(&root.join("staging")).len(), 2);
+
+    // list names every blob: partials and staging chunks, with their upload and index.
+    let mut listed = store.list().await.unwrap();
+    listed.sort_by_key(|b| (b.id.clone(), b.staging));
+    let mut want = vec![
+        StoredBlob {
+            id: a.clone(),
+            staging: None,
+        },
+        StoredBlob {
+            id: a.clone(),
+            staging: Some(0),
+        },
+        StoredBlob {
+            id: b.clone(),
+            staging: None,
+        },
+        StoredBlob {
+            id: b.clone(),
+            staging: Some(0),
+        },
+    ];
+    want.sort_by_key(|b| (b.id.clone(), b.staging));
+    assert_eq!(listed, want);
 
     // publish moves the file between directories.
     store.publish(&a).await.unwrap();

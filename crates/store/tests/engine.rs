@@ -374,6 +374,9 @@ impl BlobStore for FailPlacementOnce {
         }
         self.inner.place_staged(id, index, offset, len).await
     }
+    async fn remove_staged(&self, id: &UploadId, index: usize) -> io::Result<()> {
+        self.inner.remove_staged(id, index).await
+    }
     async fn copy_complete(
         &self,
         src: &UploadId,
@@ -1429,42 +1432,48 @@ async fn recover_completes_an_out_of_order_upload_whose_completion_commit_failed
     recover_after_a_failed_completion_commit(false).await;
 }
 
+/// A two-chunk upload whose last chunk was staged, then chunk 0 committed (fixing the
+/// layout), and the process "died" before the staged chunk was placed: the record lists
+/// chunk 1 as staged at a known offset, its staging blob exists. Returns the source, the
+/// chunk size and the upload id.
+async fn staged_chunk_left_unplaced(dir: &Path, seed: u64) -> (Vec<u8>, usize, UploadId) {
+    let cs = 64 * KIB;
+    let src = data(cs + 10 * KIB, seed);
+    let len = src.len();
+    let ids = chunk_ids(&src, cs, true);
+    let blobs = Arc::new(FailPlacementOnce {
+        inner: FsBlobStore::open(dir.join("blobs")).unwrap(),
+        armed: AtomicBool::new(true),
+    });
+    let engine = Engine::new(
+        Meta(Arc::new(meta_at(dir))),
+        Blobs(blobs.clone()),
+        EngineConfig {
+            max_upload_size: MAX_UPLOAD,
+        },
+    );
+    let u = create_chunked(&engine, md5_layout(ids.clone(), None), None, None).await;
+    // The last chunk first: staged, its offset unknown.
+    chunk(&engine, &u.id, &ids[1], &src[cs..]).await.unwrap();
+    // Chunk 0 is committed (it fixes the layout); placing the staged chunk then fails.
+    let res = chunk(&engine, &u.id, &ids[0], &src[..cs]).await;
+    assert!(res.is_err(), "{res:?}");
+    assert!(!blobs.armed.load(Ordering::SeqCst), "the fault never fired");
+    let stuck = engine.get(&u.id).await.unwrap();
+    assert_eq!(stuck.length, Some(len as u64));
+    assert_eq!(held(&stuck), vec![r(0, cs)]);
+    assert_eq!(
+        stuck.chunks.as_ref().unwrap().staged,
+        BTreeMap::from([(1, 10 * KIB as u64)])
+    );
+    assert!(staging_path(dir, &u.id, 1).is_file());
+    (src, cs, u.id)
+}
+
 #[tokio::test]
 async fn recover_places_a_staged_chunk_whose_offset_was_known_before_a_crash() {
     let dir = tempfile::tempdir().unwrap();
-    let cs = 64 * KIB;
-    let src = data(cs + 10 * KIB, 33);
-    let len = src.len();
-    let ids = chunk_ids(&src, cs, true);
-    let id = {
-        let blobs = Arc::new(FailPlacementOnce {
-            inner: FsBlobStore::open(dir.path().join("blobs")).unwrap(),
-            armed: AtomicBool::new(true),
-        });
-        let engine = Engine::new(
-            Meta(Arc::new(meta_at(dir.path()))),
-            Blobs(blobs.clone()),
-            EngineConfig {
-                max_upload_size: MAX_UPLOAD,
-            },
-        );
-        let u = create_chunked(&engine, md5_layout(ids.clone(), None), None, None).await;
-        // The last chunk first: staged, its offset unknown.
-        chunk(&engine, &u.id, &ids[1], &src[cs..]).await.unwrap();
-        // Chunk 0 is committed (it fixes the layout); placing the staged chunk then fails.
-        let res = chunk(&engine, &u.id, &ids[0], &src[..cs]).await;
-        assert!(res.is_err(), "{res:?}");
-        assert!(!blobs.armed.load(Ordering::SeqCst), "the fault never fired");
-        let stuck = engine.get(&u.id).await.unwrap();
-        assert_eq!(stuck.length, Some(len as u64));
-        assert_eq!(held(&stuck), vec![r(0, cs)]);
-        assert_eq!(
-            stuck.chunks.as_ref().unwrap().staged,
-            BTreeMap::from([(1, 10 * KIB as u64)])
-        );
-        assert!(staging_path(dir.path(), &u.id, 1).is_file());
-        u.id
-    };
+    let (src, _, id) = staged_chunk_left_unplaced(dir.path(), 33).await;
     // Every byte is durable (held, or staged at a known offset): the chunk dialect's
     // handshake reports no chunk missing, so no client will send one again. Recovery must
     // finish the upload.
@@ -1480,6 +1489,84 @@ async fn recover_places_a_staged_chunk_whose_offset_was_known_before_a_crash() {
     assert_eq!(recovered, 1);
     assert_complete_with(&engine, dir.path(), &id, &src).await;
     assert!(staging_entries(dir.path(), &id).is_empty());
+}
+
+/// A data directory written by a version that removed the staging blob before committing
+/// the placement: the record lists the chunk as staged, its staging blob is gone, and its
+/// bytes are in the partial blob. Recovery verifies them against the chunk's digest and
+/// keeps the chunk held.
+#[tokio::test]
+async fn recover_keeps_a_staged_chunk_whose_blob_is_gone_when_the_partial_holds_its_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, cs, id) = staged_chunk_left_unplaced(dir.path(), 35).await;
+    {
+        use std::os::unix::fs::FileExt;
+        let partial = std::fs::OpenOptions::new()
+            .write(true)
+            .open(partial_path(dir.path(), &id))
+            .unwrap();
+        partial.write_all_at(&src[cs..], cs as u64).unwrap();
+        partial.sync_all().unwrap();
+    }
+    std::fs::remove_file(staging_path(dir.path(), &id, 1)).unwrap();
+    let engine = open_engine(dir.path());
+    assert_eq!(engine.recover().await.unwrap(), 1);
+    assert_complete_with(&engine, dir.path(), &id, &src).await;
+}
+
+/// The same, but the partial blob does not hold the chunk's bytes: the chunk is forgotten
+/// (the handshake lists it again), never reported held with wrong bytes.
+#[tokio::test]
+async fn recover_forgets_a_staged_chunk_whose_blob_is_gone_and_whose_bytes_are_not_placed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, cs, id) = staged_chunk_left_unplaced(dir.path(), 36).await;
+    std::fs::remove_file(staging_path(dir.path(), &id, 1)).unwrap();
+    let engine = open_engine(dir.path());
+    assert_eq!(engine.recover().await.unwrap(), 0);
+    let stored = engine.get(&id).await.unwrap();
+    assert!(!stored.is_complete());
+    assert_eq!(held(&stored), vec![r(0, cs)]);
+    assert!(stored.chunks.as_ref().unwrap().staged.is_empty());
+    // The client sends it again and the upload completes.
+    let ids = chunk_ids(&src, cs, true);
+    chunk(&engine, &id, &ids[1], &src[cs..]).await.unwrap();
+    assert_complete_with(&engine, dir.path(), &id, &src).await;
+}
+
+/// The start-up sweep removes blobs no record needs (an upload without a record, a staging
+/// blob its record no longer lists) and nothing else.
+#[tokio::test]
+async fn recover_sweeps_blobs_without_a_record_and_keeps_every_recorded_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open_engine(dir.path());
+    let kept = create_offset(&engine, Some(100)).await;
+    append(&engine, &kept.id, 0, &[1; 40]).await.unwrap();
+    let cs = 32 * KIB;
+    let staged_src = data(2 * cs + 5, 37);
+    let staged_ids = chunk_ids(&staged_src, cs, true);
+    let staged = create_chunked(&engine, md5_layout(staged_ids.clone(), None), None, None).await;
+    chunk(&engine, &staged.id, &staged_ids[2], &staged_src[2 * cs..])
+        .await
+        .unwrap();
+    // Leftovers of crashes: bytes of an upload that was never recorded (or was forgotten),
+    // and a staging blob of a recorded upload that no longer lists it.
+    let orphan = UploadId::generate();
+    std::fs::write(partial_path(dir.path(), &orphan), b"orphan").unwrap();
+    std::fs::write(staging_path(dir.path(), &orphan, 0), b"orphan").unwrap();
+    std::fs::write(complete_path(dir.path(), &orphan), b"orphan").unwrap();
+    std::fs::write(staging_path(dir.path(), &kept.id, 3), b"stale").unwrap();
+    drop(engine);
+
+    let engine = open_engine(dir.path());
+    assert_eq!(engine.recover().await.unwrap(), 0);
+    assert!(!partial_path(dir.path(), &orphan).exists());
+    assert!(!complete_path(dir.path(), &orphan).exists());
+    assert!(staging_entries(dir.path(), &orphan).is_empty());
+    assert!(staging_entries(dir.path(), &kept.id).is_empty());
+    // Recorded blobs stay: the partial of the byte-offset upload, and the staged chunk.
+    assert!(partial_path(dir.path(), &kept.id).is_file());
+    assert!(staging_path(dir.path(), &staged.id, 2).is_file());
+    assert_eq!(engine.get(&kept.id).await.unwrap().offset(), 40);
 }
 
 #[tokio::test]

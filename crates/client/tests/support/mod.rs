@@ -1,5 +1,9 @@
-//! Helpers shared by the binary's end-to-end tests (`cli.rs`, `crash.rs`).
+//! Helpers shared by the binary's end-to-end tests (`cli.rs`, `crash.rs`,
+//! `crash_points.rs`).
 #![allow(dead_code)]
+
+pub mod chunked;
+pub mod proc;
 
 use std::net::TcpListener;
 use std::sync::Mutex;
