@@ -20,6 +20,8 @@ use crate::error::EngineError;
 use crate::hash::{HashAlg, Hasher};
 use crate::lock::{Locks, Reservation, UploadLock};
 use crate::store::{BlobKind, BlobRead, BlobWrite, Blobs, Meta, MetaError};
+use crate::tenant::QuotaLocks;
+pub use crate::tenant::{Actor, Scoped, TenantLimits};
 use crate::upload::{
     ChunkLayout, Concat, DeclaredDigest, Dialect, HashProgress, Timestamp, Upload, UploadId,
     UploadState,
@@ -99,6 +101,8 @@ impl Stats {
 /// What a front asks for when it creates an upload.
 #[derive(Clone, Debug)]
 pub struct NewUpload {
+    /// Set by [`crate::tenant::Scoped::create`], never by a front.
+    pub owner: Option<String>,
     pub key: Option<String>,
     pub dialect: Dialect,
     pub length: Option<u64>,
@@ -122,6 +126,7 @@ pub struct BodyCheck {
 impl NewUpload {
     pub fn new(dialect: Dialect) -> Self {
         Self {
+            owner: None,
             key: None,
             dialect,
             length: None,
@@ -199,6 +204,7 @@ struct Inner {
     locks: Locks,
     cfg: EngineConfig,
     stats: Stats,
+    quota: QuotaLocks,
 }
 
 /// The upload engine; cheap to clone.
@@ -214,7 +220,12 @@ impl Engine {
             locks: Locks::default(),
             cfg,
             stats: Stats::default(),
+            quota: QuotaLocks::default(),
         }))
+    }
+
+    pub(crate) fn quota_locks(&self) -> &QuotaLocks {
+        &self.0.quota
     }
 
     pub fn meta(&self) -> &Meta {
@@ -255,6 +266,7 @@ impl Engine {
         let now = Timestamp::now();
         let upload = Upload {
             id: UploadId::generate(),
+            owner: new.owner,
             key: new.key,
             dialect: new.dialect,
             length: new.length,

@@ -48,6 +48,14 @@ pub enum EngineError {
     UnknownPart(String),
     #[error("{0}")]
     Invalid(String),
+    #[error(
+        "you have {max} unfinished uploads, the most this server allows at once; finish or delete one first"
+    )]
+    TooManyIncomplete { max: u64 },
+    #[error(
+        "this upload of {size} bytes would take your stored bytes past your quota of {max} (you store {stored}); delete files first"
+    )]
+    QuotaExceeded { stored: u64, max: u64, size: u64 },
     #[error("storage failed")]
     Storage(#[from] io::Error),
     #[error("metadata store failed")]
@@ -74,6 +82,8 @@ impl EngineError {
             EngineError::FinalUpload => "final_upload_immutable",
             EngineError::UnknownPart(_) => "concat_part_unknown",
             EngineError::Invalid(_) => "invalid_request",
+            EngineError::TooManyIncomplete { .. } => "too_many_incomplete_uploads",
+            EngineError::QuotaExceeded { .. } => "storage_quota_exceeded",
             EngineError::Storage(_) => "storage_error",
             EngineError::Meta(_) => "metadata_error",
         }

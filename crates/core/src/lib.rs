@@ -17,6 +17,7 @@ pub mod http_range;
 pub mod lock;
 pub mod ranges;
 pub mod store;
+pub mod tenant;
 pub mod tus;
 pub mod upload;
 

@@ -22,6 +22,16 @@ pub enum MetaError {
     Backend(String),
 }
 
+/// What one owner holds (for tenant limits).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Uploads still receiving.
+    pub incomplete: u64,
+    /// Declared lengths of all uploads, finished or not (held bytes where no length is
+    /// declared yet).
+    pub stored_bytes: u64,
+}
+
 /// Upload metadata persistence. Every write is durable (committed) when it returns.
 #[async_trait]
 pub trait MetaStore: Send + Sync + 'static {
@@ -36,6 +46,8 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn list_stale(&self, before: Timestamp) -> Result<Vec<UploadId>, MetaError>;
     /// Incomplete uploads, for recovery at start-up.
     async fn list_incomplete(&self) -> Result<Vec<UploadId>, MetaError>;
+    /// What the uploads of `owner` (`None`: uploads without an owner) hold.
+    async fn usage(&self, owner: Option<&str>) -> Result<Usage, MetaError>;
     /// Answers when the backend is reachable (for `/healthz`).
     async fn ping(&self) -> Result<(), MetaError>;
 }

@@ -151,7 +151,12 @@ pub struct HashProgress {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Upload {
     pub id: UploadId,
-    /// Client-facing lookup key, unique when present: `chunk:<fileId>`, `offset:<X-File-Id>`.
+    /// The tenant that owns the upload (SPEC §6); `None` on a server without
+    /// authentication. Only its owner sees it ([`crate::tenant::Scoped`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Client-facing lookup key, unique when present: `chunk:<fileId>`, `offset:<X-File-Id>`,
+    /// in the owner's namespace ([`crate::tenant::Actor::key`]).
     pub key: Option<String>,
     pub dialect: Dialect,
     /// Declared total length; `None` while deferred (tus creation-defer-length, a byte-offset

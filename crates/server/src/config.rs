@@ -33,12 +33,51 @@ pub struct ServeArgs {
     /// Base for URLs the server hands out, when behind a proxy (default: from the request).
     #[arg(long, env = "FERRY_PUBLIC_URL")]
     pub public_url: Option<String>,
-    /// A bearer token that upload requests must carry.
-    #[arg(long, env = "FERRY_AUTH_TOKEN")]
+    /// A bearer token of tenant `default` (see docs/SECURITY.md).
+    #[arg(long, env = "FERRY_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<String>,
-    /// A file with one bearer token per line.
+    /// A file of `TOKEN TENANT` lines (`#` comments; a token alone is its own tenant).
     #[arg(long, env = "FERRY_AUTH_TOKENS_FILE")]
     pub auth_tokens_file: Option<PathBuf>,
+    /// Accept JWT bearer tokens signed with this HS256 secret; `sub` names the tenant.
+    #[arg(long, env = "FERRY_AUTH_JWT_SECRET", hide_env_values = true)]
+    pub auth_jwt_secret: Option<String>,
+    /// Accept JWT bearer tokens signed with this PEM public key (RS256 or ES256).
+    #[arg(long, env = "FERRY_AUTH_JWT_PUBLIC_KEY")]
+    pub auth_jwt_public_key: Option<PathBuf>,
+    /// Per tenant: incomplete uploads at once (more: 429).
+    #[arg(long, env = "FERRY_MAX_INCOMPLETE_UPLOADS")]
+    pub max_incomplete_uploads: Option<u64>,
+    /// Per tenant: bytes stored, finished and unfinished (more: 507), e.g. `100GiB`.
+    #[arg(long, env = "FERRY_MAX_STORED_BYTES", value_parser = parse_size)]
+    pub max_stored_bytes: Option<u64>,
+    /// Key for signing download links (default: a random key kept in `<data-dir>/link.key`;
+    /// give every node the same value when several serve one store).
+    #[arg(long, env = "FERRY_LINK_SECRET", hide_env_values = true)]
+    pub link_secret: Option<String>,
+    /// How long a signed download link is valid (e.g. `7d`, `12h`).
+    #[arg(long, env = "FERRY_LINK_TTL", default_value = "7d", value_parser = parse_duration)]
+    pub link_ttl: Duration,
+    /// A request whose head has not arrived within this long is dropped (e.g. `30s`).
+    #[arg(long, env = "FERRY_HEADER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+    /// A request body that sends nothing for this long ends like a dropped connection,
+    /// keeping what arrived (e.g. `60s`).
+    #[arg(long, env = "FERRY_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// On SIGTERM, requests still running after this long end like dropped connections.
+    #[arg(long, env = "FERRY_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+    /// Connections served at once (default: the open-file limit minus a reserve for files
+    /// and the database).
+    #[arg(long, env = "FERRY_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// `/metrics` needs `Authorization: Bearer <this token>`.
+    #[arg(long, env = "FERRY_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+    /// Serve `/metrics` on this address only (e.g. `127.0.0.1:9090`), not on `--listen`.
+    #[arg(long, env = "FERRY_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
     /// Allow listening on a non-loopback address without tokens.
     #[arg(long, env = "FERRY_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
@@ -126,8 +165,21 @@ impl ServeArgs {
             public_url,
             auth_token,
             auth_tokens_file,
+            auth_jwt_secret,
+            auth_jwt_public_key,
+            max_incomplete_uploads,
+            max_stored_bytes,
+            link_secret,
+            link_ttl,
+            header_timeout,
+            idle_timeout,
+            shutdown_grace,
+            max_connections,
+            metrics_token,
+            metrics_listen,
             insecure_no_auth,
-            log_format
+            log_format,
+            web_dir
         );
         merged.config = Some(path);
         Ok(merged)
@@ -172,22 +224,6 @@ impl ServeArgs {
                 None => bail!("--storage {url}: expected file://PATH"),
             },
         }
-    }
-
-    /// Bearer tokens from `--auth-token` and `--auth-tokens-file`.
-    pub fn tokens(&self) -> anyhow::Result<Vec<String>> {
-        let mut tokens: Vec<String> = self.auth_token.iter().cloned().collect();
-        if let Some(path) = &self.auth_tokens_file {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading tokens file {}", path.display()))?;
-            tokens.extend(
-                text.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(str::to_owned),
-            );
-        }
-        Ok(tokens)
     }
 
     /// Settings suitable for tests: everything under `dir`, no expiry.

@@ -17,7 +17,13 @@ pub struct ApiError {
     pub message: String,
     /// Bytes the upload holds, for offset errors (sent as `X-Upload-Offset` and in the body).
     pub offset: Option<u64>,
+    /// Seconds to wait before retrying (`Retry-After`), for limits that pass with time.
+    pub retry_after: Option<u64>,
 }
+
+/// `Retry-After` for a tenant at its limit of unfinished uploads: long enough that a client
+/// does not hammer, short enough that one finishing upload frees the slot soon.
+const RETRY_AFTER_LIMIT: u64 = 30;
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
@@ -26,6 +32,19 @@ impl ApiError {
             code,
             message: message.into(),
             offset: None,
+            retry_after: None,
+        }
+    }
+
+    /// Adds the status-specific headers (`X-Upload-Offset`, `Retry-After`) to a rendering.
+    fn decorate(&self, resp: &mut Response) {
+        if let Some(o) = self.offset {
+            resp.headers_mut()
+                .insert("x-upload-offset", HeaderValue::from(o));
+        }
+        if let Some(s) = self.retry_after {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(s));
         }
     }
 
@@ -38,11 +57,13 @@ impl ApiError {
         let status = self.status;
         let body = Envelope::<Option<()>> {
             code: status.as_u16(),
-            msg: self.message,
+            msg: self.message.clone(),
             data: None,
             error: Some(self.code.to_owned()),
         };
-        (status, Json(body)).into_response()
+        let mut resp = (status, Json(body)).into_response();
+        self.decorate(&mut resp);
+        resp
     }
 }
 
@@ -68,6 +89,8 @@ impl From<EngineError> for ApiError {
             EngineError::FinalUpload => StatusCode::FORBIDDEN,
             EngineError::UnknownPart(_) => StatusCode::BAD_REQUEST,
             EngineError::Invalid(_) => StatusCode::BAD_REQUEST,
+            EngineError::TooManyIncomplete { .. } => StatusCode::TOO_MANY_REQUESTS,
+            EngineError::QuotaExceeded { .. } => StatusCode::INSUFFICIENT_STORAGE,
             EngineError::Storage(_) | EngineError::Meta(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         // Infrastructure details go to the log, never to the client.
@@ -81,11 +104,14 @@ impl From<EngineError> for ApiError {
             EngineError::OffsetMismatch { held, .. } => Some(*held),
             _ => None,
         };
+        let retry_after =
+            matches!(e, EngineError::TooManyIncomplete { .. }).then_some(RETRY_AFTER_LIMIT);
         ApiError {
             status,
             code: e.code(),
             message,
             offset,
+            retry_after,
         }
     }
 }
@@ -99,10 +125,7 @@ impl IntoResponse for ApiError {
             body["offset"] = json!(o);
         }
         let mut resp = (self.status, Json(body)).into_response();
-        if let Some(o) = self.offset {
-            resp.headers_mut()
-                .insert("x-upload-offset", HeaderValue::from(o));
-        }
+        self.decorate(&mut resp);
         resp
     }
 }

@@ -12,12 +12,15 @@
 //! future resolves, and [`serve`] is the `ferry serve` entry point. Tests use the first two
 //! on `127.0.0.1:0`.
 
+pub mod auth;
+pub mod caller;
 pub mod chunked;
 pub mod config;
 pub mod cors;
 pub mod download;
 pub mod error;
 pub mod files;
+pub mod links;
 pub mod metrics;
 pub mod offset;
 pub mod tus;
@@ -29,7 +32,7 @@ use anyhow::Context;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ferry_core::Engine;
@@ -50,8 +53,10 @@ pub struct AppState {
     pub public_url: Option<Arc<str>>,
     /// Where multipart chunks are spooled when their ids arrive after their bytes.
     pub spool_dir: Arc<PathBuf>,
-    /// Accepted bearer tokens; empty means no authentication.
-    pub tokens: Arc<Vec<String>>,
+    /// The configured identities (tokens, JWT keys); none means no authentication.
+    pub auth: Arc<auth::Auth>,
+    /// Signs and checks download links.
+    pub links: Arc<links::LinkSigner>,
     /// `--expire-incomplete`: idle incomplete uploads are removed after this long (zero:
     /// never). Fronts announce it (tus `Upload-Expires`).
     pub expire_incomplete: Duration,
@@ -118,7 +123,8 @@ pub async fn state_from_args(args: &ServeArgs) -> anyhow::Result<AppState> {
         metrics: Arc::default(),
         public_url: args.public_url.as_deref().map(Arc::from),
         spool_dir: Arc::new(spool_dir),
-        tokens: Arc::new(args.tokens()?),
+        auth: Arc::new(auth::Auth::from_args(args)?),
+        links: Arc::new(links::LinkSigner::from_args(args)?),
         expire_incomplete: args.expire_incomplete,
         web_dir: args.web_dir.clone().map(Arc::new),
         data_lock: Arc::new(data_lock),
@@ -161,7 +167,7 @@ pub fn app(state: AppState) -> Router {
         .route("/upload", post(upload_dispatch))
         .route("/api/upload/status", get(offset::status))
         .route("/status", get(offset::status))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .route_layer(middleware::from_fn(caller::require));
     Router::new()
         .merge(uploads)
         .route(
@@ -176,6 +182,10 @@ pub fn app(state: AppState) -> Router {
         // Upload bodies are streamed and bounded by the engine's size rules, not by a
         // blanket body limit (axum's default is 2 MB).
         .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            caller::identify,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             metrics::track,
@@ -205,33 +215,6 @@ async fn upload_dispatch(state: State<AppState>, req: Request) -> Response {
              or a raw body with X-File-Id and X-Start-Byte or Content-Range (byte-offset resume)",
         )
         .into_response()
-    }
-}
-
-/// With tokens configured, upload requests need `Authorization: Bearer <token>` (SPEC §6).
-async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if state.tokens.is_empty() {
-        return next.run(req).await;
-    }
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match presented {
-        Some(t) if state.tokens.iter().any(|k| k == t) => next.run(req).await,
-        _ => {
-            let mut resp = ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "this server needs Authorization: Bearer <token> on upload requests",
-            )
-            .into_response();
-            resp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
-            resp
-        }
     }
 }
 
@@ -326,14 +309,13 @@ pub fn init_logging(format: &str) {
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(&args.log_format);
     let addr = args.listen_addr()?;
-    let tokens = args.tokens()?;
-    if !addr.ip().is_loopback() && tokens.is_empty() && !args.insecure_no_auth {
+    let state = state_from_args(&args).await?;
+    if !addr.ip().is_loopback() && !state.auth.enabled() && !args.insecure_no_auth {
         anyhow::bail!(
             "refusing to listen on {addr} without authentication: set --auth-token or \
              --auth-tokens-file, or pass --insecure-no-auth if this network is trusted"
         );
     }
-    let state = state_from_args(&args).await?;
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;

@@ -22,7 +22,7 @@ pub mod sqlite;
 use bytes::Bytes;
 use ferry_core::hash::HashAlg;
 use ferry_core::ranges::RangeSet;
-use ferry_core::store::{BlobKind, BlobRead, BlobWrite, Blobs, Meta, MetaError};
+use ferry_core::store::{BlobKind, BlobRead, BlobWrite, Blobs, Meta, MetaError, Usage};
 use ferry_core::upload::{
     ChunkLayout, DeclaredDigest, Dialect, HashProgress, Timestamp, Upload, UploadId, UploadState,
 };
@@ -45,6 +45,7 @@ fn full_upload() -> Upload {
     let mut staged = BTreeMap::new();
     staged.insert(3, 1_234);
     Upload {
+        owner: Some("tenant 甲".to_owned()),
         key: Some(format!("chunk:{}", UploadId::generate())),
         dialect: Dialect::Chunk,
         length: Some(3 * 4_194_304 + 1_234),
@@ -86,6 +87,7 @@ fn full_upload() -> Upload {
 fn plain_upload(state: UploadState, updated_at: Timestamp) -> Upload {
     Upload {
         id: UploadId::generate(),
+        owner: None,
         key: None,
         dialect: Dialect::Tus,
         length: None,
@@ -349,6 +351,55 @@ pub async fn meta_store_suite(store: Meta) {
         "get_by_key of an unknown key should be None"
     );
 
+    // Usage per owner: incomplete uploads counted, sizes summed (declared length, else the
+    // held prefix), other owners and owner-less uploads apart.
+    let owner = format!("usage-{}", UploadId::generate());
+    let other = format!("usage-{}", UploadId::generate());
+    let mk = |owner: &str, state: UploadState, length: Option<u64>, held: u64| {
+        let mut u = plain_upload(state, Timestamp(7));
+        u.owner = Some(owner.to_owned());
+        u.length = length;
+        if held > 0 {
+            u.held = RangeSet::from_pairs([(0, held)]);
+        }
+        u
+    };
+    let owned = [
+        mk(&owner, UploadState::Receiving, Some(1_000), 10),
+        mk(&owner, UploadState::Receiving, None, 300),
+        mk(&owner, UploadState::Complete, Some(5_000), 5_000),
+        mk(&other, UploadState::Receiving, Some(77), 0),
+    ];
+    for u in &owned {
+        store.insert(u).await.expect("insert failed");
+    }
+    let usage = store.usage(Some(&owner)).await.expect("usage failed");
+    assert_eq!(
+        usage,
+        Usage {
+            incomplete: 2,
+            stored_bytes: 6_300
+        },
+        "usage of an owner"
+    );
+    let mut grown = owned[1].clone();
+    grown.length = Some(2_000);
+    store.update(&grown).await.expect("update failed");
+    assert_eq!(
+        store.usage(Some(&owner)).await.unwrap().stored_bytes,
+        8_000,
+        "usage follows an update"
+    );
+    assert_eq!(
+        store.usage(Some(&other)).await.unwrap(),
+        Usage {
+            incomplete: 1,
+            stored_bytes: 77
+        }
+    );
+    let nobody = store.usage(Some("nobody at all")).await.unwrap();
+    assert_eq!(nobody, Usage::default());
+
     // Leave the store as found.
     for u in [
         &keyless_a,
@@ -357,7 +408,10 @@ pub async fn meta_store_suite(store: Meta) {
         &new_receiving,
         &old_complete,
         &reuse,
-    ] {
+    ]
+    .into_iter()
+    .chain(owned.iter())
+    {
         store.delete(&u.id).await.expect("delete failed");
     }
 }

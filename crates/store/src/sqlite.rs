@@ -17,7 +17,7 @@
 
 use async_trait::async_trait;
 use ferry_core::crash;
-use ferry_core::store::{MetaError, MetaStore};
+use ferry_core::store::{MetaError, MetaStore, Usage};
 use ferry_core::upload::{Timestamp, Upload, UploadId, UploadState};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// Schema version this code writes and understands; stored in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Migrations in order: entry `n` takes the schema from version `n` to `n + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -39,6 +39,12 @@ const MIGRATIONS: &[&str] = &[
         record     TEXT NOT NULL
     );
     CREATE INDEX uploads_state_updated_at ON uploads (state, updated_at);",
+    // 1 → 2: tenants. `owner` and `size` (declared length, else held prefix) are copies of
+    // the record, for the per-tenant usage sums; existing rows have no owner.
+    "ALTER TABLE uploads ADD COLUMN owner TEXT;
+    ALTER TABLE uploads ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
+    UPDATE uploads SET size = COALESCE(json_extract(record, '$.length'), 0);
+    CREATE INDEX uploads_owner_state ON uploads (owner, state);",
 ];
 
 /// How long a statement waits for a lock held by another connection (an operator's
@@ -174,6 +180,8 @@ struct Row {
     record: String,
     state: &'static str,
     dialect: &'static str,
+    owner: Option<String>,
+    size: i64,
 }
 
 impl Row {
@@ -184,6 +192,9 @@ impl Row {
             })?,
             state: state_name(upload.state),
             dialect: upload.dialect.name(),
+            owner: upload.owner.clone(),
+            size: i64::try_from(upload.length.unwrap_or_else(|| upload.held.prefix_end()))
+                .unwrap_or(i64::MAX),
         })
     }
 }
@@ -226,8 +237,8 @@ impl MetaStore for SqliteMetaStore {
         let (id, key, updated_at) = (upload.id.clone(), upload.key.clone(), upload.updated_at.0);
         self.with_conn(move |conn| {
             conn.prepare_cached(
-                "INSERT INTO uploads (id, key, state, dialect, updated_at, record)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO uploads (id, key, state, dialect, updated_at, record, owner, size)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )
             .and_then(|mut st| {
                 st.execute(params![
@@ -236,7 +247,9 @@ impl MetaStore for SqliteMetaStore {
                     row.state,
                     row.dialect,
                     updated_at,
-                    row.record
+                    row.record,
+                    row.owner,
+                    row.size
                 ])
             })
             .map_err(write_error)?;
@@ -266,7 +279,8 @@ impl MetaStore for SqliteMetaStore {
             // makes a no-op. A key taken by another upload is a conflict, as on insert.
             conn.prepare_cached(
                 "UPDATE uploads
-                 SET key = ?2, state = ?3, dialect = ?4, updated_at = ?5, record = ?6
+                 SET key = ?2, state = ?3, dialect = ?4, updated_at = ?5, record = ?6,
+                     owner = ?7, size = ?8
                  WHERE id = ?1",
             )
             .and_then(|mut st| {
@@ -276,7 +290,9 @@ impl MetaStore for SqliteMetaStore {
                     row.state,
                     row.dialect,
                     updated_at,
-                    row.record
+                    row.record,
+                    row.owner,
+                    row.size
                 ])
             })
             .map_err(write_error)?;
@@ -294,6 +310,27 @@ impl MetaStore for SqliteMetaStore {
                 .map_err(backend)?;
             crash::event("meta.delete", || id.to_string());
             Ok(())
+        })
+        .await
+    }
+
+    async fn usage(&self, owner: Option<&str>) -> Result<Usage, MetaError> {
+        let owner = owner.map(str::to_owned);
+        let receiving = state_name(UploadState::Receiving);
+        self.with_conn(move |conn| {
+            conn.prepare_cached(
+                "SELECT COUNT(*) FILTER (WHERE state = ?2), COALESCE(SUM(size), 0)
+                 FROM uploads WHERE owner IS ?1",
+            )
+            .and_then(|mut st| {
+                st.query_row(params![owner, receiving], |row| {
+                    Ok(Usage {
+                        incomplete: row.get::<_, i64>(0)?.max(0) as u64,
+                        stored_bytes: row.get::<_, i64>(1)?.max(0) as u64,
+                    })
+                })
+            })
+            .map_err(backend)
         })
         .await
     }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 fn sample(key: Option<&str>) -> Upload {
     Upload {
+        owner: None,
         id: UploadId::generate(),
         key: key.map(str::to_owned),
         dialect: Dialect::Offset,

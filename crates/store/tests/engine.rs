@@ -336,6 +336,9 @@ impl MetaStore for FailCompletionOnce {
     async fn list_incomplete(&self) -> Result<Vec<UploadId>, MetaError> {
         self.inner.list_incomplete().await
     }
+    async fn usage(&self, owner: Option<&str>) -> Result<ferry_core::store::Usage, MetaError> {
+        self.inner.usage(owner).await
+    }
     async fn ping(&self) -> Result<(), MetaError> {
         self.inner.ping().await
     }

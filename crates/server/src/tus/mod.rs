@@ -148,10 +148,11 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
     let (front, method) =
         classify(req.method(), req.headers()).unwrap_or((Front::Tus, Method::POST));
     let open = front == Front::Download || method == Method::OPTIONS;
+    let _ = state;
     let mut resp = if open {
         next.run(req).await
     } else {
-        crate::require_token(State(state), req, next).await
+        crate::caller::require(req, next).await
     };
     if front == Front::Tus {
         // tus "Core Protocol" / Tus-Resumable: MUST be included in every response (the

@@ -1,0 +1,314 @@
+//! Tenants (SPEC §6): who acts on an upload, and the one place where ownership is checked.
+//!
+//! Every front works through [`Scoped`], the engine seen by one [`Actor`]: it stamps the
+//! actor's tenant on every upload it creates, puts client-chosen keys (`X-File-Id`, the chunk
+//! dialect's `fileId`) in the tenant's own namespace, answers [`EngineError::NotFound`] for an
+//! upload of anybody else (exactly as for a missing one, so existence does not leak), and
+//! enforces the tenant's limits when uploads are created or their length declared.
+//!
+//! Without authentication the actor has no tenant and sees only uploads without one: the
+//! single-user default behaves as before tenants existed.
+
+use crate::engine::{BodyCheck, Engine, NewUpload, WriteMode, WriteOutcome};
+use crate::error::EngineError;
+use crate::upload::{ChunkLayout, Upload, UploadId, UploadState};
+use bytes::Bytes;
+use futures_util::Stream;
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::sync::{Arc, Mutex};
+
+/// Limits of one tenant; `None` is unlimited (the server-wide `max_upload_size` of
+/// [`crate::engine::EngineConfig`] always applies as well).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TenantLimits {
+    /// Largest declared size of one upload (413 beyond).
+    pub max_upload_size: Option<u64>,
+    /// Incomplete uploads at once (429 beyond).
+    pub max_incomplete_uploads: Option<u64>,
+    /// Bytes of all the tenant's uploads, finished or not, counted by declared length
+    /// (507 beyond).
+    pub max_stored_bytes: Option<u64>,
+}
+
+impl TenantLimits {
+    /// Each limit the lower of `self` and `other` (a token's claims can only lower the
+    /// server's limits).
+    pub fn lowered_by(&self, other: &TenantLimits) -> TenantLimits {
+        fn min(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+            match (a, b) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        }
+        TenantLimits {
+            max_upload_size: min(self.max_upload_size, other.max_upload_size),
+            max_incomplete_uploads: min(self.max_incomplete_uploads, other.max_incomplete_uploads),
+            max_stored_bytes: min(self.max_stored_bytes, other.max_stored_bytes),
+        }
+    }
+}
+
+/// Who a request acts for: a tenant (authentication configured) or nobody (no
+/// authentication: the uploads without an owner).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Actor {
+    pub tenant: Option<String>,
+    pub limits: TenantLimits,
+}
+
+impl Actor {
+    /// The actor of a server without authentication.
+    pub fn anonymous() -> Actor {
+        Actor::default()
+    }
+
+    pub fn tenant(tenant: impl Into<String>, limits: TenantLimits) -> Actor {
+        Actor {
+            tenant: Some(tenant.into()),
+            limits,
+        }
+    }
+
+    /// Whether this actor may see `u`.
+    pub fn owns(&self, u: &Upload) -> bool {
+        u.owner == self.tenant
+    }
+
+    /// `key` in this actor's namespace. Keys of uploads without an owner are stored as they
+    /// are (data written before tenants existed keeps working); a tenant's keys carry the
+    /// tenant's name, hex-encoded so that no name can imitate another's prefix.
+    pub fn key(&self, key: &str) -> String {
+        match &self.tenant {
+            None => key.to_owned(),
+            Some(t) => format!("t:{}:{key}", hex::encode(t)),
+        }
+    }
+}
+
+/// One mutex per tenant, so that the limit check and the insert of a new upload are not
+/// interleaved with another creation of the same tenant on this node.
+#[derive(Default)]
+pub(crate) struct QuotaLocks(Mutex<HashMap<Option<String>, Arc<tokio::sync::Mutex<()>>>>);
+
+impl QuotaLocks {
+    fn of(&self, tenant: &Option<String>) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(tenant.clone()).or_default().clone()
+    }
+}
+
+/// The engine as one actor sees it. Cheap to make: fronts make one per request.
+pub struct Scoped<'a> {
+    engine: &'a Engine,
+    actor: &'a Actor,
+}
+
+impl Engine {
+    /// The engine as `actor` sees it: its own uploads only, its limits enforced.
+    pub fn scoped<'a>(&'a self, actor: &'a Actor) -> Scoped<'a> {
+        Scoped {
+            engine: self,
+            actor,
+        }
+    }
+}
+
+impl<'a> Scoped<'a> {
+    pub fn actor(&self) -> &Actor {
+        self.actor
+    }
+
+    /// The whole engine (configuration, stats); not for acting on uploads.
+    pub fn engine(&self) -> &Engine {
+        self.engine
+    }
+
+    /// The upload, if it exists and belongs to this actor; otherwise `NotFound`.
+    pub async fn get(&self, id: &UploadId) -> Result<Upload, EngineError> {
+        let u = self.engine.get(id).await?;
+        if self.actor.owns(&u) {
+            Ok(u)
+        } else {
+            Err(EngineError::NotFound)
+        }
+    }
+
+    /// The upload with client key `key` in this actor's namespace.
+    pub async fn find(&self, key: &str) -> Result<Option<Upload>, EngineError> {
+        Ok(self
+            .engine
+            .find(&self.actor.key(key))
+            .await?
+            .filter(|u| self.actor.owns(u)))
+    }
+
+    /// Creates an upload owned by this actor, its key in the actor's namespace, within the
+    /// actor's limits. When the key names an existing upload of this actor, that one is
+    /// returned instead (the boolean says whether it was created now).
+    pub async fn create(&self, mut new: NewUpload) -> Result<(Upload, bool), EngineError> {
+        new.owner = self.actor.tenant.clone();
+        new.key = new.key.map(|k| self.actor.key(&k));
+        if let Some(k) = &new.key
+            && let Some(existing) = self.engine.find(k).await?
+        {
+            return Ok((existing, false));
+        }
+        let lock = self.engine.quota_locks().of(&self.actor.tenant);
+        let _q = lock.lock().await;
+        self.check_limits(new.length, None).await?;
+        self.engine.create(new).await
+    }
+
+    /// Creates a final upload (tus concatenation) of parts that all belong to this actor; a
+    /// part of anybody else is reported exactly like a missing one.
+    pub async fn create_final(
+        &self,
+        mut new: NewUpload,
+        parts: Vec<UploadId>,
+    ) -> Result<Upload, EngineError> {
+        for p in &parts {
+            match self.get(p).await {
+                Ok(_) => {}
+                Err(EngineError::NotFound) => return Err(EngineError::UnknownPart(p.to_string())),
+                Err(e) => return Err(e),
+            }
+        }
+        new.owner = self.actor.tenant.clone();
+        new.key = new.key.map(|k| self.actor.key(&k));
+        let lock = self.engine.quota_locks().of(&self.actor.tenant);
+        let _q = lock.lock().await;
+        // The parts' bytes are counted already; the final adds as many again only while it
+        // is being assembled, so only the count of incomplete uploads is checked here.
+        self.check_limits(None, None).await?;
+        self.engine.create_final(new, parts).await
+    }
+
+    pub async fn set_length(&self, id: &UploadId, length: u64) -> Result<Upload, EngineError> {
+        let u = self.get(id).await?;
+        if u.length.is_none() {
+            let lock = self.engine.quota_locks().of(&self.actor.tenant);
+            let _q = lock.lock().await;
+            self.check_limits(Some(length), Some(&u)).await?;
+            return self.engine.set_length(id, length).await;
+        }
+        self.engine.set_length(id, length).await
+    }
+
+    pub async fn set_layout(
+        &self,
+        id: &UploadId,
+        layout: ChunkLayout,
+        length: Option<u64>,
+    ) -> Result<Upload, EngineError> {
+        let u = self.get(id).await?;
+        if let (None, Some(len)) = (u.length, length) {
+            self.check_limits(Some(len), Some(&u)).await?;
+        }
+        self.engine.set_layout(id, layout, length).await
+    }
+
+    pub async fn write<S, E>(
+        &self,
+        id: &UploadId,
+        mode: WriteMode,
+        body: S,
+    ) -> Result<WriteOutcome, EngineError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: Display,
+    {
+        self.get(id).await?;
+        self.engine.write(id, mode, body).await
+    }
+
+    pub async fn write_checked<S, E>(
+        &self,
+        id: &UploadId,
+        mode: WriteMode,
+        check: Option<BodyCheck>,
+        body: S,
+    ) -> Result<WriteOutcome, EngineError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: Display,
+    {
+        self.get(id).await?;
+        self.engine.write_checked(id, mode, check, body).await
+    }
+
+    pub async fn write_chunk<S, E>(
+        &self,
+        id: &UploadId,
+        chunk_id: &str,
+        body: S,
+    ) -> Result<WriteOutcome, EngineError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: Display,
+    {
+        self.get(id).await?;
+        self.engine.write_chunk(id, chunk_id, body).await
+    }
+
+    /// Stops appends in flight on an upload of this actor (see [`Engine::preempt`]); does
+    /// nothing for anybody else's.
+    pub async fn preempt(&self, id: &UploadId) {
+        if self.get(id).await.is_ok() {
+            self.engine.preempt(id).await;
+        }
+    }
+
+    pub async fn delete(&self, id: &UploadId) -> Result<(), EngineError> {
+        self.get(id).await?;
+        self.engine.delete(id).await
+    }
+
+    /// Refuses a new upload (or a newly declared length) that would break a limit.
+    /// `existing` is the upload whose length is being declared, if any.
+    async fn check_limits(
+        &self,
+        length: Option<u64>,
+        existing: Option<&Upload>,
+    ) -> Result<(), EngineError> {
+        let limits = &self.actor.limits;
+        if let (Some(len), Some(max)) = (length, limits.max_upload_size)
+            && len > max
+        {
+            return Err(EngineError::TooLarge { size: len, max });
+        }
+        if limits.max_incomplete_uploads.is_none() && limits.max_stored_bytes.is_none() {
+            return Ok(());
+        }
+        let usage = self
+            .engine
+            .meta()
+            .usage(self.actor.tenant.as_deref())
+            .await?;
+        if existing.is_none()
+            && let Some(max) = limits.max_incomplete_uploads
+            && usage.incomplete >= max
+        {
+            return Err(EngineError::TooManyIncomplete { max });
+        }
+        if let Some(max) = limits.max_stored_bytes {
+            let adding = length.unwrap_or(0);
+            // A deferred-length upload counts its held bytes until it declares a length.
+            let counted = existing
+                .filter(|u| u.state == UploadState::Receiving)
+                .map_or(0, |u| u.length.unwrap_or(0));
+            let after = usage
+                .stored_bytes
+                .saturating_sub(counted)
+                .saturating_add(adding);
+            if after > max {
+                return Err(EngineError::QuotaExceeded {
+                    stored: usage.stored_bytes,
+                    max,
+                    size: adding,
+                });
+            }
+        }
+        Ok(())
+    }
+}
