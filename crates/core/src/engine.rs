@@ -495,6 +495,9 @@ impl Engine {
                         })
                     }
                 }
+                PumpEnd::Body(reason) if reason == SUPERSEDED => Err(EngineError::Superseded {
+                    held: u.offset(),
+                }),
                 PumpEnd::Body(reason) => Err(EngineError::BodyInterrupted {
                     received: 0,
                     reason: format!("{reason} (a checksummed body is kept only whole)"),
@@ -552,6 +555,12 @@ impl Engine {
         };
         match end {
             PumpEnd::Complete => Ok(WriteOutcome { upload, accepted }),
+            PumpEnd::Body(reason) if reason == SUPERSEDED => {
+                tracing::info!(%id, received, "write superseded by a newer request; kept what arrived");
+                Err(EngineError::Superseded {
+                    held: upload.offset(),
+                })
+            }
             PumpEnd::Body(reason) => {
                 tracing::info!(%id, received, %reason, "body cut off; kept what arrived");
                 Err(EngineError::BodyInterrupted { received, reason })
@@ -593,9 +602,12 @@ impl Engine {
             })
             .await?;
         let Some((planned, reservation)) = planned else {
-            // Every position of this id is held already: nothing to write. A staged chunk
-            // whose placement failed earlier (a crash, a disk error) is placed now, so a retry
+            // Every position of this id is held already: nothing to write. The bytes are
+            // still checked against the id, so a client re-sending different bytes under a
+            // held id hears about the mismatch instead of a success. A staged chunk whose
+            // placement failed earlier (a crash, a disk error) is placed now, so a retry
             // always moves the upload forward.
+            verify_unneeded_chunk(&u, chunk_id, body).await?;
             let u = self.place_staged(u).await?;
             return Ok(WriteOutcome {
                 upload: self.after_commit(u).await?,
@@ -1803,6 +1815,57 @@ fn slice_bufs(bufs: &[Bytes], from: u64, to: u64) -> Vec<Bytes> {
         }
     }
     out
+}
+
+/// Reads the body of a chunk whose every position is held already and checks that its bytes
+/// have the digest its id names; nothing is written.
+async fn verify_unneeded_chunk<S, E>(
+    u: &Upload,
+    chunk_id: &str,
+    mut body: S,
+) -> Result<(), EngineError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+    E: Display,
+{
+    let Some(layout) = u.chunks.as_ref() else {
+        return Ok(());
+    };
+    let Some(expected) = chunk_id
+        .get(..layout.alg.hex_len())
+        .map(str::to_ascii_lowercase)
+    else {
+        return Err(EngineError::UnknownChunk(chunk_id.to_owned()));
+    };
+    let longest = (0..layout.ids.len())
+        .filter(|&i| layout.ids[i] == chunk_id)
+        .filter_map(|i| layout.span(i, u.length))
+        .map(|s| s.end - s.start)
+        .max()
+        .or(layout.staged.values().copied().max())
+        .unwrap_or(u64::MAX);
+    let mut hasher = Hasher::new(layout.alg);
+    let mut received = 0u64;
+    while let Some(frame) = body.next().await {
+        let frame = frame.map_err(|e| EngineError::BodyInterrupted {
+            received,
+            reason: e.to_string(),
+        })?;
+        received += frame.len() as u64;
+        if received > longest {
+            return Err(EngineError::ChunkSize(format!(
+                "chunk {chunk_id} is longer than its place in the file ({longest} bytes)"
+            )));
+        }
+        // A rare path (a retry of a chunk already held), on body frames of a few KiB:
+        // hashing them inline costs microseconds per frame.
+        hasher.update(&frame);
+    }
+    let actual = hasher.finalize_hex();
+    if actual != expected {
+        return Err(EngineError::ChunkDigestMismatch { expected, actual });
+    }
+    Ok(())
 }
 
 async fn sync_worker(mut w: Worker) -> (Worker, std::io::Result<()>) {

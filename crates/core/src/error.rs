@@ -32,6 +32,10 @@ pub enum EngineError {
         "the assembled file has digest {actual}, but the upload declared {expected}; it was discarded"
     )]
     FileDigestMismatch { expected: String, actual: String },
+    #[error(
+        "a newer request for this upload took over while this one was streaming; the upload holds {held} bytes, resume from there"
+    )]
+    Superseded { held: u64 },
     #[error("the request body ended early after {received} bytes: {reason}")]
     BodyInterrupted { received: u64, reason: String },
     #[error(
@@ -78,6 +82,7 @@ impl EngineError {
             EngineError::ChunkSize(_) => "chunk_size_mismatch",
             EngineError::FileDigestMismatch { .. } => "file_digest_mismatch",
             EngineError::BodyInterrupted { .. } => "body_interrupted",
+            EngineError::Superseded { .. } => "upload_superseded",
             EngineError::ChecksumMismatch { .. } => "checksum_mismatch",
             EngineError::FinalUpload => "final_upload_immutable",
             EngineError::UnknownPart(_) => "concat_part_unknown",

@@ -13,6 +13,7 @@
 //! final offsets, so completion is a rename, never a merge.
 
 use crate::AppState;
+use crate::caller::Caller;
 use crate::error::ApiError;
 use axum::Json;
 use axum::extract::{FromRequest, Multipart, Request, State};
@@ -20,7 +21,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use ferry_core::EngineError;
-use ferry_core::engine::NewUpload;
+use ferry_core::engine::{NewUpload, Scoped};
 use ferry_core::handshake::{Envelope, HandshakeData, HandshakeRequest, valid_chunk_id};
 use ferry_core::hash::{HashAlg, parse_hex};
 use ferry_core::upload::{
@@ -53,7 +54,12 @@ fn ok(data: HandshakeData) -> Response {
     .into_response()
 }
 
+/// The finished file's URL: the seeds' `/upload/<fileId><ext>` on an open server; with
+/// authentication, the signed link (a content-derived path must not be the capability).
 fn url_of(state: &AppState, headers: &HeaderMap, u: &Upload) -> String {
+    if state.auth.enabled() {
+        return state.download_url(headers, u);
+    }
     let file_id = u
         .key
         .as_deref()
@@ -116,9 +122,10 @@ fn parse_file_id(raw: &str, alg: HashAlg) -> Result<String, ApiError> {
 }
 
 /// `POST /api/upload/handshake`.
-pub async fn handshake(State(state): State<AppState>, req: Request) -> Response {
+pub async fn handshake(State(state): State<AppState>, caller: Caller, req: Request) -> Response {
     let headers = req.headers().clone();
-    match handshake_inner(&state, &headers, req).await {
+    let engine = state.engine.scoped(&caller.0);
+    match handshake_inner(&state, &engine, &headers, req).await {
         Ok(resp) => resp,
         Err(e) => e.into_envelope(),
     }
@@ -126,6 +133,7 @@ pub async fn handshake(State(state): State<AppState>, req: Request) -> Response 
 
 async fn handshake_inner(
     state: &AppState,
+    engine: &Scoped<'_>,
     headers: &HeaderMap,
     req: Request,
 ) -> Result<Response, ApiError> {
@@ -204,8 +212,10 @@ async fn handshake_inner(
         staged: BTreeMap::new(),
     };
 
+    // Keys are per tenant (SPEC §6): another tenant's copy of the same file is not found
+    // here, so a client that knows only the digest uploads the bytes like anyone else.
     let key = key_for(&file_id);
-    if let Some(existing) = state.engine.find(&key).await? {
+    if let Some(existing) = engine.find(&key).await? {
         if existing.is_complete() {
             tracing::info!(id = %existing.id, "instant upload: file already complete");
             return Ok(answer(state, headers, &existing));
@@ -217,10 +227,7 @@ async fn handshake_inner(
         let u = if same_layout && (length.is_none() || existing.length == length) {
             existing
         } else {
-            state
-                .engine
-                .set_layout(&existing.id, layout, length)
-                .await?
+            engine.set_layout(&existing.id, layout, length).await?
         };
         return Ok(answer(state, headers, &u));
     }
@@ -234,7 +241,7 @@ async fn handshake_inner(
     new.file_name = hs.file_name.as_deref().and_then(clean_file_name);
     new.ext = ext;
     new.chunks = Some(layout);
-    let (u, _) = state.engine.create(new).await?;
+    let (u, _) = engine.create(new).await?;
     Ok(answer(state, headers, &u))
 }
 
@@ -263,9 +270,10 @@ fn check_layout(n: usize, size: Option<u64>, chunk_size: Option<u64>) -> Result<
 }
 
 /// `POST /api/upload` with `multipart/form-data`: one chunk.
-pub async fn upload_chunk(State(state): State<AppState>, req: Request) -> Response {
+pub async fn upload_chunk(state: State<AppState>, caller: Caller, req: Request) -> Response {
     let headers = req.headers().clone();
-    match upload_chunk_inner(&state, &headers, req).await {
+    let engine = state.engine.scoped(&caller.0);
+    match upload_chunk_inner(&state, &engine, &headers, req).await {
         Ok(resp) => resp,
         Err(e) => e.into_envelope(),
     }
@@ -282,6 +290,7 @@ impl Drop for Spool {
 
 async fn upload_chunk_inner(
     state: &AppState,
+    engine: &Scoped<'_>,
     headers: &HeaderMap,
     req: Request,
 ) -> Result<Response, ApiError> {
@@ -312,11 +321,20 @@ async fn upload_chunk_inner(
                     chunk_id.as_ref().filter(|c| !c.is_empty()),
                 ) {
                     // The ids came first: stream straight to the chunk's place in the file.
-                    return store_chunk(state, headers, f, c, Box::pin(field)).await;
+                    let declared = part_length(field.headers())?;
+                    let body = Box::pin(exact_length(field, declared));
+                    return store_chunk(state, engine, headers, f, c, body).await;
                 }
                 // The bytes came before the ids (common: `formData.append('file', …)` first).
                 // Spool them; they are verified and placed once the ids arrive.
-                spooled = Some(spool(state, &mut field).await?);
+                let declared = part_length(field.headers())?;
+                let spooled_now = spool(state, &mut field).await?;
+                if let Some(want) = declared
+                    && want != spooled_now.1
+                {
+                    return Err(part_length_mismatch(want, spooled_now.1));
+                }
+                spooled = Some(spooled_now);
             }
             _ => while field.chunk().await.ok().flatten().is_some() {},
         }
@@ -340,7 +358,15 @@ async fn upload_chunk_inner(
         .await
         .map_err(EngineError::from)?;
     let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20);
-    let resp = store_chunk(state, headers, &file_id, &chunk_id, Box::pin(stream)).await;
+    let resp = store_chunk(
+        state,
+        engine,
+        headers,
+        &file_id,
+        &chunk_id,
+        Box::pin(stream),
+    )
+    .await;
     drop(spool);
     resp
 }
@@ -414,6 +440,7 @@ async fn spool(
 
 async fn store_chunk<S, E>(
     state: &AppState,
+    engine: &Scoped<'_>,
     headers: &HeaderMap,
     file_id: &str,
     chunk_id: &str,
@@ -430,7 +457,7 @@ where
             "fileId must be the hex digest of the whole file, as sent in the handshake",
         ));
     }
-    let Some(u) = state.engine.find(&key_for(&file_id)).await? else {
+    let Some(u) = engine.find(&key_for(&file_id)).await? else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "handshake_required",
@@ -448,14 +475,87 @@ where
             format!("chunkId {chunk_id:?} is not a hex {alg} digest with an optional suffix"),
         ));
     }
-    match state.engine.write_chunk(&u.id, chunk_id, body).await {
+    match engine.write_chunk(&u.id, chunk_id, body).await {
         Ok(out) => Ok(answer(state, headers, &out.upload)),
         Err(EngineError::AlreadyComplete) => {
-            let u = state.engine.get(&u.id).await?;
+            let u = engine.get(&u.id).await?;
             Ok(answer(state, headers, &u))
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The `Content-Length` a multipart part declares for itself, if any.
+fn part_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let mut values = headers.get_all(axum::http::header::CONTENT_LENGTH).iter();
+    let Some(v) = values.next() else {
+        return Ok(None);
+    };
+    let parsed = v
+        .to_str()
+        .ok()
+        .and_then(|s| ferry_core::tus::parse_non_negative(s.trim()));
+    match (parsed, values.next()) {
+        (Some(n), None) => Ok(Some(n)),
+        _ => Err(ApiError::bad_request(
+            "invalid_part_length",
+            "the file part's Content-Length must be one non-negative number of bytes",
+        )),
+    }
+}
+
+fn part_length_mismatch(declared: u64, got: u64) -> ApiError {
+    ApiError::bad_request(
+        "part_length_mismatch",
+        format!(
+            "the file part declares Content-Length {declared} but carries {got} bytes; nothing was stored, send the chunk again"
+        ),
+    )
+}
+
+/// The part's bytes, ending in an error (so the engine stores nothing of the chunk) when
+/// they run past or stop short of the length the part declared.
+fn exact_length<S, E>(
+    body: S,
+    declared: Option<u64>,
+) -> impl Stream<Item = Result<Bytes, String>> + Send
+where
+    S: Stream<Item = Result<Bytes, E>> + Send,
+    E: std::fmt::Display,
+{
+    let body = body.map(|r| r.map_err(|e| e.to_string()));
+    // State: the body, bytes seen so far, whether the stream has ended.
+    futures_util::stream::unfold(
+        (Box::pin(body), 0u64, false),
+        move |(mut body, seen, done)| async move {
+            if done {
+                return None;
+            }
+            match body.next().await {
+                Some(Ok(b)) => {
+                    let seen = seen + b.len() as u64;
+                    match declared.filter(|&d| seen > d) {
+                        Some(d) => Some((
+                            Err(format!(
+                                "the file part is longer than its declared Content-Length {d}"
+                            )),
+                            (body, seen, true),
+                        )),
+                        None => Some((Ok(b), (body, seen, false))),
+                    }
+                }
+                Some(Err(e)) => Some((Err(e), (body, seen, true))),
+                None => declared.filter(|&d| d != seen).map(|d| {
+                    (
+                        Err(format!(
+                            "the file part carries {seen} bytes but declares Content-Length {d}"
+                        )),
+                        (body, seen, true),
+                    )
+                }),
+            }
+        },
+    )
 }
 
 /// Reads and drops a body the server does not need (a chunk of a file already complete),

@@ -82,6 +82,7 @@ impl From<EngineError> for ApiError {
             EngineError::ChunkSize(_) => StatusCode::UNPROCESSABLE_ENTITY,
             EngineError::FileDigestMismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             EngineError::BodyInterrupted { .. } => StatusCode::BAD_REQUEST,
+            EngineError::Superseded { .. } => StatusCode::CONFLICT,
             // tus checksum extension: 460 Checksum Mismatch.
             EngineError::ChecksumMismatch { .. } => {
                 StatusCode::from_u16(460).expect("460 is a valid status code")
@@ -101,7 +102,9 @@ impl From<EngineError> for ApiError {
             e.to_string()
         };
         let offset = match &e {
-            EngineError::OffsetMismatch { held, .. } => Some(*held),
+            EngineError::OffsetMismatch { held, .. } | EngineError::Superseded { held } => {
+                Some(*held)
+            }
             _ => None,
         };
         let retry_after =

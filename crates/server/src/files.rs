@@ -2,8 +2,11 @@
 //! chunk-handshake uploads (SPEC §2.1, §3). Range semantics live in [`crate::download`].
 
 use crate::AppState;
+use crate::auth::AuthError;
+use crate::caller::{Caller, unauthorized};
 use crate::download::{Downloadable, content_type_for_ext, respond};
 use crate::error::ApiError;
+use crate::links::LinkCheck;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -18,29 +21,66 @@ fn not_found() -> Response {
     .into_response()
 }
 
+/// `GET|HEAD /files/<id>`: with a valid signed link (`?expires=…&signature=…`) for anyone;
+/// otherwise for the upload's owner only (without authentication configured, everyone is).
+/// Another tenant's file, an expired or tampered link: exactly as a missing file (404).
 pub async fn by_id(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
+    state: &AppState,
+    caller: Option<Caller>,
+    raw_id: &str,
+    query: Option<&str>,
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    let Some(id) = UploadId::parse(&id) else {
+    let Some(id) = UploadId::parse(raw_id) else {
         return not_found();
     };
-    match state.engine.get(&id).await {
-        Ok(u) if u.is_complete() => serve_upload(&state, u, &method, &headers).await,
+    let found = match state.links.verify(&format!("/files/{id}"), query) {
+        // What a link is for: whoever holds it downloads the file, credentials or not.
+        LinkCheck::Valid => state.engine.get(&id).await,
+        LinkCheck::Absent => match &caller {
+            Some(c) => state.engine.scoped(&c.0).get(&id).await,
+            None => return unauthorized(&AuthError::Missing),
+        },
+        LinkCheck::Expired => {
+            return link_refused(
+                "link_expired",
+                "this download link has expired; ask its owner for a new one",
+            );
+        }
+        LinkCheck::Invalid => {
+            return link_refused(
+                "link_invalid",
+                "this download link is not valid (altered, or for another file)",
+            );
+        }
+    };
+    match found {
+        Ok(u) if u.is_complete() => serve_upload(state, u, &method, &headers).await,
         Ok(_) | Err(ferry_core::EngineError::NotFound) => not_found(),
         Err(e) => ApiError::from(e).into_response(),
     }
 }
 
-/// `<fileId><ext>`: the hex digest, then an optional validated extension.
+/// A refused link answers 404 like a missing file (a guessed signature learns nothing), with
+/// a code that tells the holder of a genuine but stale link what happened.
+fn link_refused(code: &'static str, message: &'static str) -> Response {
+    ApiError::new(StatusCode::NOT_FOUND, code, message).into_response()
+}
+
+/// `<fileId><ext>`: the hex digest, then an optional validated extension. The address is
+/// derived from the content, so it serves only the caller's own file (SPEC §6): with
+/// authentication configured it needs the owner's credentials.
 pub async fn by_file_id(
     State(state): State<AppState>,
+    caller: Option<Caller>,
     Path(name): Path<String>,
     method: Method,
     headers: HeaderMap,
 ) -> Response {
+    let Some(caller) = caller else {
+        return unauthorized(&AuthError::Missing);
+    };
     let (file_id, ext) = match name.find('.') {
         Some(dot) => name.split_at(dot),
         None => (name.as_str(), ""),
@@ -52,7 +92,7 @@ pub async fn by_file_id(
         return not_found();
     };
     let key = crate::chunked::key_for(&file_id.to_ascii_lowercase());
-    match state.engine.find(&key).await {
+    match state.engine.scoped(&caller.0).find(&key).await {
         Ok(Some(u)) if u.is_complete() && u.ext == ext => {
             serve_upload(&state, u, &method, &headers).await
         }

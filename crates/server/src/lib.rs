@@ -90,6 +90,27 @@ impl AppState {
         };
         format!("{proto}://{host}")
     }
+
+    /// The URL that downloads a finished upload, as reported to its owner (SPEC §6): with
+    /// authentication configured, a signed, expiring link to `/files/<id>` that works
+    /// without credentials; without authentication, the plain `/files/<id>`.
+    pub fn download_url(&self, headers: &HeaderMap, u: &ferry_core::upload::Upload) -> String {
+        self.upload_link(headers, &u.id)
+    }
+
+    /// `/files/<id>` as handed to the upload's owner (tus and IETF `Location`, byte-offset
+    /// `url`, the chunk dialect's `data`): signed when authentication is configured, so the
+    /// same URL that the owner's client resumes with (credentials decide there; the query is
+    /// ignored) downloads the finished file for whoever the owner shares it with.
+    pub fn upload_link(&self, headers: &HeaderMap, id: &ferry_core::upload::UploadId) -> String {
+        let path = format!("/files/{id}");
+        let base = self.base_url(headers);
+        if self.auth.enabled() {
+            format!("{base}{}", self.links.sign(&path))
+        } else {
+            format!("{base}{path}")
+        }
+    }
 }
 
 /// Opens the default backends (filesystem + SQLite) under the configured paths and builds
@@ -198,16 +219,16 @@ pub fn app(state: AppState) -> Router {
 
 /// `POST /api/upload` (and `/upload`) carries two dialects: `multipart/form-data` is a chunk
 /// of the handshake dialect, a raw body with `X-File-Id` is a byte-offset write (SPEC §2.2).
-async fn upload_dispatch(state: State<AppState>, req: Request) -> Response {
+async fn upload_dispatch(state: State<AppState>, caller: caller::Caller, req: Request) -> Response {
     let is_multipart = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
     if is_multipart {
-        chunked::upload_chunk(state, req).await
+        chunked::upload_chunk(state, caller, req).await
     } else if req.headers().contains_key("x-file-id") {
-        offset::upload(state, req).await.into_response()
+        offset::upload(state, caller, req).await.into_response()
     } else {
         ApiError::bad_request(
             "unknown_upload_form",

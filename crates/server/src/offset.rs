@@ -11,6 +11,7 @@
 //! held the upload completes and the answer carries its URL (`/files/<id>`).
 
 use crate::AppState;
+use crate::caller::Caller;
 use crate::error::ApiError;
 use axum::Json;
 use axum::extract::{Request, State};
@@ -72,12 +73,12 @@ fn header_u64(headers: &HeaderMap, name: &'static str) -> Result<Option<u64>, Ap
 }
 
 /// `GET /api/upload/status`.
-pub async fn status(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub async fn status(State(state): State<AppState>, caller: Caller, headers: HeaderMap) -> Response {
     let id = match client_id(&headers) {
         Ok(id) => id,
         Err(e) => return e.into_response(),
     };
-    match state.engine.find(&key_for(&id)).await {
+    match state.engine.scoped(&caller.0).find(&key_for(&id)).await {
         Ok(found) => {
             let held = found.as_ref().map_or(0, Upload::offset);
             let mut resp = (
@@ -102,9 +103,7 @@ pub async fn status(State(state): State<AppState>, headers: HeaderMap) -> Respon
 
 fn summary(state: &AppState, headers: &HeaderMap, client_id: &str, u: &Upload) -> Response {
     let missing: Vec<[u64; 2]> = u.missing().iter().map(|r| [r.start, r.end - 1]).collect();
-    let url = u
-        .is_complete()
-        .then(|| format!("{}/files/{}", state.base_url(headers), u.id));
+    let url = u.is_complete().then(|| state.download_url(headers, u));
     let mut resp = Json(json!({
         "fileId": client_id,
         "offset": u.offset(),
@@ -121,7 +120,12 @@ fn summary(state: &AppState, headers: &HeaderMap, client_id: &str, u: &Upload) -
 }
 
 /// `POST /api/upload` (raw body with `X-File-Id`).
-pub async fn upload(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+pub async fn upload(
+    State(state): State<AppState>,
+    caller: Caller,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let engine = state.engine.scoped(&caller.0);
     let headers = req.headers().clone();
     let id = client_id(&headers)?;
     let start_byte = header_u64(&headers, "x-start-byte")?;
@@ -197,19 +201,19 @@ pub async fn upload(State(state): State<AppState>, req: Request) -> Result<Respo
     }
 
     let key = key_for(&id);
-    let mut u = match state.engine.find(&key).await? {
+    let mut u = match engine.find(&key).await? {
         Some(u) => u,
         None => {
             let mut new = NewUpload::new(Dialect::Offset);
             new.key = Some(key);
             new.length = total;
-            state.engine.create(new).await?.0
+            engine.create(new).await?.0
         }
     };
     if let Some(t) = total
         && u.length != Some(t)
     {
-        u = state.engine.set_length(&u.id, t).await?;
+        u = engine.set_length(&u.id, t).await?;
     }
     // Refuse a body that cannot fit before storing any of it (a streamed body without
     // Content-Length is cut at the declared length by the engine instead).
@@ -242,10 +246,10 @@ pub async fn upload(State(state): State<AppState>, req: Request) -> Result<Respo
         // A new append supersedes one still streaming for this file (a client that
         // reconnected): that one keeps what arrived, and a stale X-Start-Byte gets the 409
         // with the held count at once instead of after the dead connection times out.
-        state.engine.preempt(&u.id).await;
+        engine.preempt(&u.id).await;
     }
     let body = req.into_body().into_data_stream();
-    match state.engine.write(&u.id, mode, body).await {
+    match engine.write(&u.id, mode, body).await {
         Ok(out) => Ok(summary(&state, &headers, &id, &out.upload)),
         Err(e) => Err(e.into()),
     }

@@ -8,23 +8,24 @@ use super::{
 use crate::AppState;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use ferry_core::engine::Actor;
 use ferry_core::tus::UploadConcat;
 use ferry_core::upload::{Concat, UploadId};
 
-pub async fn handle(state: &AppState, id: &UploadId) -> Response {
-    match head(state, id).await {
+pub async fn handle(state: &AppState, actor: &Actor, id: &UploadId) -> Response {
+    match head(state, actor, id).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-async fn head(state: &AppState, id: &UploadId) -> Result<Response, TusError> {
+async fn head(state: &AppState, actor: &Actor, id: &UploadId) -> Result<Response, TusError> {
     // An unknown, terminated or expired upload is 404 without Upload-Offset ("Core
     // Protocol", HEAD). Expired ids are not remembered, so 410 is never answered.
     // HEAD is safe: it reports the durable offset and never stops a PATCH in flight (a
     // progress monitor may ask while the client uploads). A client that resumes sends a new
     // PATCH, and that is what preempts a stale one (see patch.rs).
-    let u = state.engine.get(id).await?;
+    let u = state.engine.scoped(actor).get(id).await?;
     // The spec's HEAD example answers 200 OK, as tusd does; tus clients accept any 2xx.
     let mut resp = StatusCode::OK.into_response();
     let h = resp.headers_mut();

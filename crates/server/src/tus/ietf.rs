@@ -90,6 +90,7 @@ use axum::http::header::{
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ferry_core::EngineError;
+use ferry_core::engine::Actor;
 use ferry_core::engine::{NewUpload, WriteMode};
 use ferry_core::tus::Metadata;
 use ferry_core::upload::{Dialect, Upload, UploadId, clean_file_name, validate_ext};
@@ -303,8 +304,8 @@ impl Fail {
 
     /// Attaches the upload's current state (read fresh: a failed write may still have kept
     /// what arrived).
-    async fn with_state(self, state: &AppState, id: &UploadId) -> Self {
-        match state.engine.get(id).await {
+    async fn with_state(self, state: &AppState, actor: &Actor, id: &UploadId) -> Self {
+        match state.engine.scoped(actor).get(id).await {
             Ok(u) => self.with_upload(u),
             Err(_) => self,
         }
@@ -569,8 +570,8 @@ fn describe(new: &mut NewUpload, headers: &HeaderMap) {
 
 /// The upload behind `/files/<id>`, if it is one this endpoint serves (created by the tus
 /// front or here; ids of the other dialects answer 404 like unknown ones).
-async fn load(state: &AppState, id: &UploadId) -> Result<Upload, Fail> {
-    match state.engine.get(id).await {
+async fn load(state: &AppState, actor: &Actor, id: &UploadId) -> Result<Upload, Fail> {
+    match state.engine.scoped(actor).get(id).await {
         Ok(u) if u.dialect == Dialect::Tus => Ok(u),
         Ok(_) | Err(EngineError::NotFound) => Err(Fail::new(
             StatusCode::NOT_FOUND,
@@ -582,7 +583,7 @@ async fn load(state: &AppState, id: &UploadId) -> Result<Upload, Fail> {
 }
 
 fn location_of(state: &AppState, headers: &HeaderMap, id: &UploadId) -> String {
-    format!("{}/files/{id}", state.base_url(headers))
+    state.upload_link(headers, id)
 }
 
 /// Whether a body carries no byte (clients may send an empty body without Content-Length).
@@ -603,6 +604,7 @@ async fn is_empty(body: Body) -> bool {
 /// finishes; with the length known the body must have reached it.
 async fn write_and_complete(
     state: &AppState,
+    actor: &Actor,
     u: Upload,
     offset: u64,
     complete: bool,
@@ -623,6 +625,7 @@ async fn write_and_complete(
         let id = u.id.clone();
         match state
             .engine
+            .scoped(actor)
             .write(&id, WriteMode::Append { offset }, body.into_data_stream())
             .await
         {
@@ -632,10 +635,10 @@ async fn write_and_complete(
             Err(EngineError::PastLength { end, .. }) if u.length.is_none() => {
                 let max = state.engine.config().max_upload_size;
                 let e = EngineError::TooLarge { size: end, max };
-                return Err(Fail::engine(e).with_state(state, &id).await);
+                return Err(Fail::engine(e).with_state(state, actor, &id).await);
             }
             // A cut-off body kept what arrived; the headers tell the client where it stands.
-            Err(e) => return Err(Fail::engine(e).with_state(state, &id).await),
+            Err(e) => return Err(Fail::engine(e).with_state(state, actor, &id).await),
         }
     };
     if !complete || u.is_complete() {
@@ -644,9 +647,9 @@ async fn write_and_complete(
     match u.length {
         None => {
             let id = u.id.clone();
-            match state.engine.set_length(&id, u.offset()).await {
+            match state.engine.scoped(actor).set_length(&id, u.offset()).await {
                 Ok(done) => Ok(done),
-                Err(e) => Err(Fail::engine(e).with_state(state, &id).await),
+                Err(e) => Err(Fail::engine(e).with_state(state, actor, &id).await),
             }
         }
         Some(len) => {
@@ -661,12 +664,12 @@ async fn write_and_complete(
 
 /// `POST /files/`: upload creation (draft §"Upload Creation"), optionally with the start or
 /// the whole of the representation in the body.
-pub async fn create(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
+pub async fn create(state: &AppState, actor: &Actor, headers: &HeaderMap, body: Body) -> Response {
     let v = match Interop::of(headers) {
         Ok(v) => v,
         Err(fail) => return fail.render(Interop(Interop::NEWEST), None),
     };
-    match create_upload(state, v, headers, body).await {
+    match create_upload(state, actor, v, headers, body).await {
         Ok(resp) => resp,
         Err(fail) => fail.render(v, Some(state)),
     }
@@ -674,6 +677,7 @@ pub async fn create(state: &AppState, headers: &HeaderMap, body: Body) -> Respon
 
 async fn create_upload(
     state: &AppState,
+    actor: &Actor,
     v: Interop,
     headers: &HeaderMap,
     body: Body,
@@ -726,11 +730,16 @@ async fn create_upload(
     let mut new = NewUpload::new(Dialect::Tus);
     new.length = length;
     describe(&mut new, headers);
-    let (u, _) = state.engine.create(new).await.map_err(Fail::engine)?;
+    let (u, _) = state
+        .engine
+        .scoped(actor)
+        .create(new)
+        .await
+        .map_err(Fail::engine)?;
     let location = location_of(state, headers, &u.id);
     // From here on every answer names the upload, so a client can resume or cancel it even
     // when this request fails.
-    let u = write_and_complete(state, u, 0, complete, body)
+    let u = write_and_complete(state, actor, u, 0, complete, body)
         .await
         .map_err(|f| f.with_location(&location))?;
 
@@ -748,13 +757,13 @@ async fn create_upload(
 }
 
 /// `HEAD /files/<id>`: offset retrieval (draft §"Offset Retrieval").
-pub async fn head(state: &AppState, id: &UploadId, headers: &HeaderMap) -> Response {
+pub async fn head(state: &AppState, actor: &Actor, id: &UploadId, headers: &HeaderMap) -> Response {
     let v = match Interop::of(headers) {
         Ok(v) => v,
         Err(fail) => return fail.render(Interop(Interop::NEWEST), None),
     };
     // Offset retrieval is safe: it never stops an append in flight; a new append does.
-    match load(state, id).await {
+    match load(state, actor, id).await {
         Ok(u) => {
             // 204 as in the draft's examples (-01 required it; later drafts allow 200).
             let mut resp = reply(v, StatusCode::NO_CONTENT);
@@ -771,14 +780,20 @@ pub async fn head(state: &AppState, id: &UploadId, headers: &HeaderMap) -> Respo
 }
 
 /// `PATCH /files/<id>`: upload append (draft §"Upload Append").
-pub async fn append(state: &AppState, id: &UploadId, headers: &HeaderMap, body: Body) -> Response {
+pub async fn append(
+    state: &AppState,
+    actor: &Actor,
+    id: &UploadId,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
     let v = match Interop::of(headers) {
         Ok(v) => v,
         Err(fail) => return fail.render(Interop(Interop::NEWEST), None),
     };
     // A new append supersedes an older one still streaming (a client that reconnected).
-    state.engine.preempt(id).await;
-    match append_body(state, v, id, headers, body).await {
+    state.engine.scoped(actor).preempt(id).await;
+    match append_body(state, actor, v, id, headers, body).await {
         Ok(resp) => resp,
         Err(fail) => fail.render(v, Some(state)),
     }
@@ -786,6 +801,7 @@ pub async fn append(state: &AppState, id: &UploadId, headers: &HeaderMap, body: 
 
 async fn append_body(
     state: &AppState,
+    actor: &Actor,
     v: Interop,
     id: &UploadId,
     headers: &HeaderMap,
@@ -823,7 +839,7 @@ async fn append_body(
     // (the engine still completes one whose declared length is reached).
     let complete = requested_completion(v, headers)?.unwrap_or(false);
 
-    let u = load(state, id).await?;
+    let u = load(state, actor, id).await?;
     if u.is_complete() {
         // An empty completing append at the final offset changes nothing: it is a retry of
         // a completing request whose answer was lost, or the explicit completion of an upload
@@ -878,13 +894,14 @@ async fn append_body(
     let u = match length {
         Some(len) if u.length.is_none() => state
             .engine
+            .scoped(actor)
             .set_length(id, len)
             .await
             .map_err(Fail::engine)?,
         _ => u,
     };
 
-    let u = write_and_complete(state, u, offset, complete, body).await?;
+    let u = write_and_complete(state, actor, u, offset, complete, body).await?;
     if u.is_complete() {
         Ok(completed_reply(state, v, headers, &u))
     } else {
@@ -910,13 +927,23 @@ fn completed_reply(state: &AppState, v: Interop, headers: &HeaderMap, u: &Upload
 
 /// `DELETE /files/<id>`: upload cancellation (draft §"Upload Cancellation"): bytes and
 /// record go, and the URL answers 404 from then on.
-pub async fn cancel(state: &AppState, id: &UploadId, headers: &HeaderMap) -> Response {
+pub async fn cancel(
+    state: &AppState,
+    actor: &Actor,
+    id: &UploadId,
+    headers: &HeaderMap,
+) -> Response {
     let v = match Interop::of(headers) {
         Ok(v) => v,
         Err(fail) => return fail.render(Interop(Interop::NEWEST), None),
     };
-    let result = match load(state, id).await {
-        Ok(_) => state.engine.delete(id).await.map_err(Fail::engine),
+    let result = match load(state, actor, id).await {
+        Ok(_) => state
+            .engine
+            .scoped(actor)
+            .delete(id)
+            .await
+            .map_err(Fail::engine),
         Err(fail) => Err(fail),
     };
     match result {

@@ -54,6 +54,7 @@ pub mod patch;
 pub mod post;
 
 use crate::AppState;
+use crate::caller::Caller;
 use crate::error::ApiError;
 use axum::Router;
 use axum::extract::{Path, Request, State};
@@ -62,6 +63,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use ferry_core::EngineError;
+use ferry_core::engine::Actor;
 use ferry_core::tus::{Checksum, ChecksumError, parse_non_negative};
 use ferry_core::upload::{Upload, UploadId};
 use std::time::Duration;
@@ -173,9 +175,13 @@ async fn collection(State(state): State<AppState>, req: Request) -> Response {
     };
     let (parts, body) = req.into_parts();
     let headers = &parts.headers;
+    // `guard` let only requests with a caller get here (OPTIONS needs none).
+    let caller = parts.extensions.get::<Caller>().cloned();
+    let anonymous = Actor::anonymous();
+    let actor = caller.as_ref().map_or(&anonymous, |c| &c.0);
     match front {
         Front::Ietf => match method {
-            Method::POST => ietf::create(&state, headers, body).await,
+            Method::POST => ietf::create(&state, actor, headers, body).await,
             Method::OPTIONS => ietf::options(&state, headers).await,
             _ => method_not_allowed("POST, OPTIONS"),
         },
@@ -188,7 +194,7 @@ async fn collection(State(state): State<AppState>, req: Request) -> Response {
                 return refusal;
             }
             match method {
-                Method::POST => post::handle(&state, headers, body).await,
+                Method::POST => post::handle(&state, actor, headers, body).await,
                 _ => method_not_allowed("POST, OPTIONS"),
             }
         }
@@ -207,9 +213,14 @@ async fn resource(
     };
     let (parts, body) = req.into_parts();
     let headers = parts.headers;
+    let caller = parts.extensions.get::<Caller>().cloned();
     if front == Front::Download {
-        return crate::files::by_id(State(state), Path(raw_id), method, headers).await;
+        let query = parts.uri.query();
+        return crate::files::by_id(&state, caller, &raw_id, query, method, headers).await;
     }
+    // `guard` let only requests with a caller get here (OPTIONS needs none).
+    let anonymous = Actor::anonymous();
+    let actor = caller.as_ref().map_or(&anonymous, |c| &c.0);
     if method == Method::OPTIONS {
         return match front {
             Front::Ietf => ietf::options(&state, &headers).await,
@@ -227,12 +238,12 @@ async fn resource(
     };
     const ALLOWED: &str = "GET, HEAD, PATCH, DELETE, OPTIONS";
     match (front, method) {
-        (Front::Ietf, Method::HEAD) => ietf::head(&state, &id, &headers).await,
-        (Front::Ietf, Method::PATCH) => ietf::append(&state, &id, &headers, body).await,
-        (Front::Ietf, Method::DELETE) => ietf::cancel(&state, &id, &headers).await,
-        (Front::Tus, Method::HEAD) => head::handle(&state, &id).await,
-        (Front::Tus, Method::PATCH) => patch::handle(&state, &id, &headers, body).await,
-        (Front::Tus, Method::DELETE) => delete::handle(&state, &id).await,
+        (Front::Ietf, Method::HEAD) => ietf::head(&state, actor, &id, &headers).await,
+        (Front::Ietf, Method::PATCH) => ietf::append(&state, actor, &id, &headers, body).await,
+        (Front::Ietf, Method::DELETE) => ietf::cancel(&state, actor, &id, &headers).await,
+        (Front::Tus, Method::HEAD) => head::handle(&state, actor, &id).await,
+        (Front::Tus, Method::PATCH) => patch::handle(&state, actor, &id, &headers, body).await,
+        (Front::Tus, Method::DELETE) => delete::handle(&state, actor, &id).await,
         _ => method_not_allowed(ALLOWED),
     }
 }
@@ -368,7 +379,7 @@ pub(crate) fn is_offset_octet_stream(headers: &HeaderMap) -> bool {
 
 /// The absolute URL of an upload (tus "Creation": `Location`).
 pub(crate) fn upload_url(state: &AppState, headers: &HeaderMap, id: &UploadId) -> String {
-    format!("{}/files/{id}", state.base_url(headers))
+    state.upload_link(headers, id)
 }
 
 /// tus "Expiration" / Upload-Expires: when the janitor may remove this upload if nothing

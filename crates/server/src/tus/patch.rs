@@ -11,11 +11,18 @@ use axum::body::{Body, HttpBody};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ferry_core::EngineError;
+use ferry_core::engine::Actor;
 use ferry_core::engine::{BodyCheck, WriteMode};
 use ferry_core::upload::{Concat, Upload, UploadId};
 
-pub async fn handle(state: &AppState, id: &UploadId, headers: &HeaderMap, body: Body) -> Response {
-    match append(state, id, headers, body).await {
+pub async fn handle(
+    state: &AppState,
+    actor: &Actor,
+    id: &UploadId,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    match append(state, actor, id, headers, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
@@ -23,6 +30,7 @@ pub async fn handle(state: &AppState, id: &UploadId, headers: &HeaderMap, body: 
 
 async fn append(
     state: &AppState,
+    actor: &Actor,
     id: &UploadId,
     headers: &HeaderMap,
     body: Body,
@@ -54,8 +62,8 @@ async fn append(
     // A new PATCH supersedes one still streaming (tus-js-client re-sends after a network
     // error): the old one stops and keeps what arrived; if that moves the offset past this
     // request's Upload-Offset, the 409 below sends the client to HEAD for the new one.
-    state.engine.preempt(id).await;
-    let mut u = state.engine.get(id).await?;
+    state.engine.scoped(actor).preempt(id).await;
+    let mut u = state.engine.scoped(actor).get(id).await?;
     // "Concatenation": PATCH to a final upload is 403 and changes nothing. The engine refuses
     // the write too; saying it here keeps an Upload-Length on the request from being applied.
     if matches!(u.concat, Some(Concat::Final { .. })) {
@@ -76,7 +84,7 @@ async fn append(
     if let Some(len) = new_length
         && offset == u.offset()
     {
-        u = state.engine.set_length(id, len).await?;
+        u = state.engine.scoped(actor).set_length(id, len).await?;
     }
     if u.is_complete() && Some(offset) == u.length && body.size_hint().exact() == Some(0) {
         // An empty PATCH at the end of a finished upload (a retry of the request that
@@ -86,6 +94,7 @@ async fn append(
     }
     let out = state
         .engine
+        .scoped(actor)
         .write_checked(
             id,
             WriteMode::Append { offset },

@@ -12,6 +12,7 @@ use axum::body::{Body, HttpBody};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ferry_core::EngineError;
+use ferry_core::engine::Actor;
 use ferry_core::engine::{BodyCheck, NewUpload, WriteMode};
 use ferry_core::tus::{Metadata, UploadConcat, upload_id_from_url};
 use ferry_core::upload::{Concat, Dialect, UploadId, clean_file_name, validate_ext};
@@ -20,8 +21,8 @@ use ferry_core::upload::{Concat, Dialect, UploadId, clean_file_name, validate_ex
 /// so it is bounded like any other client input (SPEC §6); names and types fit many times.
 const MAX_METADATA: usize = 16 * 1024;
 
-pub async fn handle(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
-    match create(state, headers, body).await {
+pub async fn handle(state: &AppState, actor: &Actor, headers: &HeaderMap, body: Body) -> Response {
+    match create(state, actor, headers, body).await {
         Ok(r) | Err(r) => r,
     }
 }
@@ -34,7 +35,12 @@ enum Length {
     OfParts(Vec<UploadId>),
 }
 
-async fn create(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, Response> {
+async fn create(
+    state: &AppState,
+    actor: &Actor,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, Response> {
     let fail = |e: TusError| e.into_response();
     let concat = parse_concat(state, headers).map_err(fail)?;
     let length = parse_length(headers, concat.as_ref()).map_err(fail)?;
@@ -63,8 +69,8 @@ async fn create(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
     }
 
     let mut upload = match length {
-        Length::OfParts(parts) => state.engine.create_final(new, parts).await,
-        _ => state.engine.create(new).await.map(|(u, _)| u),
+        Length::OfParts(parts) => state.engine.scoped(actor).create_final(new, parts).await,
+        _ => state.engine.scoped(actor).create(new).await.map(|(u, _)| u),
     }
     .map_err(|e| fail(e.into()))?;
     let location = upload_url(state, headers, &upload.id);
@@ -78,6 +84,7 @@ async fn create(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
         });
         let written = state
             .engine
+            .scoped(actor)
             .write_checked(
                 &upload.id,
                 WriteMode::Append { offset: 0 },
@@ -91,6 +98,7 @@ async fn create(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
             // still listening learns the URL and resumes from the offset it is told.
             Err(EngineError::BodyInterrupted { .. }) => state
                 .engine
+                .scoped(actor)
                 .get(&upload.id)
                 .await
                 .map_err(|e| fail(e.into()))?,
