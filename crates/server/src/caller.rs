@@ -23,7 +23,6 @@ pub struct Caller(pub Actor);
 pub async fn identify(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     match state.auth.authenticate(req.headers()) {
         Ok(Some(actor)) => {
-            tracing::Span::current().record("tenant", actor.tenant.as_deref().unwrap_or(""));
             req.extensions_mut().insert(Caller(actor));
         }
         Ok(None) => {
