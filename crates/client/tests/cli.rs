@@ -982,3 +982,37 @@ fn a_changed_remote_file_is_detected_and_the_download_starts_over() {
     assert_same_file(&root.join("x.bin"), &b);
     assert!(notes(&again).iter().any(|n| n.contains("verified")));
 }
+
+/// Secrets set in the environment never show in `--help` (clap prints the values of set
+/// variables unless told not to), neither the server's nor the client's.
+#[test]
+fn help_output_never_shows_secrets_from_the_environment() {
+    let secrets = [
+        ("FERRY_AUTH_TOKEN", "s3cret-auth-token-value"),
+        ("FERRY_AUTH_JWT_SECRET", "s3cret-jwt-secret-value"),
+        ("FERRY_LINK_SECRET", "s3cret-link-secret-value"),
+        ("FERRY_METRICS_TOKEN", "s3cret-metrics-token-value"),
+        ("FERRY_TOKEN", "s3cret-client-token-value"),
+    ];
+    for args in [
+        &["serve", "--help"][..],
+        &["upload", "--help"][..],
+        &["download", "--help"][..],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(args)
+            .envs(secrets)
+            .output()
+            .expect("running ferry --help");
+        assert!(out.status.success(), "{args:?}");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("Usage"), "{args:?}: {text}");
+        for (var, value) in secrets {
+            assert!(!text.contains(value), "{args:?} printed the value of {var}");
+        }
+    }
+}
