@@ -1119,3 +1119,69 @@ async fn finished_file_under_a_wrong_ext_or_unknown_id_is_404() {
     missing_of(&q.send(&srv, 0, true).await);
     assert_eq!(srv.get_bytes(&q.url(&srv)).await.0, 404);
 }
+
+// ---------------------------------------------------------------------------
+// Hostile chunks (SPEC §6)
+// ---------------------------------------------------------------------------
+
+/// A chunk re-sent under an id the upload already holds, but with other bytes: the server
+/// still reads and checks it, and says the bytes do not match instead of answering success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_chunk_id_with_other_bytes_is_a_digest_mismatch_and_changes_nothing() {
+    let srv = TestServer::start().await;
+    let (p, before) = seeded(&srv).await;
+    let mut other = p.chunks[0].clone();
+    other[7] ^= 0xFF;
+    let form = reqwest::multipart::Form::new()
+        .text("chunkId", p.ids[0].clone())
+        .text("fileId", p.file_id.clone())
+        .part("file", bytes_part(other));
+    assert_error(&post_form(&srv, form).await, 422, "chunk_digest_mismatch");
+    // The same bytes again are fine: the answer lists what is still missing.
+    let again = missing_of(&p.send(&srv, 0, false).await);
+    assert_eq!(again, before);
+    assert_unchanged(&srv, &p, &before).await;
+    srv.stop().await;
+}
+
+/// A file part that declares its own Content-Length and carries fewer or more bytes is
+/// refused whole, in both field orders (streamed and spooled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_longer_or_shorter_than_its_declared_length_stores_nothing() {
+    let srv = TestServer::start().await;
+    let (p, before) = seeded(&srv).await;
+    let real = p.chunks[1].len();
+    for declared in [real - 1, real + 1] {
+        for file_first in [false, true] {
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert("content-length", declared.to_string().parse().unwrap());
+            let part = bytes_part(p.chunks[1].clone()).headers(headers);
+            let form = if file_first {
+                reqwest::multipart::Form::new()
+                    .part("file", part)
+                    .text("chunkId", p.ids[1].clone())
+                    .text("fileId", p.file_id.clone())
+            } else {
+                reqwest::multipart::Form::new()
+                    .text("chunkId", p.ids[1].clone())
+                    .text("fileId", p.file_id.clone())
+                    .part("file", part)
+            };
+            let (status, body) = post_form(&srv, form).await;
+            assert!(
+                status == 400 || status == 422,
+                "declared {declared} of {real} (file first: {file_first}): {status} {body}"
+            );
+            assert_unchanged(&srv, &p, &before).await;
+        }
+    }
+    // Declared right, it is taken.
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("content-length", real.to_string().parse().unwrap());
+    let form = reqwest::multipart::Form::new()
+        .text("chunkId", p.ids[1].clone())
+        .text("fileId", p.file_id.clone())
+        .part("file", bytes_part(p.chunks[1].clone()).headers(headers));
+    assert!(!missing_of(&post_form(&srv, form).await).contains(&p.ids[1]));
+    srv.stop().await;
+}

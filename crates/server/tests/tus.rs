@@ -917,7 +917,7 @@ async fn a_new_patch_preempts_a_stale_one_which_keeps_what_arrived() {
     let srv = TestServer::start().await;
     let data = test_bytes(1_000, 11);
     let path = create(&srv, data.len(), &[]).await;
-    let _stale = stale_patch(&srv, &path, &data, 500).await;
+    let mut stale = stale_patch(&srv, &path, &data, 500).await;
 
     // tus-js-client re-sends after a network error. The stale request stops and keeps its
     // 500 bytes at once, so the new PATCH at the old offset is a 409 (not a wait for the dead
@@ -932,6 +932,21 @@ async fn a_new_patch_preempts_a_stale_one_which_keeps_what_arrived() {
         started.elapsed()
     );
     assert_eq!(offset_of(&srv, &path).await, 500);
+    // The stale request, if its client still listens, hears why it stopped: 409 with the
+    // held offset (not a 400 as for a broken body).
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("}") {
+        let n = stale.read(&mut buf).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 409"), "{answer}");
+    assert!(answer.contains("x-upload-offset: 500"), "{answer}");
+    assert!(answer.contains("upload_superseded"), "{answer}");
     let r = patch(&srv, &path, 500, &data[500..]).await;
     assert_eq!(r.status, 204, "{r:?}");
     assert!(srv.get_bytes(&srv.url(&path)).await == (200, data));
