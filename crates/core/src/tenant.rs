@@ -312,3 +312,53 @@ impl<'a> Scoped<'a> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_per_tenant_and_no_name_imitates_another() {
+        let none = Actor::anonymous();
+        let a = Actor::tenant("a", TenantLimits::default());
+        let b = Actor::tenant("b", TenantLimits::default());
+        // A tenant whose name looks like another's key prefix.
+        let tricky = Actor::tenant("a:chunk", TenantLimits::default());
+        assert_eq!(none.key("chunk:f00"), "chunk:f00", "owner-less keys as before");
+        let keys = [
+            none.key("chunk:f00"),
+            a.key("chunk:f00"),
+            b.key("chunk:f00"),
+            tricky.key("f00"),
+            a.key("chunk:f00x"),
+        ];
+        for (i, k) in keys.iter().enumerate() {
+            for l in &keys[i + 1..] {
+                assert_ne!(k, l);
+            }
+        }
+    }
+
+    #[test]
+    fn limits_are_only_ever_lowered() {
+        let server = TenantLimits {
+            max_upload_size: Some(1000),
+            max_incomplete_uploads: None,
+            max_stored_bytes: Some(5000),
+        };
+        let claims = TenantLimits {
+            max_upload_size: Some(2000),
+            max_incomplete_uploads: Some(3),
+            max_stored_bytes: Some(10),
+        };
+        assert_eq!(
+            server.lowered_by(&claims),
+            TenantLimits {
+                max_upload_size: Some(1000),
+                max_incomplete_uploads: Some(3),
+                max_stored_bytes: Some(10),
+            }
+        );
+        assert_eq!(server.lowered_by(&TenantLimits::default()), server);
+    }
+}
