@@ -61,6 +61,9 @@ const MAX_RESTARTS: u32 = 3;
 #[derive(Clone)]
 pub struct DownloadOptions {
     pub url: String,
+    /// What to do when the destination file exists already (a `.part` being resumed is not
+    /// "existing": that is the download itself).
+    pub existing: Existing,
     /// A file, or a directory to put the file in; `None` for the current directory. The name
     /// comes from `Content-Disposition`, else from the URL's last segment.
     pub output: Option<PathBuf>,
@@ -73,12 +76,45 @@ impl DownloadOptions {
     pub fn new(url: impl Into<String>) -> DownloadOptions {
         DownloadOptions {
             url: url.into(),
+            existing: Existing::Refuse,
             output: None,
             connections: 1,
             retry: RetryPolicy::default(),
             token: None,
         }
     }
+}
+
+/// What a download does when its destination exists (like `curl -OJ`, which refuses).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Existing {
+    /// Stop with an error before anything is fetched.
+    #[default]
+    Refuse,
+    /// Replace the file once the download is complete and verified.
+    Overwrite,
+    /// Save under the first free name `NAME.1.EXT`, `NAME.2.EXT`, …
+    Rename,
+}
+
+/// `path`, or when it exists the first of `stem.1.ext`, `stem.2.ext`, … that does not (nor
+/// its `.part`, which would be another download in progress).
+fn free_name(path: &Path) -> PathBuf {
+    if !path.exists() {
+        return path.to_owned();
+    }
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ext = path
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    (1u32..)
+        .map(|n| path.with_file_name(format!("{stem}.{n}{ext}")))
+        .find(|p| !p.exists() && !with_suffix(p, ".part").exists())
+        .expect("some name is free")
 }
 
 /// How the finished file was checked.
@@ -421,6 +457,21 @@ impl Downloader {
                 remote = Some(r);
                 dir.clone().unwrap_or_default().join(name)
             }
+        };
+        let path = if path.is_file() && !with_suffix(&path, ".part").exists() {
+            match self.opts.existing {
+                Existing::Refuse => {
+                    return Err(Error::Config(format!(
+                        "{} exists already; pass --force to overwrite it, or --rename to save \
+                         the download under a free name",
+                        path.display()
+                    )));
+                }
+                Existing::Overwrite => path,
+                Existing::Rename => free_name(&path),
+            }
+        } else {
+            path
         };
         *label = path.display().to_string();
         let label = label.as_str();

@@ -35,7 +35,7 @@ pub mod state;
 pub mod tus;
 pub mod upload;
 
-pub use download::{DownloadOptions, Downloaded, Downloader};
+pub use download::{DownloadOptions, Downloaded, Downloader, Existing};
 pub use error::{Error, Result};
 pub use event::{Event, EventSink};
 pub use retry::RetryPolicy;

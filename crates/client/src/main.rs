@@ -10,7 +10,8 @@ use clap::builder::TypedValueParser as _;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use cli::output::{self, Output};
 use ferry_client::{
-    DownloadOptions, Downloader, Protocol, RetryPolicy, StateStore, UploadOptions, Uploader,
+    DownloadOptions, Downloader, Existing, Protocol, RetryPolicy, StateStore, UploadOptions,
+    Uploader,
 };
 use ferry_server::config::{ServeArgs, parse_duration, parse_size};
 use std::io::IsTerminal;
@@ -100,6 +101,12 @@ struct DownloadArgs {
     /// Ranges fetched in parallel over separate connections.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64).map(usize::from))]
     connections: usize,
+    /// Overwrite the destination if it exists (by default an existing file is never touched).
+    #[arg(long, conflicts_with = "rename")]
+    force: bool,
+    /// If the destination exists, save as NAME.1.EXT, NAME.2.EXT, … instead.
+    #[arg(long)]
+    rename: bool,
     /// Give up after this long without any request succeeding (e.g. 30s, 5m, 1h).
     #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
     retry_for: Duration,
@@ -209,6 +216,13 @@ async fn download(args: DownloadArgs) -> ExitCode {
         output::Kind::Download,
     );
     let opts = DownloadOptions {
+        existing: if args.force {
+            Existing::Overwrite
+        } else if args.rename {
+            Existing::Rename
+        } else {
+            Existing::Refuse
+        },
         url: args.url.clone(),
         output: args.output.clone(),
         connections: args.connections,

@@ -1016,3 +1016,61 @@ fn help_output_never_shows_secrets_from_the_environment() {
         }
     }
 }
+
+/// `ferry download` never overwrites a file silently (like `curl -OJ`): it refuses with a
+/// sentence naming the way out, `--force` replaces the file, `--rename` picks a free name.
+#[test]
+fn download_refuses_to_overwrite_unless_forced_or_renaming() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let srv = Server::start(root);
+    let data = source(300_000, 41);
+    write_file(root, "doc.bin", &data);
+    let url = upload(root, &srv, &["doc.bin"], &[], "upload").url_of("doc.bin");
+    let mine = b"my own file, not to be lost".to_vec();
+    write_file(root, "out.bin", &mine);
+
+    let refused = run(
+        &mut download_cmd(root, &url, "out.bin", &[]),
+        root,
+        "refused",
+    );
+    assert!(
+        !refused.status.success(),
+        "an existing file was overwritten"
+    );
+    assert!(
+        refused.stderr.contains("--force") && refused.stderr.contains("--rename"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        fs::read(root.join("out.bin")).unwrap(),
+        mine,
+        "left untouched"
+    );
+
+    run(
+        &mut download_cmd(root, &url, "out.bin", &["--rename"]),
+        root,
+        "renamed",
+    )
+    .assert_ok();
+    assert_eq!(fs::read(root.join("out.bin")).unwrap(), mine);
+    assert_same_file(&root.join("out.1.bin"), &data);
+    run(
+        &mut download_cmd(root, &url, "out.bin", &["--rename"]),
+        root,
+        "renamed2",
+    )
+    .assert_ok();
+    assert_same_file(&root.join("out.2.bin"), &data);
+
+    run(
+        &mut download_cmd(root, &url, "out.bin", &["--force"]),
+        root,
+        "forced",
+    )
+    .assert_ok();
+    assert_same_file(&root.join("out.bin"), &data);
+}
