@@ -33,7 +33,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (filesystem + SQLite by default; nothing else to install).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Upload files; run the same command again after any interruption to resume.
     Upload(UploadArgs),
     /// Download a file with resume (`FILE.part`), optionally over several connections.
@@ -142,7 +142,7 @@ fn main() -> anyhow::Result<ExitCode> {
             let sub = matches
                 .subcommand_matches("serve")
                 .expect("clap matched the serve subcommand");
-            let args = args.with_config_file(sub)?;
+            let args = (*args).with_config_file(sub)?;
             runtime()?.block_on(ferry_server::serve(args))?;
             Ok(ExitCode::SUCCESS)
         }

@@ -844,9 +844,10 @@ fn a_second_server_on_the_same_data_dir_is_refused_and_a_crash_leaves_no_stale_l
         .expect_err("a second server on the same data dir started");
     assert!(!status.success());
     let log = std::fs::read_to_string(&second.log).unwrap();
+    let pid = first.child.as_ref().expect("running").id();
     assert!(
-        log.contains("in use by another ferry server"),
-        "the refusal says why: {log}"
+        log.contains("in use by another ferry server") && log.contains(&format!("process {pid}")),
+        "the refusal says why and names the holder ({pid}): {log}"
     );
     first.kill();
     // The lock went with the killed process.

@@ -19,6 +19,7 @@ use crate::crash;
 use crate::error::EngineError;
 use crate::hash::{HashAlg, Hasher};
 use crate::lock::{Locks, Reservation, UploadLock};
+use crate::ranges::RangeSet;
 use crate::store::{BlobKind, BlobRead, BlobWrite, Blobs, Meta, MetaError};
 use crate::tenant::QuotaLocks;
 pub use crate::tenant::{Actor, Scoped, TenantLimits};
@@ -372,6 +373,9 @@ impl Engine {
         }
         if let Some(given) = length {
             self.check_size(given)?;
+        }
+        check_layout_fits(&layout, length.or(u.length), &u.held)?;
+        if let Some(given) = length {
             u.length = Some(given);
         }
         let stale_staging = u.chunks.as_ref().is_some_and(|c| !c.staged.is_empty());
@@ -495,9 +499,9 @@ impl Engine {
                         })
                     }
                 }
-                PumpEnd::Body(reason) if reason == SUPERSEDED => Err(EngineError::Superseded {
-                    held: u.offset(),
-                }),
+                PumpEnd::Body(reason) if reason == SUPERSEDED => {
+                    Err(EngineError::Superseded { held: u.offset() })
+                }
                 PumpEnd::Body(reason) => Err(EngineError::BodyInterrupted {
                     received: 0,
                     reason: format!("{reason} (a checksummed body is kept only whole)"),
@@ -1817,6 +1821,41 @@ fn slice_bufs(bufs: &[Bytes], from: u64, to: u64) -> Vec<Bytes> {
     out
 }
 
+/// Refuses a chunk layout that contradicts a known length or the bytes already held (a
+/// second handshake for the same file with other chunks): the number of chunks must be
+/// what the length and chunk size give, and no held byte may lie past the length.
+fn check_layout_fits(
+    layout: &ChunkLayout,
+    length: Option<u64>,
+    held: &RangeSet,
+) -> Result<(), EngineError> {
+    let Some(len) = length else {
+        return Ok(());
+    };
+    let n = layout.ids.len() as u64;
+    let fits = match layout.chunk_size {
+        _ if len == 0 => n == 0,
+        Some(cs) if cs > 0 => len.div_ceil(cs) == n,
+        _ => n > 0 && n <= len,
+    };
+    if !fits {
+        return Err(EngineError::Invalid(format!(
+            "{n} chunks do not make a file of {len} bytes{}; send the handshake with this file's own chunk ids",
+            layout
+                .chunk_size
+                .map(|cs| format!(" in chunks of {cs} bytes"))
+                .unwrap_or_default()
+        )));
+    }
+    if held.iter().any(|r| r.end > len) {
+        return Err(EngineError::LengthMismatch {
+            known: held.iter().map(|r| r.end).max().unwrap_or(0),
+            given: len,
+        });
+    }
+    Ok(())
+}
+
 /// Reads the body of a chunk whose every position is held already and checks that its bytes
 /// have the digest its id names; nothing is written.
 async fn verify_unneeded_chunk<S, E>(
@@ -1840,7 +1879,7 @@ where
     let longest = (0..layout.ids.len())
         .filter(|&i| layout.ids[i] == chunk_id)
         .filter_map(|i| layout.span(i, u.length))
-        .map(|s| s.end - s.start)
+        .map(|s| s.end.saturating_sub(s.start))
         .max()
         .or(layout.staged.values().copied().max())
         .unwrap_or(u64::MAX);

@@ -311,6 +311,7 @@ impl Hasher {
         if alg == HashAlg::Blake3 {
             let tree = Blake3Tree::restore(rest)?;
             let position = tree.saved_len();
+            check_restored_position(position)?;
             return Ok(Hasher {
                 inner: Inner::Blake3(Box::new(tree)),
                 position,
@@ -335,6 +336,7 @@ impl Hasher {
             )));
         }
 
+        check_restored_position(position)?;
         let inner = match alg {
             HashAlg::Md5 => Inner::Md5(deserialize(state)?),
             HashAlg::Sha1 => Inner::Sha1(deserialize(state)?),
@@ -343,6 +345,20 @@ impl Hasher {
         };
         Ok(Hasher { inner, position })
     }
+}
+
+/// Largest position a saved state may claim: no upload is longer (the engine caps sizes well
+/// below 2^62), and a state past it could overflow on the next update.
+const MAX_RESTORED_POSITION: u64 = 1 << 62;
+
+/// Refuses a (corrupted or forged) saved state whose position no genuine upload reaches.
+fn check_restored_position(position: u64) -> Result<(), HashStateError> {
+    if position > MAX_RESTORED_POSITION {
+        return Err(HashStateError(format!(
+            "position {position} is past any upload's length"
+        )));
+    }
+    Ok(())
 }
 
 /// Number of bytes a RustCrypto state says it has consumed: compressed blocks

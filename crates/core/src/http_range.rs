@@ -4,10 +4,12 @@
 //! server and the client can share one implementation and one set of tests.
 //!
 //! Where the RFC leaves a choice open we behave like nginx:
-//! - a `Range` header that does not parse is ignored (the whole file is served),
-//!   including one whose numbers overflow `u64`;
+//! - a `Range` header that does not parse is ignored (the whole file is served);
 //! - `bytes=-0`, or ranges that all start at or past the end, are unsatisfiable (416);
 //! - a last-byte position past the end is clamped to the last byte;
+//! - a number too large for `u64` is still a valid number, just past any end: as a first
+//!   position it is unsatisfiable (416), as a last position or a suffix length it reaches
+//!   the end (RFC 9110 §14.1.1 puts no bound on `1*DIGIT`);
 //! - overlapping or adjacent ranges are coalesced (RFC 9110 §14.6 allows it), so a
 //!   request that collapses to one range gets a single-part 206;
 //! - more than [`MAX_RANGES`] ranges is treated as abuse and the header is ignored.
@@ -99,23 +101,30 @@ fn parse_range_set(header: &str) -> Option<Vec<RangeSpec>> {
 
 /// Parse one `range-spec`. `other-range` (any other syntax RFC 9110 reserves for
 /// extensions) is not something we can serve, so it is treated as invalid.
+///
+/// Numbers past `u64::MAX` saturate to it: every representation is shorter, so a first
+/// position that large is past the end (unsatisfiable) and a last position or a suffix
+/// length that large reaches the end, which is what the number says.
 fn parse_range_spec(spec: &str) -> Option<RangeSpec> {
     let (first, last) = spec.split_once('-')?;
     if first.is_empty() {
-        return digits(last).ok()?.parse_u64().ok().map(RangeSpec::Suffix);
+        return Some(RangeSpec::Suffix(digits(last).ok()?.saturating_u64()));
     }
-    let first = digits(first).ok()?.parse_u64().ok()?;
+    let first = digits(first).ok()?;
     let last = if last.is_empty() {
         None
     } else {
-        Some(digits(last).ok()?.parse_u64().ok()?)
+        Some(digits(last).ok()?)
     };
     // RFC 9110 §14.1.1: "A range-spec is invalid if the last-pos value is present
     // and less than the first-pos." An invalid spec makes the header invalid (nginx
-    // serves 200 for `bytes=5-2`).
+    // serves 200 for `bytes=5-2`). Compared as numbers of any size, before saturating.
     match last {
-        Some(last) if last < first => None,
-        _ => Some(RangeSpec::Int { first, last }),
+        Some(last) if last.cmp_value(first).is_lt() => None,
+        _ => Some(RangeSpec::Int {
+            first: first.saturating_u64(),
+            last: last.map(Digits::saturating_u64),
+        }),
     }
 }
 
@@ -345,6 +354,18 @@ fn digits(s: &str) -> Result<Digits<'_>, ContentRangeError> {
 }
 
 impl Digits<'_> {
+    /// The value, or `u64::MAX` when it does not fit.
+    fn saturating_u64(self) -> u64 {
+        self.parse_u64().unwrap_or(u64::MAX)
+    }
+
+    /// Compares the values, whatever their size (leading zeros allowed).
+    fn cmp_value(self, other: Digits<'_>) -> std::cmp::Ordering {
+        let a = self.0.trim_start_matches('0');
+        let b = other.0.trim_start_matches('0');
+        a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+    }
+
     fn parse_u64(self) -> Result<u64, ContentRangeError> {
         self.0.bytes().try_fold(0u64, |acc, b| {
             acc.checked_mul(10)
@@ -459,17 +480,56 @@ mod tests {
     }
 
     #[test]
-    fn overflowing_numbers_are_ignored() {
+    fn overflowing_first_pos_is_unsatisfiable() {
+        for h in [
+            "bytes=99999999999999999999999-",
+            "bytes=18446744073709551616-",
+            "bytes=18446744073709551616-18446744073709551617",
+            "bytes=99999999999999999999999-99999999999999999999999",
+            "bytes=00099999999999999999999999-",
+        ] {
+            assert_eq!(parse_range(h, 100), RangeRequest::Unsatisfiable, "{h}");
+            assert_eq!(parse_range(h, u64::MAX), RangeRequest::Unsatisfiable, "{h}");
+        }
+        // Other specs still count.
+        assert_eq!(
+            parse_range("bytes=99999999999999999999999-,0-1", 100),
+            partial(&[(0, 1)])
+        );
+    }
+
+    #[test]
+    fn overflowing_last_pos_and_suffix_reach_the_end() {
         assert_eq!(
             parse_range("bytes=0-99999999999999999999999", 100),
-            RangeRequest::Full
+            partial(&[(0, 99)])
         );
         assert_eq!(
-            parse_range("bytes=18446744073709551616-", 100),
-            RangeRequest::Full
+            parse_range("bytes=90-18446744073709551616", 100),
+            partial(&[(90, 99)])
         );
         assert_eq!(
             parse_range("bytes=-18446744073709551616", 100),
+            partial(&[(0, 99)])
+        );
+        assert_eq!(
+            parse_range("bytes=-99999999999999999999999", 0),
+            RangeRequest::Full
+        );
+    }
+
+    #[test]
+    fn reversed_overflowing_range_is_still_invalid() {
+        assert_eq!(
+            parse_range("bytes=99999999999999999999999-5", 100),
+            RangeRequest::Full
+        );
+        assert_eq!(
+            parse_range("bytes=99999999999999999999999-99999999999999999999998", 100),
+            RangeRequest::Full
+        );
+        assert_eq!(
+            parse_range("bytes=18446744073709551616-18446744073709551615", 100),
             RangeRequest::Full
         );
     }

@@ -324,7 +324,11 @@ mod tests {
         let b = Actor::tenant("b", TenantLimits::default());
         // A tenant whose name looks like another's key prefix.
         let tricky = Actor::tenant("a:chunk", TenantLimits::default());
-        assert_eq!(none.key("chunk:f00"), "chunk:f00", "owner-less keys as before");
+        assert_eq!(
+            none.key("chunk:f00"),
+            "chunk:f00",
+            "owner-less keys as before"
+        );
         let keys = [
             none.key("chunk:f00"),
             a.key("chunk:f00"),

@@ -73,7 +73,7 @@ impl Metadata {
     /// An empty header is taken as no metadata.
     pub fn parse(header: &str) -> Result<Metadata, MetadataError> {
         let mut out = Metadata::default();
-        if header.trim().is_empty() {
+        if header.trim_matches([' ', '\t']).is_empty() {
             return Ok(out);
         }
         for pair in header.split(',') {

@@ -115,7 +115,9 @@ impl ChunkLayout {
         if index + 1 < n {
             Some(start..start.checked_add(cs)?)
         } else {
-            length.map(|l| start..l)
+            // A length that ends before the last chunk starts contradicts the layout: no span
+            // rather than a backwards range.
+            length.filter(|&l| l > start).map(|l| start..l)
         }
     }
 }

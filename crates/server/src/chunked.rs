@@ -139,7 +139,16 @@ async fn handshake_inner(
 ) -> Result<Response, ApiError> {
     let body = axum::body::to_bytes(req.into_body(), MAX_HANDSHAKE_BYTES)
         .await
-        .map_err(|_| {
+        .map_err(|e| {
+            // Over the limit, or the body broke off (a dropped connection, a timeout).
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if !too_large {
+                return ApiError::bad_request(
+                    "body_interrupted",
+                    format!("the handshake body could not be read to its end: {e}"),
+                );
+            }
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "handshake_too_large",

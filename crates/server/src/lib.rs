@@ -20,9 +20,11 @@ pub mod cors;
 pub mod download;
 pub mod error;
 pub mod files;
+pub mod hygiene;
 pub mod links;
 pub mod metrics;
 pub mod offset;
+pub mod transport;
 pub mod tus;
 pub mod web;
 
@@ -64,6 +66,10 @@ pub struct AppState {
     pub web_dir: Option<Arc<PathBuf>>,
     /// The data directory's lock, held as long as any handle on this state lives.
     pub data_lock: Arc<std::fs::File>,
+    /// Timeouts, connection cap and shutdown grace of [`run`]'s accept loop.
+    pub transport: transport::Settings,
+    /// Who may read `/metrics`, and on which listener.
+    pub metrics_access: Arc<metrics::Access>,
 }
 
 impl AppState {
@@ -121,6 +127,15 @@ pub async fn state_from_args(args: &ServeArgs) -> anyhow::Result<AppState> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let data_lock = lock_data_dir(&args.data_dir)?;
+    if let Some(dir) = &args.web_dir
+        && !dir.join("app").is_dir()
+    {
+        anyhow::bail!(
+            "--web-dir {}: no app/ directory there; give the directory that holds app/ and \
+             sdk/ (the repository's web/), or leave --web-dir out to serve the embedded page",
+            dir.display()
+        );
+    }
     if let Some(parent) = db.parent() {
         std::fs::create_dir_all(parent)?;
     }
@@ -149,6 +164,8 @@ pub async fn state_from_args(args: &ServeArgs) -> anyhow::Result<AppState> {
         expire_incomplete: args.expire_incomplete,
         web_dir: args.web_dir.clone().map(Arc::new),
         data_lock: Arc::new(data_lock),
+        transport: transport::Settings::from_args(args),
+        metrics_access: Arc::new(metrics::Access::from_args(args)?),
     })
 }
 
@@ -158,22 +175,38 @@ pub async fn state_from_args(args: &ServeArgs) -> anyhow::Result<AppState> {
 /// when the process ends, however it ends: a crashed server never leaves a stale lock.
 fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     let path = dir.join("ferry.lock");
-    let file = std::fs::OpenOptions::new()
+    let mut file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
+        .read(true)
         .write(true)
         .open(&path)
         .with_context(|| format!("opening the lock file {}", path.display()))?;
     match file.try_lock() {
         Ok(()) => {
             ferry_core::crash::point("server.data_dir.locked");
+            // The holder's PID, for the sentence a second server prints (informational: the
+            // lock is the flock, not the file's content).
+            use std::io::{Seek, Write};
+            file.set_len(0)?;
+            file.seek(std::io::SeekFrom::Start(0))?;
+            writeln!(file, "{}", std::process::id())?;
             Ok(file)
         }
-        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
-            "the data directory {} is in use by another ferry server; stop it first, or give \
-             this one its own --data-dir",
-            dir.display()
-        ),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| t.trim().parse::<u32>().ok())
+                .map_or_else(
+                    || "another process".to_owned(),
+                    |pid| format!("process {pid}"),
+                );
+            anyhow::bail!(
+                "the data directory {} is in use by another ferry server ({holder}); stop it \
+                 first, or give this one its own --data-dir",
+                dir.display()
+            )
+        }
         Err(std::fs::TryLockError::Error(e)) => {
             Err(e).with_context(|| format!("locking {}", path.display()))
         }
@@ -211,6 +244,7 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             metrics::track,
         ))
+        .layer(middleware::from_fn(hygiene::check))
         // Outermost, so preflights are answered before anything else and every response,
         // errors included, carries the CORS headers.
         .layer(middleware::from_fn(cors::layer))
@@ -252,14 +286,21 @@ async fn healthz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Serves `app(state)` on `listener` until `shutdown` resolves; requests in flight (a chunk
-/// streaming in) are allowed to finish. Background tasks (expiry) stop with it.
+/// Serves `app(state)` on `listener` until `shutdown` resolves, through the hardened accept
+/// loop of [`transport`]: head timeout, head size limit (431), body idle timeout, connection
+/// cap (503 `Retry-After: 1` past it) and ambiguous framing refused, all set by
+/// `state.transport`. On shutdown it stops accepting and lets requests in flight (a chunk
+/// streaming in) finish for the grace period; bodies still streaming then end like dropped
+/// connections, keeping what arrived, and their answers are sent before it returns. With
+/// `--metrics-listen`, `/metrics` is served on its own listener, bound here. Recovery runs
+/// first; background tasks (expiry) stop with it.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     expire_incomplete: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    use futures_util::FutureExt;
     match state.engine.recover().await {
         Ok(0) => {}
         Ok(n) => tracing::info!(
@@ -268,6 +309,17 @@ pub async fn run(
         ),
         Err(e) => tracing::warn!(error = %e, "recovery scan failed"),
     }
+    let metrics_listener = match state.metrics_access.listen {
+        Some(addr) => {
+            let l = transport::bind(addr)
+                .with_context(|| format!("binding --metrics-listen {addr}"))?;
+            let bound = l.local_addr()?;
+            state.metrics_access.set_bound(bound);
+            tracing::info!(listen = %bound, "serving /metrics on its own listener");
+            Some(l)
+        }
+        None => None,
+    };
     let janitor = (!expire_incomplete.is_zero()).then(|| {
         let engine = state.engine.clone();
         let every =
@@ -282,13 +334,29 @@ pub async fn run(
             }
         })
     });
-    let result = axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let settings = state.transport;
+    let shutdown = shutdown.shared();
+    let metrics = async {
+        if let Some(l) = metrics_listener {
+            let settings = transport::Settings {
+                max_connections: Some(64),
+                ..settings
+            };
+            transport::serve(
+                l,
+                metrics::router(state.clone()),
+                settings,
+                shutdown.clone(),
+            )
+            .await;
+        }
+    };
+    let main = transport::serve(listener, app(state.clone()), settings, shutdown.clone());
+    tokio::join!(main, metrics);
     if let Some(j) = janitor {
         j.abort();
     }
-    result.context("serving HTTP")
+    Ok(())
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -318,7 +386,13 @@ pub async fn shutdown_signal() {
 pub fn init_logging(format: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colours only for a person at a terminal: a redirected log (a file, journald, a pipe
+    // into grep) gets plain text, like nginx's and curl's.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     if format == "json" {
         let _ = builder.json().try_init();
     } else {
@@ -329,6 +403,8 @@ pub fn init_logging(format: &str) {
 /// `ferry serve`.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(&args.log_format);
+    // Before anything opens files: the connection cap is computed from this limit.
+    transport::raise_open_file_limit();
     let addr = args.listen_addr()?;
     let state = state_from_args(&args).await?;
     if !addr.ip().is_loopback() && !state.auth.enabled() && !args.insecure_no_auth {
@@ -337,9 +413,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
              --auth-tokens-file, or pass --insecure-no-auth if this network is trusted"
         );
     }
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
+    let listener = transport::bind(addr).with_context(|| format!("binding {addr}"))?;
     tracing::info!(
         listen = %listener.local_addr()?,
         data_dir = %args.data_dir.display(),

@@ -1,16 +1,26 @@
 //! `GET /metrics` in the Prometheus text exposition format, and the middleware that times
-//! requests. Counters of uploads and bytes come from the engine; latency histograms are kept
-//! here with fixed buckets and atomics, so recording a request costs no allocation or lock.
+//! requests. With `--metrics-token` the exposition needs `Authorization: Bearer <token>`;
+//! with `--metrics-listen` it is served on that address only (see [`router`]) and the main
+//! listener answers 404. Counters of uploads and bytes come from the engine; latency
+//! histograms are kept here with fixed buckets and atomics, so recording a request costs no
+//! allocation or lock.
 
 use crate::AppState;
+use crate::config::ServeArgs;
+use crate::error::ApiError;
+use anyhow::Context as _;
+use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderMap, Method};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use ferry_core::engine::Stats;
 use ferry_core::upload::Dialect;
 use std::fmt::Write;
+use std::net::SocketAddr;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -185,9 +195,170 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
     resp
 }
 
-pub async fn handler(State(state): State<AppState>) -> impl IntoResponse {
+/// Who may read `/metrics`, and where (`--metrics-token`, `--metrics-listen`).
+pub struct Access {
+    /// BLAKE3 of the token `/metrics` requires as `Authorization: Bearer`.
+    token: Option<blake3::Hash>,
+    /// `--metrics-listen`: `/metrics` is served there only.
+    pub listen: Option<SocketAddr>,
+    /// The address the metrics listener is bound to (known once [`crate::run`] bound it).
+    bound: OnceLock<SocketAddr>,
+}
+
+impl Access {
+    pub fn from_args(args: &ServeArgs) -> anyhow::Result<Self> {
+        let listen = match &args.metrics_listen {
+            None => None,
+            Some(a) => Some(listen_addr(a)?),
+        };
+        let token = match args.metrics_token.as_deref() {
+            None => None,
+            Some("") => anyhow::bail!("--metrics-token is empty"),
+            Some(t) => Some(blake3::hash(t.as_bytes())),
+        };
+        Ok(Access {
+            token,
+            listen,
+            bound: OnceLock::new(),
+        })
+    }
+
+    /// Records the metrics listener's address (see [`Access::bound_addr`]).
+    pub fn set_bound(&self, addr: SocketAddr) {
+        let _ = self.bound.set(addr);
+    }
+
+    /// Where the separate metrics listener accepts connections, once it does.
+    pub fn bound_addr(&self) -> Option<SocketAddr> {
+        self.bound.get().copied()
+    }
+
+    /// Whether the request may read the metrics: no token configured, or
+    /// `Authorization: Bearer <token>` (scheme in any case). The presented token is hashed
+    /// and the hashes compared in constant time (`blake3::Hash`'s `==`), so the time taken
+    /// says nothing about how much of the token was right.
+    fn allows(&self, headers: &HeaderMap) -> bool {
+        let Some(want) = &self.token else {
+            return true;
+        };
+        let presented = headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
+        match presented {
+            Some(token) => blake3::hash(token.as_bytes()) == *want,
+            None => false,
+        }
+    }
+}
+
+/// `--metrics-listen`: an address (`127.0.0.1:9090`, `[::1]:9090`) or a host name and port
+/// (`localhost:9090`, its IPv4 address first), like `--listen`.
+fn listen_addr(a: &str) -> anyhow::Result<SocketAddr> {
+    if let Ok(addr) = a.parse() {
+        return Ok(addr);
+    }
+    let bad = || format!("--metrics-listen {a:?} is not an address like 127.0.0.1:9090");
+    let (host, port) = a.rsplit_once(':').with_context(bad)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        anyhow::bail!(bad());
+    }
+    let mut addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(a)
+        .with_context(|| format!("--metrics-listen {a:?}: the host name does not resolve"))?
+        .collect();
+    addrs.sort_by_key(SocketAddr::is_ipv6);
+    addrs.into_iter().next().with_context(bad)
+}
+
+/// `GET /metrics` on the main listener: 404 when `--metrics-listen` moved it elsewhere.
+pub async fn handler(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if state.metrics_access.listen.is_some() {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such resource; metrics are served on their own address",
+        )
+        .into_response();
+    }
+    exposition(&state, &headers)
+}
+
+/// `GET /metrics` on the `--metrics-listen` listener.
+async fn separate_handler(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    exposition(&state, &headers)
+}
+
+/// The router of the `--metrics-listen` listener: `/metrics` and nothing else.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(separate_handler))
+        .with_state(state)
+}
+
+fn exposition(state: &AppState, headers: &HeaderMap) -> Response {
+    if !state.metrics_access.allows(headers) {
+        let mut resp = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "/metrics needs Authorization: Bearer with the metrics token",
+        )
+        .into_response();
+        resp.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"metrics\""),
+        );
+        return resp;
+    }
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         state.metrics.render(state.engine.stats()),
     )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn access(token: Option<&str>) -> Access {
+        let mut args = ServeArgs::for_dir(std::path::Path::new("/nonexistent"));
+        args.metrics_token = token.map(str::to_owned);
+        Access::from_args(&args).unwrap()
+    }
+
+    fn with_auth(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn metrics_listen_takes_addresses_and_host_names() {
+        assert_eq!(
+            listen_addr("127.0.0.1:9090").unwrap(),
+            "127.0.0.1:9090".parse().unwrap()
+        );
+        assert_eq!(listen_addr("[::1]:9090").unwrap().port(), 9090);
+        assert!(listen_addr("localhost:9090").unwrap().ip().is_loopback());
+        for bad in ["9090", "localhost", ":9090", "localhost:99999"] {
+            let e = listen_addr(bad).unwrap_err().to_string();
+            assert!(e.contains("--metrics-listen"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn bearer_token_is_required_when_configured() {
+        assert!(access(None).allows(&HeaderMap::new()));
+        let a = access(Some("s3cret"));
+        assert!(!a.allows(&HeaderMap::new()));
+        assert!(a.allows(&with_auth("Bearer s3cret")));
+        assert!(a.allows(&with_auth("bearer s3cret")));
+        assert!(a.allows(&with_auth("BEARER  s3cret ")));
+        assert!(!a.allows(&with_auth("Bearer s3cre")));
+        assert!(!a.allows(&with_auth("Bearer s3cret2")));
+        assert!(!a.allows(&with_auth("Basic s3cret")));
+        assert!(!a.allows(&with_auth("s3cret")));
+    }
 }

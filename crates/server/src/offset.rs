@@ -161,7 +161,15 @@ pub async fn upload(
             ));
         }
         (Some(r), _) => {
-            let len = r.last - r.first + 1;
+            // `bytes 0-18446744073709551615/*` covers 2^64 bytes: more than any upload.
+            let Some(len) = (r.last - r.first).checked_add(1) else {
+                let max = state.engine.config().max_upload_size;
+                return Err(EngineError::TooLarge {
+                    size: u64::MAX,
+                    max,
+                }
+                .into());
+            };
             if body_len.is_some_and(|n| n != len) {
                 return Err(ApiError::bad_request(
                     "length_mismatch",

@@ -142,16 +142,19 @@ const VECTORS: &[(&str, u64, Want, &str)] = &[
     ("bytes=", 100, Full, "empty range set"),
     ("bytes=-", 100, Full, "dash alone"),
     ("bytes=abc", 100, Full, "garbage"),
+    // RFC 9110 §14.1.2: a last position at or past the end means "to the end", however
+    // many digits it has; a first position no file reaches is unsatisfiable (416), like any
+    // other first position past the end.
     (
         "bytes=0-99999999999999999999999",
         100,
-        Full,
+        Ranges(&[(0, 99)]),
         "last-pos overflows u64",
     ),
     (
         "bytes=99999999999999999999999-",
         100,
-        Full,
+        Unsat,
         "first-pos overflows u64",
     ),
     (
@@ -421,12 +424,7 @@ async fn unsatisfiable_range_is_416_with_current_length() {
 
 #[tokio::test]
 async fn invalid_range_header_is_ignored() {
-    for range in [
-        "bytes=5-2",
-        "items=0-1",
-        "bytes=0-99999999999999999999999",
-        "bytes=x",
-    ] {
+    for range in ["bytes=5-2", "items=0-1", "bytes=x"] {
         let (res, body) = get(&[(header::RANGE, range)]).await;
         assert_eq!(res.status(), StatusCode::OK, "{range}");
         assert_eq!(body.len(), 1000);

@@ -151,3 +151,17 @@ async fn web_dir_serves_from_disk_and_never_outside_it() {
         assert_eq!(r.status(), 404, "{path}");
     }
 }
+
+#[tokio::test]
+async fn a_web_dir_without_the_page_is_refused_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    for web in [dir.path().join("missing"), dir.path().to_owned()] {
+        let mut args = ferry_server::config::ServeArgs::for_dir(&dir.path().join("data"));
+        args.web_dir = Some(web.clone());
+        let e = match ferry_server::state_from_args(&args).await {
+            Ok(_) => panic!("--web-dir {} was accepted", web.display()),
+            Err(e) => e.to_string(),
+        };
+        assert!(e.contains("--web-dir") && e.contains("app/"), "{e}");
+    }
+}
