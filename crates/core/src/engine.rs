@@ -419,9 +419,26 @@ impl Engine {
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
         E: Display,
     {
+        self.write_checked_as(None, id, mode, check, body).await
+    }
+
+    /// [`Engine::write_checked`] that first checks, on the record it reads anyway, that the
+    /// upload belongs to `owner` (`NotFound` otherwise); `None` checks nothing.
+    pub(crate) async fn write_checked_as<S, E>(
+        &self,
+        owner: Option<&Option<String>>,
+        id: &UploadId,
+        mode: WriteMode,
+        check: Option<BodyCheck>,
+        body: S,
+    ) -> Result<WriteOutcome, EngineError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: Display,
+    {
         let max = self.0.cfg.max_upload_size;
         let (u, planned) = self
-            .reserve_fresh(id, |u| {
+            .reserve_fresh(owner, id, |u| {
                 let (start, limit) = plan_raw(u, mode, max)?;
                 Ok(Some((
                     (start, limit),
@@ -594,10 +611,25 @@ impl Engine {
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
         E: Display,
     {
+        self.write_chunk_as(None, id, chunk_id, body).await
+    }
+
+    /// [`Engine::write_chunk`] with the ownership check of [`Engine::write_checked_as`].
+    pub(crate) async fn write_chunk_as<S, E>(
+        &self,
+        owner: Option<&Option<String>>,
+        id: &UploadId,
+        chunk_id: &str,
+        body: S,
+    ) -> Result<WriteOutcome, EngineError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: Display,
+    {
         let max = self.0.cfg.max_upload_size;
         let ulock = self.0.locks.entry(id);
         let (u, planned) = self
-            .reserve_fresh(id, |u| {
+            .reserve_fresh(owner, id, |u| {
                 let zero_open = ulock.zero_open.load(Ordering::Acquire);
                 Ok(plan_chunk(u, chunk_id, max, zero_open)?.map(|p| {
                     let ranges = p.reserve.clone();
@@ -743,6 +775,9 @@ impl Engine {
     /// to a connection the client has given up on, and waiting for the server to notice the
     /// dead connection could take minutes. Reads (HEAD, status) never preempt.
     pub async fn preempt(&self, id: &UploadId) {
+        if !self.is_streaming(id) {
+            return;
+        }
         let lock = self.0.locks.entry(id);
         // Receivers are the appending writes still streaming; nothing to stop without one.
         if lock.preempt.receiver_count() == 0 {
@@ -762,12 +797,17 @@ impl Engine {
     /// reservation, so it never rests on state another writer changed meanwhile.
     async fn reserve_fresh<P: PartialEq>(
         &self,
+        owner: Option<&Option<String>>,
         id: &UploadId,
         plan: impl Fn(&Upload) -> Result<Option<(P, Vec<Range<u64>>)>, EngineError>,
     ) -> Result<(Upload, Option<(P, Reservation)>), EngineError> {
         let deadline = Instant::now() + RESERVE_WAIT;
         loop {
             let u = self.get(id).await?;
+            // The owner never changes, so checking the first read covers the second.
+            if owner.is_some_and(|o| u.owner != *o) {
+                return Err(EngineError::NotFound);
+            }
             let Some((p, ranges)) = plan(&u)? else {
                 return Ok((u, None));
             };
@@ -787,6 +827,12 @@ impl Engine {
                 None => return Err(EngineError::Busy),
             }
         }
+    }
+
+    /// Whether an append of `id` is streaming on this node (something [`Engine::preempt`]
+    /// would stop).
+    pub fn is_streaming(&self, id: &UploadId) -> bool {
+        self.0.locks.entry(id).preempt.receiver_count() > 0
     }
 
     /// Equal chunks share an id (plain digests without a suffix), and one upload of the id

@@ -218,8 +218,9 @@ impl<'a> Scoped<'a> {
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
         E: Display,
     {
-        self.get(id).await?;
-        self.engine.write(id, mode, body).await
+        self.engine
+            .write_checked_as(Some(&self.actor.tenant), id, mode, None, body)
+            .await
     }
 
     pub async fn write_checked<S, E>(
@@ -233,8 +234,9 @@ impl<'a> Scoped<'a> {
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
         E: Display,
     {
-        self.get(id).await?;
-        self.engine.write_checked(id, mode, check, body).await
+        self.engine
+            .write_checked_as(Some(&self.actor.tenant), id, mode, check, body)
+            .await
     }
 
     pub async fn write_chunk<S, E>(
@@ -247,14 +249,16 @@ impl<'a> Scoped<'a> {
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
         E: Display,
     {
-        self.get(id).await?;
-        self.engine.write_chunk(id, chunk_id, body).await
+        self.engine
+            .write_chunk_as(Some(&self.actor.tenant), id, chunk_id, body)
+            .await
     }
 
     /// Stops appends in flight on an upload of this actor (see [`Engine::preempt`]); does
     /// nothing for anybody else's.
     pub async fn preempt(&self, id: &UploadId) {
-        if self.get(id).await.is_ok() {
+        // Nothing streams (the usual case): nothing to check or stop.
+        if self.engine.is_streaming(id) && self.get(id).await.is_ok() {
             self.engine.preempt(id).await;
         }
     }
