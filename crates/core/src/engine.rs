@@ -303,7 +303,15 @@ impl Engine {
             }
         }
         Stats::add(&self.0.stats.started, upload.dialect, 1);
-        tracing::info!(id = %upload.id, dialect = upload.dialect.name(), length = ?upload.length, "upload created");
+        // Plain values only (JSON logs): a deferred length is left out rather than `None`.
+        match upload.length {
+            Some(length) => {
+                tracing::info!(id = %upload.id, dialect = upload.dialect.name(), length, "upload created")
+            }
+            None => {
+                tracing::info!(id = %upload.id, dialect = upload.dialect.name(), "upload created, length deferred")
+            }
+        }
         // A zero-length upload is complete the moment it exists.
         if upload.length == Some(0) {
             return Ok((self.finalize(&upload.id).await?, true));

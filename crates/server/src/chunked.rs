@@ -88,11 +88,14 @@ pub fn missing_ids(u: &Upload) -> Vec<String> {
 }
 
 fn answer(state: &AppState, headers: &HeaderMap, u: &Upload) -> Response {
-    if u.is_complete() {
+    let mut resp = if u.is_complete() {
         ok(HandshakeData::Url(url_of(state, headers, u)))
     } else {
         ok(HandshakeData::Missing(missing_ids(u)))
-    }
+    };
+    resp.extensions_mut()
+        .insert(crate::metrics::UploadRef(u.id.clone()));
+    resp
 }
 
 fn missing_file_id() -> ApiError {

@@ -96,7 +96,7 @@ impl From<EngineError> for ApiError {
         };
         // Infrastructure details go to the log, never to the client.
         let message = if e.is_internal() {
-            tracing::error!(error = ?e, "internal error");
+            tracing::error!(error = %DisplayChain(&e), "internal error");
             "the server could not store the data; please retry later".to_owned()
         } else {
             e.to_string()
@@ -130,5 +130,21 @@ impl IntoResponse for ApiError {
         let mut resp = (self.status, Json(body)).into_response();
         self.decorate(&mut resp);
         resp
+    }
+}
+
+/// An error and its sources as one line (`storage failed: No space left on device (os error
+/// 28)`), for logs: plain text in JSON logs rather than a `Debug` dump.
+struct DisplayChain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for DisplayChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
     }
 }

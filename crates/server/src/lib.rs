@@ -414,10 +414,26 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let listener = transport::bind(addr).with_context(|| format!("binding {addr}"))?;
+    let local = listener.local_addr()?;
+    // A URL a person can click: the page is at `/`. An unspecified address is shown as the
+    // loopback one, which reaches it from this machine.
+    let shown = match local.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, local.port()))
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, local.port()))
+        }
+        _ => local,
+    };
+    let page = match &args.public_url {
+        Some(base) => format!("{}/", base.trim_end_matches('/')),
+        None => format!("http://{shown}/"),
+    };
     tracing::info!(
-        listen = %listener.local_addr()?,
+        listen = %local,
         data_dir = %args.data_dir.display(),
-        "ferry is serving"
+        "ferry is serving: the upload page is at {page}"
     );
     run(listener, state, args.expire_incomplete, shutdown_signal()).await
 }

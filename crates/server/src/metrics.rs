@@ -180,20 +180,54 @@ impl Metrics {
 /// Times every request and logs it at debug level.
 pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let path = req
+    let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| req.uri().path().to_owned());
     let method = req.method().clone();
-    let group = route_group(&method, &path, req.headers());
+    let group = route_group(&method, &route, req.headers());
+    // The access line: the path without its query (a signed link's signature is a
+    // capability and stays out of logs), the request's declared body size, the peer.
+    let path = req.uri().path().to_owned();
+    let bytes = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_default();
     let resp = next.run(req).await;
     let secs = started.elapsed().as_secs_f64();
     let status = resp.status().as_u16();
     state.metrics.record(group, status, secs);
-    tracing::debug!(%method, %path, status, ms = secs * 1e3, "request");
+    let upload = resp
+        .extensions()
+        .get::<UploadRef>()
+        .map(|u| u.0.to_string())
+        .or_else(|| {
+            path.strip_prefix("/files/")
+                .and_then(ferry_core::upload::UploadId::parse)
+                .map(|id| id.to_string())
+        })
+        .unwrap_or_default();
+    let ms = (secs * 1e6).round() / 1e3;
+    if ROUTES[group] == "ops" {
+        tracing::debug!(%method, %path, status, ms, %peer, "request");
+    } else {
+        tracing::info!(%method, %path, %upload, status, bytes, ms, %peer, "request");
+    }
     resp
 }
+
+/// The upload a response is about, for the access log line, when its path does not name it
+/// (the chunk and byte-offset dialects find uploads by client keys).
+#[derive(Clone, Debug)]
+pub struct UploadRef(pub ferry_core::upload::UploadId);
 
 /// Who may read `/metrics`, and where (`--metrics-token`, `--metrics-listen`).
 pub struct Access {

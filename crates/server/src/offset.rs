@@ -116,6 +116,8 @@ fn summary(state: &AppState, headers: &HeaderMap, client_id: &str, u: &Upload) -
     .into_response();
     resp.headers_mut()
         .insert("x-upload-offset", u.offset().into());
+    resp.extensions_mut()
+        .insert(crate::metrics::UploadRef(u.id.clone()));
     resp
 }
 

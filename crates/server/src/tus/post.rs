@@ -126,6 +126,9 @@ fn insert_location(resp: &mut Response, location: &str) {
     if let Ok(v) = HeaderValue::from_str(location) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
+    if let Some(id) = upload_id_from_url(location) {
+        resp.extensions_mut().insert(crate::metrics::UploadRef(id));
+    }
 }
 
 /// tus "Concatenation" / Upload-Concat. Refused (400) when the store cannot concatenate,
