@@ -151,8 +151,10 @@ fn main() -> anyhow::Result<ExitCode> {
     }
 }
 
+/// JSON lines with `--json`, or when stdout is not a terminal — unless `--quiet` asks for
+/// just the results (bare URLs or paths, one per line, for `$(ferry upload -q …)`).
 fn json_mode(args: &OutputArgs) -> bool {
-    args.json || !std::io::stdout().is_terminal()
+    args.json || (!args.quiet && !std::io::stdout().is_terminal())
 }
 
 /// Runs `work`, or stops at Ctrl-C saying how to resume (everything needed is already on

@@ -1074,3 +1074,36 @@ fn download_refuses_to_overwrite_unless_forced_or_renaming() {
     .assert_ok();
     assert_same_file(&root.join("out.bin"), &data);
 }
+
+/// `ferry upload -q` into a pipe prints just the URL (for `URL=$(ferry upload -q …)`), and
+/// `ferry download -q` just the path.
+#[test]
+fn quiet_into_a_pipe_prints_only_the_url() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let srv = Server::start(root);
+    let data = source(70_000, 43);
+    write_file(root, "q.bin", &data);
+    let up = run(
+        ferry(root)
+            .args(["upload", "q.bin", "-q", "--server"])
+            .arg(srv.base()),
+        root,
+        "quiet-up",
+    );
+    up.assert_ok();
+    let url = up.stdout.trim();
+    assert_eq!(up.stdout.lines().count(), 1, "{}", up.stdout);
+    assert!(
+        url.starts_with("http://") && url.contains("/files/"),
+        "{url:?}"
+    );
+    let down = run(
+        ferry(root).args(["download", url, "-o", "q.out", "-q"]),
+        root,
+        "quiet-down",
+    );
+    down.assert_ok();
+    assert_eq!(down.stdout.trim(), "q.out", "{}", down.stdout);
+    assert_same_file(&root.join("q.out"), &data);
+}

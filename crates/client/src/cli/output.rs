@@ -7,7 +7,8 @@
 //!   `retry`, `note`, and one `result` per file:
 //!   `{"event":"result","file":…,"status":"ok","url":…}` or
 //!   `{"event":"result","file":…,"status":"failed","error":…,"hint":…}`.
-//! - `--quiet`: no progress; only results (bare URLs or paths on a terminal) and errors.
+//! - `--quiet` (without `--json`): no progress; only the results, bare URLs or paths one per
+//!   line on stdout (also when stdout is a pipe), and errors on stderr.
 //!
 //! Whatever the mode, failures end with a summary on stderr: each failed file, the error
 //! (with the server's own message) and the next step.
