@@ -818,6 +818,7 @@ fn an_unreachable_server_fails_with_the_next_step_and_a_nonzero_exit() {
             "--retry-for",
             "1s",
             "--quiet",
+            "--json",
         ]),
         root,
         "quiet",
@@ -825,6 +826,24 @@ fn an_unreachable_server_fails_with_the_next_step_and_a_nonzero_exit() {
     assert_eq!(quiet.status.code(), Some(1));
     assert_eq!(quiet.lines().len(), 1, "{}", quiet.stdout);
     assert_eq!(quiet.results()["f.bin"]["status"], "failed");
+    // Without --json, --quiet prints only URLs: none for a failure, whose summary is on
+    // stderr.
+    let bare = run(
+        ferry(root).args([
+            "upload",
+            "f.bin",
+            "--server",
+            &dead,
+            "--retry-for",
+            "1s",
+            "--quiet",
+        ]),
+        root,
+        "quiet-bare",
+    );
+    assert_eq!(bare.status.code(), Some(1));
+    assert_eq!(bare.stdout.trim(), "", "no URL for a failed file");
+    assert!(bare.stderr.contains("f.bin"), "{}", bare.stderr);
 }
 
 // ---------------------------------------------------------------------------------------
