@@ -54,6 +54,9 @@ struct FileState {
     total: u64,
     last_json: Option<Instant>,
     retrying: bool,
+    /// The last retry reason printed in full, so a reason repeated on every attempt is
+    /// printed once.
+    last_reason: Option<String>,
 }
 
 fn style(total: bool) -> ProgressStyle {
@@ -309,7 +312,16 @@ impl Output {
                     one_line(&error, 60)
                 );
                 match &f.bar {
-                    Some(bar) => bar.set_message(msg),
+                    Some(bar) => {
+                        bar.set_message(msg);
+                        // The bar's line is cut to the terminal's width; the whole reason
+                        // goes above the bars, once per distinct reason.
+                        if f.last_reason.as_deref() != Some(error.as_str()) && !self.quiet {
+                            f.last_reason = Some(error.clone());
+                            drop(st);
+                            self.warn(&format!("{}: retrying: {error}", short(&file)));
+                        }
+                    }
                     None if !self.quiet => {
                         drop(st);
                         self.warn(&format!("{file}: {msg}"));
