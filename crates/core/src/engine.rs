@@ -1395,7 +1395,39 @@ impl Engine {
         self.0.meta.update(&u).await?;
         Stats::add(&self.0.stats.completed, u.dialect, 1);
         tracing::info!(%id, length = offset, parts = loaded.len(), assemble_ms = started.elapsed().as_millis() as u64, "final upload assembled");
+        crash::point("engine.assemble.committed");
+        self.release_parts(&loaded).await;
         Ok(u)
+    }
+
+    /// Removes the parts of a final upload once it is assembled (tus "Concatenation" lets a
+    /// server do so), so a file uploaded in parallel costs its size once, not twice. A part
+    /// some other final still waits for is kept. Failures only cost space: the file is
+    /// complete either way.
+    async fn release_parts(&self, parts: &[Upload]) {
+        for part in parts {
+            let finals = match &part.concat {
+                Some(Concat::Partial { finals }) => finals.clone(),
+                _ => continue,
+            };
+            let mut needed = false;
+            for f in &finals {
+                if !matches!(self.get(f).await, Ok(fin) if fin.is_complete()) {
+                    needed = true;
+                }
+            }
+            if needed {
+                continue;
+            }
+            match self.delete(&part.id).await {
+                Ok(()) | Err(EngineError::NotFound) => {
+                    tracing::debug!(part = %part.id, "part released after concatenation")
+                }
+                Err(e) => {
+                    tracing::warn!(part = %part.id, error = %e, "could not release a part after concatenation")
+                }
+            }
+        }
     }
 
     /// Deletes an upload: metadata first, then bytes. The record never points at bytes a

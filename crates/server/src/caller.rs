@@ -18,8 +18,16 @@ use ferry_core::engine::Actor;
 #[derive(Clone, Debug)]
 pub struct Caller(pub Actor);
 
+/// Why a request that presented credentials has no [`Caller`]: routes that need one answer
+/// with this (`invalid_token`, `token_expired`) rather than `unauthorized`.
+#[derive(Clone, Debug)]
+struct Refused(AuthError);
+
 /// Middleware: authenticates the request (if the server has identities configured) and
-/// stores its [`Caller`]. Invalid or expired credentials are refused here, on every route.
+/// stores its [`Caller`]. Credentials that do not verify leave the request without one, so
+/// routes that act on uploads refuse it (401 with the reason), while routes that need no
+/// identity still answer: `/healthz`, `/metrics` with its own token, the page, and a
+/// download by a signed link (a stale token beside a valid link does not void the link).
 pub async fn identify(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     match state.auth.authenticate(req.headers()) {
         Ok(Some(actor)) => {
@@ -31,18 +39,26 @@ pub async fn identify(State(state): State<AppState>, mut req: Request, next: Nex
         Err(AuthError::Missing) => {}
         Err(e) => {
             if let AuthError::Invalid(reason) = &e {
-                tracing::info!(%reason, "request with an invalid bearer token refused");
+                tracing::info!(%reason, "request with a bearer token that does not verify");
             }
-            return unauthorized(&e);
+            req.extensions_mut().insert(Refused(e));
         }
     }
     next.run(req).await
 }
 
+/// The 401 for a request without a [`Caller`]: the stored reason, or "no credentials".
+pub fn refusal(extensions: &axum::http::Extensions) -> Response {
+    match extensions.get::<Refused>() {
+        Some(Refused(e)) => unauthorized(e),
+        None => unauthorized(&AuthError::Missing),
+    }
+}
+
 /// Middleware for routes that act on uploads: refuses a request without a [`Caller`] (401).
 pub async fn require(req: Request, next: Next) -> Response {
     if req.extensions().get::<Caller>().is_none() {
-        return unauthorized(&AuthError::Missing);
+        return refusal(req.extensions());
     }
     next.run(req).await
 }
@@ -63,7 +79,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             .extensions
             .get::<Caller>()
             .cloned()
-            .ok_or_else(|| unauthorized(&AuthError::Missing))
+            .ok_or_else(|| refusal(&parts.extensions))
     }
 }
 

@@ -2,8 +2,7 @@
 //! chunk-handshake uploads (SPEC §2.1, §3). Range semantics live in [`crate::download`].
 
 use crate::AppState;
-use crate::auth::AuthError;
-use crate::caller::{Caller, unauthorized};
+use crate::caller::Caller;
 use crate::download::{Downloadable, content_type_for_ext, respond};
 use crate::error::ApiError;
 use crate::links::LinkCheck;
@@ -26,7 +25,7 @@ fn not_found() -> Response {
 /// Another tenant's file, an expired or tampered link: exactly as a missing file (404).
 pub async fn by_id(
     state: &AppState,
-    caller: Option<Caller>,
+    caller: Result<Caller, Response>,
     raw_id: &str,
     query: Option<&str>,
     method: Method,
@@ -38,9 +37,9 @@ pub async fn by_id(
     let found = match state.links.verify(&format!("/files/{id}"), query) {
         // What a link is for: whoever holds it downloads the file, credentials or not.
         LinkCheck::Valid => state.engine.get(&id).await,
-        LinkCheck::Absent => match &caller {
-            Some(c) => state.engine.scoped(&c.0).get(&id).await,
-            None => return unauthorized(&AuthError::Missing),
+        LinkCheck::Absent => match caller {
+            Ok(c) => state.engine.scoped(&c.0).get(&id).await,
+            Err(refused) => return refused,
         },
         LinkCheck::Expired => {
             return link_refused(
@@ -73,13 +72,14 @@ fn link_refused(code: &'static str, message: &'static str) -> Response {
 /// authentication configured it needs the owner's credentials.
 pub async fn by_file_id(
     State(state): State<AppState>,
-    caller: Option<Caller>,
+    caller: Result<Caller, Response>,
     Path(name): Path<String>,
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    let Some(caller) = caller else {
-        return unauthorized(&AuthError::Missing);
+    let caller = match caller {
+        Ok(c) => c,
+        Err(refused) => return refused,
     };
     let (file_id, ext) = match name.find('.') {
         Some(dot) => name.split_at(dot),

@@ -271,6 +271,11 @@ impl Access {
     /// `Authorization: Bearer <token>` (scheme in any case). The presented token is hashed
     /// and the hashes compared in constant time (`blake3::Hash`'s `==`), so the time taken
     /// says nothing about how much of the token was right.
+    /// Whether `--metrics-token` is set.
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
     fn allows(&self, headers: &HeaderMap) -> bool {
         let Some(want) = &self.token else {
             return true;
@@ -315,6 +320,22 @@ pub async fn handler(State(state): State<AppState>, headers: HeaderMap) -> Respo
             "no such resource; metrics are served on their own address",
         )
         .into_response();
+    }
+    // A server that authenticates its users does not publish its counters to anyone on the
+    // main address: the operator gives /metrics its own token or its own address.
+    if state.auth.enabled() && !state.metrics_access.has_token() {
+        let mut resp = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this server authenticates its users, so /metrics needs its own token or address: \
+             start it with --metrics-token or --metrics-listen",
+        )
+        .into_response();
+        resp.headers_mut().insert(
+            axum::http::header::WWW_AUTHENTICATE,
+            "Bearer".parse().expect("static"),
+        );
+        return resp;
     }
     exposition(&state, &headers)
 }

@@ -1185,3 +1185,38 @@ async fn a_part_longer_or_shorter_than_its_declared_length_stores_nothing() {
     assert!(!missing_of(&post_form(&srv, form).await).contains(&p.ids[1]));
     srv.stop().await;
 }
+
+/// After the file is complete, a chunk re-sent with its own bytes still answers the URL (a
+/// retry), but other bytes under its id, or an id the file does not have, never succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_sent_after_completion_are_still_checked() {
+    let srv = TestServer::start().await;
+    let p = plan(test_bytes(100_000, 78), 32 << 10, Ids::Spark);
+    missing_of(&srv.handshake(&p.handshake_sized()).await);
+    let mut last = (0, Value::Null);
+    for i in 0..p.chunks.len() {
+        last = p.send(&srv, i, false).await;
+    }
+    assert!(last.1["data"].is_string(), "complete: {}", last.1);
+    let again = p.send(&srv, 1, false).await;
+    assert_eq!(again.0, 200);
+    assert!(
+        again.1["data"].is_string(),
+        "a retry answers the URL: {}",
+        again.1
+    );
+    let mut other = p.chunks[1].clone();
+    other[0] ^= 1;
+    let form = reqwest::multipart::Form::new()
+        .text("chunkId", p.ids[1].clone())
+        .text("fileId", p.file_id.clone())
+        .part("file", bytes_part(other));
+    assert_error(&post_form(&srv, form).await, 422, "chunk_digest_mismatch");
+    let form = reqwest::multipart::Form::new()
+        .text("chunkId", format!("{}99", "ab".repeat(16)))
+        .text("fileId", p.file_id.clone())
+        .part("file", bytes_part(vec![1, 2, 3]));
+    assert_error(&post_form(&srv, form).await, 409, "unknown_chunk");
+    assert_served(&srv, &p).await;
+    srv.stop().await;
+}

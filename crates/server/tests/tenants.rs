@@ -700,3 +700,59 @@ async fn bad_credentials_are_refused_with_a_code_and_never_echoed() {
     assert_eq!(r.status(), 201);
     srv.stop().await;
 }
+
+/// Routes that need no identity answer whatever the Authorization header says: a signed link
+/// beside a stale token still downloads, `/healthz` answers, and `/metrics` takes its own
+/// token on a server with upload tokens (and refuses everyone without one).
+#[tokio::test]
+async fn a_bad_token_voids_nothing_that_needs_no_identity_and_metrics_need_their_own() {
+    let srv = server(|_| {}).await;
+    let data = test_bytes(300, 31);
+    let link = tus_upload(&srv, "tok-a", &data, data.len()).await;
+    let stale = jwt(json!({"sub": "alice", "exp": now() - 600}));
+    let r = req(&srv, Some(&stale), Method::GET, &link, &[], vec![]).await;
+    assert_eq!((r.status, r.body), (StatusCode::OK, data));
+    let r = req(
+        &srv,
+        Some("tok-nobody"),
+        Method::GET,
+        "/healthz",
+        &[],
+        vec![],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    // Uploads still refuse it, with the reason.
+    let r = req(
+        &srv,
+        Some(&stale),
+        Method::HEAD,
+        &bare(&link),
+        &[("tus-resumable", "1.0.0")],
+        vec![],
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    // No metrics token on an authenticating server: nobody reads /metrics there.
+    for who in [None, Some("tok-a")] {
+        let r = req(&srv, who, Method::GET, "/metrics", &[], vec![]).await;
+        assert_eq!(r.status, 401, "/metrics as {who:?}");
+    }
+    srv.stop().await;
+
+    let srv = server(|a| a.metrics_token = Some("metrics-secret".into())).await;
+    let r = req(
+        &srv,
+        Some("metrics-secret"),
+        Method::GET,
+        "/metrics",
+        &[],
+        vec![],
+    )
+    .await;
+    assert_eq!(r.status, 200, "the metrics token beside upload tokens");
+    assert!(String::from_utf8_lossy(&r.body).contains("ferry_bytes_received_total"));
+    let r = req(&srv, Some("tok-a"), Method::GET, "/metrics", &[], vec![]).await;
+    assert_eq!(r.status, 401, "an upload token is not the metrics token");
+    srv.stop().await;
+}

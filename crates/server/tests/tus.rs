@@ -1221,8 +1221,15 @@ async fn a_final_of_two_partials_downloads_as_their_concatenation() {
     let mut whole = a.clone();
     whole.extend_from_slice(&b);
     assert!(srv.get_bytes(&srv.url(&fin)).await == (200, whole));
-    // The parts stay usable.
-    assert!(srv.get_bytes(&srv.url(&pa)).await == (200, a));
+    // The parts are released once the final is assembled (tus "Concatenation" allows it):
+    // the file costs its size once, and its parts' addresses answer like any removed upload.
+    assert_eq!(head(&srv, &pa).await.status, 404);
+    assert_eq!(head(&srv, &pb).await.status, 404);
+    let files = srv.dir.path().join("files");
+    for dir in ["partial", "complete"] {
+        let n = std::fs::read_dir(files.join(dir)).unwrap().count();
+        assert_eq!(n, usize::from(dir == "complete"), "files left in {dir}/");
+    }
     srv.stop().await;
 }
 

@@ -216,7 +216,8 @@ async fn resource(
     let caller = parts.extensions.get::<Caller>().cloned();
     if front == Front::Download {
         let query = parts.uri.query();
-        return crate::files::by_id(&state, caller, &raw_id, query, method, headers).await;
+        let who = caller.ok_or_else(|| crate::caller::refusal(&parts.extensions));
+        return crate::files::by_id(&state, who, &raw_id, query, method, headers).await;
     }
     // `guard` let only requests with a caller get here (OPTIONS needs none).
     let anonymous = Actor::anonymous();
