@@ -4,7 +4,7 @@ import { t } from './i18n.js';
 
 const KNOWN = new Set([
   'network', 'too_large', 'checksum_mismatch', 'offset_mismatch', 'unauthorized', 'not_found',
-  'server', 'aborted', 'file_changed', 'hash_failed',
+  'server', 'out_of_space', 'aborted', 'file_changed', 'hash_failed',
 ]);
 
 /** The code, with the `http_<status>` spellings of known cases folded in. */

@@ -3,7 +3,8 @@
 // and the server's own sentence as `message` where it sent one.
 //
 // Codes (web/README.md): network, http_<status>, checksum_mismatch, offset_mismatch,
-// too_large, unauthorized, not_found, server, aborted, file_changed, hash_failed.
+// too_large, unauthorized, not_found, server, out_of_space (507: not retried), aborted,
+// file_changed, hash_failed.
 
 export class FerryError extends Error {
   /**
@@ -35,6 +36,7 @@ const DEFAULT_MESSAGES = {
   unauthorized: 'The server refused the upload: not authorised.',
   not_found: 'The upload no longer exists on the server.',
   server: 'The server had a problem; trying again later may help.',
+  out_of_space: 'The server is out of disk space; what it acknowledged is kept. Resume once space is freed.',
   aborted: 'The request was stopped.',
   file_changed: 'The file changed or could not be read since it was chosen; choose it again.',
   hash_failed: 'The file could not be hashed.',
@@ -45,7 +47,8 @@ const DEFAULT_MESSAGES = {
  * the offset and go on), 423 (another request still holds the upload), 429, every 5xx.
  */
 export function isRetryableStatus(status) {
-  return status === 408 || status === 409 || status === 423 || status === 429 || status >= 500;
+  // 507: the server's disk is full; retrying at once only sends bytes it cannot keep.
+  return status === 408 || status === 409 || status === 423 || status === 429 || (status >= 500 && status !== 507);
 }
 
 /**
@@ -75,6 +78,7 @@ export function errorFromResponse(res, opts = {}) {
   else if (status === 401 || (status === 403 && serverCode !== 'file_id_required' && serverCode !== 'final_upload_immutable')) code = 'unauthorized';
   else if (status === 404 || status === 410) code = 'not_found';
   else if (status === 409 && !serverCode) code = 'offset_mismatch';
+  else if (status === 507) code = 'out_of_space';
   else if (status >= 500) code = 'server';
   else code = `http_${status}`;
   const retryAfter = res.headers && typeof res.headers.get === 'function' ? res.headers.get('Retry-After') : null;

@@ -96,6 +96,9 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Network(_) => true,
+            // 507: the server's disk is full. Retrying at once only sends bytes it cannot
+            // keep; the person has to free space first.
+            Error::Server { status: 507, .. } => false,
             Error::Server { status, .. } => {
                 matches!(status, 408 | 423 | 425 | 429) || (500..600).contains(status)
             }
@@ -128,6 +131,9 @@ impl Error {
             Error::Server { status: 413, .. } => {
                 Some("the server refuses files this large (its --max-upload-size)")
             }
+            Error::Server { status: 507, .. } => Some(
+                "the server is out of disk space: once its operator has freed space, run the same command again; it resumes from what the server holds",
+            ),
             Error::Server { status, .. } if *status >= 500 => {
                 Some("run the same command again later: it resumes from what the server holds")
             }

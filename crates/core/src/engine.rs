@@ -61,11 +61,16 @@ const RESERVE_WAIT: Duration = Duration::from_secs(5);
 pub struct EngineConfig {
     /// Declared sizes above this are refused before any byte is stored.
     pub max_upload_size: u64,
+    /// `--min-free-space`: below this many free bytes in the blob store, new uploads and
+    /// writes answer "out of space" (507) before storing anything. 0: no reserve (a full
+    /// disk still answers 507, when the write fails).
+    pub min_free_space: u64,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
+            min_free_space: 0,
             max_upload_size: 1 << 40,
         }
     }
@@ -229,6 +234,30 @@ impl Engine {
         &self.0.quota
     }
 
+    /// The blob store's free bytes and the reserve it must keep (`--min-free-space`), when
+    /// the store can tell.
+    pub fn free_space(&self) -> Option<(u64, u64)> {
+        match self.0.blobs.free_space() {
+            Ok(Some(free)) => Some((free, self.0.cfg.min_free_space)),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::debug!(error = %e, "free space unknown");
+                None
+            }
+        }
+    }
+
+    /// Refuses new bytes while the store is below its reserve of free space.
+    pub(crate) fn check_space(&self) -> Result<(), EngineError> {
+        if self.0.cfg.min_free_space == 0 {
+            return Ok(());
+        }
+        match self.free_space() {
+            Some((free, reserve)) if free < reserve => Err(EngineError::OutOfSpace),
+            _ => Ok(()),
+        }
+    }
+
     pub fn meta(&self) -> &Meta {
         &self.0.meta
     }
@@ -259,6 +288,7 @@ impl Engine {
         if let Some(len) = new.length {
             self.check_size(len)?;
         }
+        self.check_space()?;
         let content_alg = new
             .declared
             .as_ref()
@@ -444,6 +474,7 @@ impl Engine {
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
         E: Display,
     {
+        self.check_space()?;
         let max = self.0.cfg.max_upload_size;
         let (u, planned) = self
             .reserve_fresh(owner, id, |u| {
@@ -634,6 +665,7 @@ impl Engine {
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
         E: Display,
     {
+        self.check_space()?;
         let max = self.0.cfg.max_upload_size;
         let ulock = self.0.locks.entry(id);
         let (u, planned) = self

@@ -60,6 +60,10 @@ pub enum EngineError {
         "this upload of {size} bytes would take your stored bytes past your quota of {max} (you store {stored}); delete files first"
     )]
     QuotaExceeded { stored: u64, max: u64, size: u64 },
+    #[error(
+        "the server is out of disk space; what was acknowledged is kept, try again once space is freed"
+    )]
+    OutOfSpace,
     #[error("storage failed")]
     Storage(#[from] io::Error),
     #[error("metadata store failed")]
@@ -89,6 +93,8 @@ impl EngineError {
             EngineError::Invalid(_) => "invalid_request",
             EngineError::TooManyIncomplete { .. } => "too_many_incomplete_uploads",
             EngineError::QuotaExceeded { .. } => "storage_quota_exceeded",
+            EngineError::OutOfSpace => "insufficient_storage",
+            EngineError::Storage(e) if is_out_of_space(e) => "insufficient_storage",
             EngineError::Storage(_) => "storage_error",
             EngineError::Meta(_) => "metadata_error",
         }
@@ -96,6 +102,23 @@ impl EngineError {
 
     /// True for failures of the server's own parts (not the client's fault).
     pub fn is_internal(&self) -> bool {
-        matches!(self, EngineError::Storage(_) | EngineError::Meta(_))
+        matches!(self, EngineError::Storage(_) | EngineError::Meta(_)) && !self.is_out_of_space()
     }
+
+    /// The disk (or the quota of the filesystem) is full: `507`, not a server fault.
+    pub fn is_out_of_space(&self) -> bool {
+        match self {
+            EngineError::OutOfSpace => true,
+            EngineError::Storage(e) => is_out_of_space(e),
+            _ => false,
+        }
+    }
+}
+
+/// ENOSPC or EDQUOT, however the error reached us.
+fn is_out_of_space(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
 }

@@ -164,6 +164,11 @@ pub trait BlobStore: Send + Sync + 'static {
     }
     /// Answers when the backend is usable (for `/healthz`).
     async fn ping(&self) -> io::Result<()>;
+    /// Bytes still free for new data, when the backend can tell (a local file system);
+    /// `None` for stores without such a limit.
+    fn free_space(&self) -> io::Result<Option<u64>> {
+        Ok(None)
+    }
 }
 
 /// Cheap-clone handle to the metadata store.

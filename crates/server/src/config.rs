@@ -27,6 +27,10 @@ pub struct ServeArgs {
     /// Larger declared sizes are refused before any byte is stored (e.g. `1TiB`, `500MB`).
     #[arg(long, env = "FERRY_MAX_UPLOAD_SIZE", default_value = "1TiB", value_parser = parse_size)]
     pub max_upload_size: u64,
+    /// Keep this much disk free: below it, new uploads and writes answer 507 and /healthz 503
+    /// (e.g. `1GiB`; default: no reserve).
+    #[arg(long, env = "FERRY_MIN_FREE_SPACE", value_parser = parse_size)]
+    pub min_free_space: Option<u64>,
     /// Incomplete uploads idle longer than this are removed (e.g. `24h`, `30m`; `0` keeps them).
     #[arg(long, env = "FERRY_EXPIRE_INCOMPLETE", default_value = "24h", value_parser = parse_duration)]
     pub expire_incomplete: Duration,
@@ -161,6 +165,7 @@ impl ServeArgs {
             storage,
             s3_endpoint,
             max_upload_size,
+            min_free_space,
             expire_incomplete,
             public_url,
             auth_token,

@@ -92,10 +92,15 @@ impl From<EngineError> for ApiError {
             EngineError::Invalid(_) => StatusCode::BAD_REQUEST,
             EngineError::TooManyIncomplete { .. } => StatusCode::TOO_MANY_REQUESTS,
             EngineError::QuotaExceeded { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            EngineError::OutOfSpace => StatusCode::INSUFFICIENT_STORAGE,
+            _ if e.is_out_of_space() => StatusCode::INSUFFICIENT_STORAGE,
             EngineError::Storage(_) | EngineError::Meta(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         // Infrastructure details go to the log, never to the client.
-        let message = if e.is_internal() {
+        let message = if e.is_out_of_space() {
+            tracing::warn!(error = %DisplayChain(&e), "out of disk space");
+            EngineError::OutOfSpace.to_string()
+        } else if e.is_internal() {
             tracing::error!(error = %DisplayChain(&e), "internal error");
             "the server could not store the data; please retry later".to_owned()
         } else {

@@ -152,6 +152,7 @@ pub async fn state_from_args(args: &ServeArgs) -> anyhow::Result<AppState> {
         Blobs(Arc::new(blobs)),
         EngineConfig {
             max_upload_size: args.max_upload_size,
+            min_free_space: args.min_free_space.unwrap_or(0),
         },
     );
     Ok(AppState {
@@ -277,6 +278,18 @@ async fn upload_dispatch(state: State<AppState>, caller: caller::Caller, req: Re
 async fn healthz(State(state): State<AppState>) -> Response {
     let meta = state.engine.meta().ping().await;
     let blobs = state.engine.blobs().ping().await;
+    // Degraded while the store is below its reserve of free space (with no reserve set:
+    // below 1 MiB, when nothing more can be stored anyway).
+    if let Some((free, reserve)) = state.engine.free_space()
+        && free < reserve.max(1 << 20)
+    {
+        tracing::warn!(free, reserve, "health check: out of disk space");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("degraded: out of disk space ({free} bytes free, {reserve} reserved)\n"),
+        )
+            .into_response();
+    }
     match (meta, blobs) {
         (Ok(()), Ok(())) => (StatusCode::OK, "ok\n").into_response(),
         (m, b) => {

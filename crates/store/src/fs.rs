@@ -391,6 +391,26 @@ impl BlobStore for FsBlobStore {
         .await
     }
 
+    fn free_space(&self) -> io::Result<Option<u64>> {
+        // One statvfs(2) of the root: a few microseconds, no blocking-pool hop needed.
+        let c_path = CString::new(self.dirs.root.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
+        let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+        // SAFETY: `c_path` is a valid NUL-terminated string and `st` points to writable
+        // memory of the size statvfs(2) fills; it is read only after the call succeeded.
+        #[allow(unsafe_code)]
+        let st = unsafe {
+            if libc::statvfs(c_path.as_ptr(), st.as_mut_ptr()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            st.assume_init()
+        };
+        // Blocks available to an unprivileged writer, as `df` reports them.
+        Ok(Some(
+            (st.f_bavail as u64).saturating_mul(st.f_frsize as u64),
+        ))
+    }
+
     async fn ping(&self) -> io::Result<()> {
         self.blocking(|dirs| {
             for dir in [&dirs.root, &dirs.partial, &dirs.complete, &dirs.staging] {

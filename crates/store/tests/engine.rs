@@ -54,6 +54,7 @@ fn engine_on(dir: &Path, meta: Arc<dyn MetaStore>) -> Engine {
         Blobs(Arc::new(blobs)),
         EngineConfig {
             max_upload_size: MAX_UPLOAD,
+            ..Default::default()
         },
     )
 }
@@ -1453,6 +1454,7 @@ async fn staged_chunk_left_unplaced(dir: &Path, seed: u64) -> (Vec<u8>, usize, U
         Blobs(blobs.clone()),
         EngineConfig {
             max_upload_size: MAX_UPLOAD,
+            ..Default::default()
         },
     );
     let u = create_chunked(&engine, md5_layout(ids.clone(), None), None, None).await;
@@ -1587,6 +1589,7 @@ async fn retrying_a_chunk_whose_staged_neighbour_was_not_placed_finishes_the_upl
         Blobs(blobs.clone()),
         EngineConfig {
             max_upload_size: MAX_UPLOAD,
+            ..Default::default()
         },
     );
     let u = create_chunked(&engine, md5_layout(ids.clone(), None), None, None).await;
