@@ -26,7 +26,8 @@ pub const ALLOW_HEADERS: &str = "Authorization, Content-Type, Content-Range, Upl
     Upload-Length, Upload-Metadata, Upload-Defer-Length, Upload-Concat, Upload-Checksum, \
     Tus-Resumable, X-HTTP-Method-Override, X-Requested-With, Upload-Complete, \
     Upload-Incomplete, Upload-Draft-Interop-Version, X-File-Id, X-Start-Byte, X-File-Size, \
-    If-Range, Range, Content-Disposition";
+    If-Range, Range, If-None-Match, If-Match, If-Modified-Since, If-Unmodified-Since, \
+    Content-Disposition";
 
 /// Response headers scripts may read.
 pub const EXPOSE_HEADERS: &str = "Location, Upload-Offset, Upload-Length, Upload-Metadata, \

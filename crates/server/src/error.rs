@@ -38,6 +38,11 @@ impl ApiError {
 
     /// Adds the status-specific headers (`X-Upload-Offset`, `Retry-After`) to a rendering.
     fn decorate(&self, resp: &mut Response) {
+        if self.status.as_u16() == 460 {
+            // Not a registered status: without this hyper writes no reason phrase at all.
+            resp.extensions_mut()
+                .insert(hyper::ext::ReasonPhrase::from_static(b"Checksum Mismatch"));
+        }
         if let Some(o) = self.offset {
             resp.headers_mut()
                 .insert("x-upload-offset", HeaderValue::from(o));
