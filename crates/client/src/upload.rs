@@ -163,6 +163,28 @@ struct PartSender<'a> {
     meter: &'a Arc<Meter>,
 }
 
+/// Size of a part's first PATCH: small enough that a slow link learns its pace in seconds.
+const FIRST_PATCH: u64 = 4 << 20;
+/// The smallest PATCH the adaptation goes down to.
+const MIN_PATCH: u64 = 256 << 10;
+/// How long one PATCH should take: long enough that request overhead is noise, short enough
+/// that a cut connection (a checksummed PATCH is kept only whole) loses little.
+const PATCH_SECONDS: f64 = 4.0;
+
+/// The next PATCH size after one of `size` bytes (`sent` of them in the body) took `took`:
+/// aimed at [`PATCH_SECONDS`] at the measured rate, at most doubling per step, halved after a
+/// failure, within [`MIN_PATCH`]..=`max`.
+fn next_patch_size(size: u64, sent: u64, took: std::time::Duration, ok: bool, max: u64) -> u64 {
+    let floor = MIN_PATCH.min(max);
+    if !ok {
+        return (size / 2).clamp(floor, max);
+    }
+    let secs = took.as_secs_f64().max(0.001);
+    let rate = sent as f64 / secs;
+    let aimed = (rate * PATCH_SECONDS) as u64;
+    aimed.min(size.saturating_mul(2)).clamp(floor, max)
+}
+
 /// Per-file progress: bytes the server holds plus bytes of bodies on their way.
 struct Meter {
     file: String,
@@ -577,7 +599,10 @@ impl Uploader {
         let file = src.display.as_str();
         let mut r = Retrier::new(&self.opts.retry);
         let mut bad_checksums = 0;
-        let body_len = |offset: u64| s.chunk.min(part.len - offset) as usize;
+        // The PATCH size adapts to the link (see `next_patch_size`): a cut request on a slow
+        // link then loses seconds of work, not minutes; on a fast one it grows to `s.chunk`.
+        let size = AtomicU64::new(s.chunk.min(FIRST_PATCH));
+        let body_len = |offset: u64| size.load(Ordering::Relaxed).min(part.len - offset) as usize;
         let read = |offset: u64| src.read_ahead(part.start + offset, body_len(offset), s.checksum);
         let mut offset = part.held;
         let mut ahead: Option<(u64, ReadAhead)> = None;
@@ -598,11 +623,16 @@ impl Uploader {
             });
             loop {
                 let (counted, on_sent) = meter.counter();
+                let started = std::time::Instant::now();
                 let res = self
                     .tus
                     .patch(url, offset, body.clone(), checksum.as_ref(), on_sent)
                     .await;
                 let counted = counted.load(Ordering::Relaxed);
+                let sent = body.len() as u64;
+                let now = size.load(Ordering::Relaxed);
+                let adapted = next_patch_size(now, sent, started.elapsed(), res.is_ok(), s.chunk);
+                size.store(adapted, Ordering::Relaxed);
                 let err = match res {
                     Ok(new) => {
                         r.progress();
@@ -942,5 +972,44 @@ async fn envelope(resp: reqwest::Response) -> Result<HandshakeData> {
             message: env.msg,
             retry_after: None,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn patch_size_grows_on_a_fast_link_and_shrinks_on_a_slow_one() {
+        // Loopback: 4 MiB in 10 ms doubles up to the configured 16 MiB.
+        let mut s = FIRST_PATCH;
+        for _ in 0..4 {
+            s = next_patch_size(s, s, Duration::from_millis(10), true, 16 * MIB);
+        }
+        assert_eq!(s, 16 * MIB);
+        // 256 KiB/s: 4 MiB took 16 s; the next aims at ~4 s (1 MiB).
+        let s = next_patch_size(4 * MIB, 4 * MIB, Duration::from_secs(16), true, 16 * MIB);
+        assert_eq!(s, MIB);
+        // A failure halves it, never below the floor or above the maximum.
+        assert_eq!(
+            next_patch_size(MIB, 0, Duration::ZERO, false, 16 * MIB),
+            MIB / 2
+        );
+        assert_eq!(
+            next_patch_size(MIN_PATCH, 0, Duration::ZERO, false, 16 * MIB),
+            MIN_PATCH
+        );
+        assert_eq!(
+            next_patch_size(MIB, MIB, Duration::from_secs(600), true, 16 * MIB),
+            MIN_PATCH
+        );
+        // A configured size below the floor is respected.
+        assert_eq!(
+            next_patch_size(64 << 10, 64 << 10, Duration::from_millis(1), true, 64 << 10),
+            64 << 10
+        );
     }
 }
