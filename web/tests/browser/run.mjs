@@ -447,8 +447,14 @@ scenario('pause then resume (confirmed bytes stop, then done); cancel deletes th
     interval: 200,
     what: (h) => `HEAD ${url} to answer 404 after cancel (answers ${h.status}, offset ${h.offset})`,
   });
-  const records = await page.evaluate(() => window.ferry.uploader.unfinished());
-  assert.ok(!records.some((r) => r.name === g.name), 'the canceled upload is still in uploader.unfinished()');
+  // The server forgets the upload (HEAD 404) a moment before it answers the DELETE (it
+  // removes the record first, then the bytes); the page drops its resume record on that
+  // answer, so wait for it rather than race it.
+  await until(
+    () => page.evaluate(() => window.ferry.uploader.unfinished()),
+    (records) => !records.some((r) => r.name === g.name),
+    { timeout: 5000, interval: 100, what: () => 'the canceled upload is still in uploader.unfinished()' },
+  );
   return `paused at ${fmt(p1.confirmed)} (held 1.5 s), resumed to done; canceled at ${fmt(mid.confirmed)} → HEAD ${head.status}`;
 });
 
