@@ -37,6 +37,8 @@ RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --locked --quiet
 
 step "build"
 cargo build --workspace --all-targets --locked
+# The client library as other Rust programs use it: without the server, clap and indicatif.
+cargo build -p ferry --no-default-features --lib --locked
 
 step "Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then
