@@ -683,7 +683,7 @@ impl Engine {
             // held id hears about the mismatch instead of a success. A staged chunk whose
             // placement failed earlier (a crash, a disk error) is placed now, so a retry
             // always moves the upload forward.
-            verify_unneeded_chunk(&u, chunk_id, body).await?;
+            verify_chunk(&u, chunk_id, body).await?;
             let u = self.place_staged(u).await?;
             return Ok(WriteOutcome {
                 upload: self.after_commit(u).await?,
@@ -1974,13 +1974,11 @@ fn check_layout_fits(
     Ok(())
 }
 
-/// Reads the body of a chunk whose every position is held already and checks that its bytes
-/// have the digest its id names; nothing is written.
-async fn verify_unneeded_chunk<S, E>(
-    u: &Upload,
-    chunk_id: &str,
-    mut body: S,
-) -> Result<(), EngineError>
+/// Reads the body of a chunk whose every position is held already (or whose file is
+/// complete) and checks that its bytes have the digest its id names; nothing is written. An id
+/// the layout does not have is [`EngineError::UnknownChunk`], a body longer than the chunk's
+/// place [`EngineError::ChunkSize`]: a retry is answered as the first time, other bytes never.
+pub async fn verify_chunk<S, E>(u: &Upload, chunk_id: &str, mut body: S) -> Result<(), EngineError>
 where
     S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
     E: Display,
@@ -1988,6 +1986,9 @@ where
     let Some(layout) = u.chunks.as_ref() else {
         return Ok(());
     };
+    if !layout.ids.iter().any(|i| i == chunk_id) {
+        return Err(EngineError::UnknownChunk(chunk_id.to_owned()));
+    }
     let Some(expected) = chunk_id
         .get(..layout.alg.hex_len())
         .map(str::to_ascii_lowercase)

@@ -486,24 +486,7 @@ where
     if u.is_complete() {
         // A retry of a chunk of a finished file: answered with the URL as the first time,
         // but only for the chunk's own bytes (never a success for bytes the file lacks).
-        if !u
-            .chunks
-            .as_ref()
-            .is_some_and(|c| c.ids.iter().any(|i| i == chunk_id))
-        {
-            return Err(EngineError::UnknownChunk(chunk_id.to_owned()).into());
-        }
-        let expected = chunk_id[..alg.hex_len()].to_ascii_lowercase();
-        let longest = u
-            .chunks
-            .as_ref()
-            .and_then(|c| c.chunk_size)
-            .or(u.length)
-            .unwrap_or(0);
-        let actual = digest_of(body, alg, longest).await?;
-        if actual != expected {
-            return Err(EngineError::ChunkDigestMismatch { expected, actual }.into());
-        }
+        ferry_core::engine::verify_chunk(&u, chunk_id, body).await?;
         return Ok(answer(state, headers, &u));
     }
     match engine.write_chunk(&u.id, chunk_id, body).await {
@@ -587,30 +570,4 @@ where
             }
         },
     )
-}
-
-/// The hex digest of a body the server does not store (a chunk of a file already
-/// complete), read to its end so the client sees an answer, not a reset connection.
-async fn digest_of<S, E>(mut body: S, alg: HashAlg, longest: u64) -> Result<String, ApiError>
-where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
-{
-    let mut h = ferry_core::hash::Hasher::new(alg);
-    let mut received = 0u64;
-    while let Some(frame) = body.next().await {
-        let frame = frame.map_err(|e| EngineError::BodyInterrupted {
-            received,
-            reason: e.to_string(),
-        })?;
-        received += frame.len() as u64;
-        if received > longest {
-            return Err(EngineError::ChunkSize(format!(
-                "the chunk is longer than any chunk of this file ({longest} bytes)"
-            ))
-            .into());
-        }
-        h.update(&frame);
-    }
-    Ok(h.finalize_hex())
 }
