@@ -154,9 +154,7 @@ impl<'a> Scoped<'a> {
         {
             return Ok((existing, false));
         }
-        let lock = self.engine.quota_locks().of(&self.actor.tenant);
-        let _q = lock.lock().await;
-        self.check_limits(new.length, None).await?;
+        let _q = self.check_limits(new.length, None).await?;
         self.engine.create(new).await
     }
 
@@ -176,22 +174,18 @@ impl<'a> Scoped<'a> {
         }
         new.owner = self.actor.tenant.clone();
         new.key = new.key.map(|k| self.actor.key(&k));
-        let lock = self.engine.quota_locks().of(&self.actor.tenant);
-        let _q = lock.lock().await;
         // The parts' bytes are counted already; the final adds as many again only while it
         // is being assembled, so only the count of incomplete uploads is checked here.
-        self.check_limits(None, None).await?;
+        let _q = self.check_limits(None, None).await?;
         self.engine.create_final(new, parts).await
     }
 
     pub async fn set_length(&self, id: &UploadId, length: u64) -> Result<Upload, EngineError> {
         let u = self.get(id).await?;
-        if u.length.is_none() {
-            let lock = self.engine.quota_locks().of(&self.actor.tenant);
-            let _q = lock.lock().await;
-            self.check_limits(Some(length), Some(&u)).await?;
-            return self.engine.set_length(id, length).await;
-        }
+        let _q = match u.length {
+            None => Some(self.check_limits(Some(length), Some(&u)).await?),
+            Some(_) => None,
+        };
         self.engine.set_length(id, length).await
     }
 
@@ -202,9 +196,10 @@ impl<'a> Scoped<'a> {
         length: Option<u64>,
     ) -> Result<Upload, EngineError> {
         let u = self.get(id).await?;
-        if let (None, Some(len)) = (u.length, length) {
-            self.check_limits(Some(len), Some(&u)).await?;
-        }
+        let _q = match (u.length, length) {
+            (None, Some(len)) => Some(self.check_limits(Some(len), Some(&u)).await?),
+            _ => None,
+        };
         self.engine.set_layout(id, layout, length).await
     }
 
@@ -269,8 +264,25 @@ impl<'a> Scoped<'a> {
     }
 
     /// Refuses a new upload (or a newly declared length) that would break a limit.
-    /// `existing` is the upload whose length is being declared, if any.
+    /// `existing` is the upload whose length is being declared, if any. On success returns
+    /// the tenant's quota guard: the caller holds it until the upload (or length) is recorded,
+    /// so no other creation of the tenant on this node slips in between check and record.
     async fn check_limits(
+        &self,
+        length: Option<u64>,
+        existing: Option<&Upload>,
+    ) -> Result<tokio::sync::OwnedMutexGuard<()>, EngineError> {
+        let guard = self
+            .engine
+            .quota_locks()
+            .of(&self.actor.tenant)
+            .lock_owned()
+            .await;
+        self.within_limits(length, existing).await?;
+        Ok(guard)
+    }
+
+    async fn within_limits(
         &self,
         length: Option<u64>,
         existing: Option<&Upload>,
