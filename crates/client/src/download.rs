@@ -19,16 +19,14 @@
 //!
 //! # Verification
 //!
-//! ferry's ETag is `"<alg>-<hex digest of the content>"` (md5, sha1 or sha256), which the
-//! client recomputes: while writing when one connection fetches the file in order,
-//! otherwise in one pass over the finished `.part`. A tus final upload (a concatenation)
-//! has a `"sha256-…"` ETag over its parts' digests instead, which cannot be recomputed from
-//! the content; it is detected with a tus `HEAD` (`Upload-Concat: final;…`) and reported as
-//! not verified.
+//! ferry's ETag is `"<alg>-<hex digest of the content>"` (md5, sha1, sha256 or blake3),
+//! which the client recomputes: while writing when one connection fetches the file in order,
+//! otherwise in one pass over the finished `.part`. Every finished file on ferry has one,
+//! concatenations included; a mismatch removes the `.part`.
 
 use crate::error::{Error, Result};
 use crate::event::{Event, EventSink};
-use crate::http::{Http, check, error_from};
+use crate::http::{Http, TlsOptions, check, error_from};
 use crate::retry::{Retrier, RetryPolicy};
 use bytes::{Bytes, BytesMut};
 use ferry_core::hash::{HashAlg, Hasher};
@@ -70,6 +68,8 @@ pub struct DownloadOptions {
     pub connections: usize,
     pub retry: RetryPolicy,
     pub token: Option<String>,
+    /// Certificates to trust besides the system's, or none checked.
+    pub tls: TlsOptions,
 }
 
 impl DownloadOptions {
@@ -81,6 +81,7 @@ impl DownloadOptions {
             connections: 1,
             retry: RetryPolicy::default(),
             token: None,
+            tls: TlsOptions::default(),
         }
     }
 }
@@ -122,8 +123,6 @@ fn free_name(path: &Path) -> PathBuf {
 pub enum Verification {
     /// The content digest matched the ETag (`"md5"`, `"sha1"`, `"sha256"` or `"blake3"`).
     Digest(&'static str),
-    /// A concatenation's composite digest, not recomputable from the content.
-    Composite,
     /// The ETag is not a digest this client knows.
     None,
 }
@@ -354,7 +353,7 @@ impl Downloader {
                 opts.url
             )));
         }
-        let http = Http::new(opts.token.as_deref())?;
+        let http = Http::new(opts.token.as_deref(), &opts.tls)?;
         Ok(Downloader {
             opts,
             url,
@@ -568,12 +567,10 @@ impl Downloader {
                 total_done: AtomicU64::new(held),
                 stop: AtomicBool::new(false),
             });
-            let check = self.plan_check(&job).await;
+            let check = self.plan_check(&job);
             let follower = match &check {
-                Check::Digest(alg, _) | Check::Undecided(alg, _, _) => {
-                    Some(follow(job.clone(), *alg))
-                }
-                _ => None,
+                Check::Digest(alg, _) => Some(follow(job.clone(), *alg)),
+                Check::NotADigest => None,
             };
             let fetched = self.fetch(&job, &meta_path, &meta).await;
             // Whatever happened, the follower stops once no more bytes can come.
@@ -797,20 +794,11 @@ impl Downloader {
 
     /// How the result can be checked, decided before the download so that the digest is
     /// computed while the bytes arrive.
-    async fn plan_check(&self, job: &Job) -> Check {
-        let Some((alg, want)) = job.etag.as_deref().and_then(etag_digest) else {
-            return Check::NotADigest;
-        };
-        // ferry gives a tus final upload a sha256 ETag over its parts' digests: ask whether
-        // this is one before spending a pass over the file.
-        if alg == HashAlg::Sha256 {
-            match self.concatenation(&job.url).await {
-                Concatenation::Final => return Check::Composite,
-                Concatenation::Unknown(why) => return Check::Undecided(alg, want, why),
-                Concatenation::Plain => {}
-            }
+    fn plan_check(&self, job: &Job) -> Check {
+        match job.etag.as_deref().and_then(etag_digest) {
+            Some((alg, want)) => Check::Digest(alg, want),
+            None => Check::NotADigest,
         }
-        Check::Digest(alg, want)
     }
 
     /// Checks the finished file against the ETag's digest.
@@ -821,19 +809,12 @@ impl Downloader {
         follower: Option<Follower>,
     ) -> Result<Verification> {
         let note = |m: &str| self.note(&job.label, m);
-        let (alg, want, undecided) = match check {
+        let (alg, want) = match check {
             Check::NotADigest => {
                 note("the server's ETag is not a content digest: the download is not verified");
                 return Ok(Verification::None);
             }
-            Check::Composite => {
-                note(
-                    "this is a concatenation of uploads: its ETag digests the parts' digests, not the content, so the download is not verified",
-                );
-                return Ok(Verification::Composite);
-            }
-            Check::Digest(alg, want) => (alg, want, None),
-            Check::Undecided(alg, want, why) => (alg, want, Some(why)),
+            Check::Digest(alg, want) => (alg, want),
         };
         let hasher = match follower {
             Some(f) => f.await.expect("hash task panicked")?,
@@ -856,60 +837,18 @@ impl Downloader {
             ));
             return Ok(Verification::Digest(alg.name()));
         }
-        if let Some(why) = undecided {
-            note(&format!(
-                "not verified: the sha256 digest differs from the ETag, which may be a concatenation's composite digest ({why})"
-            ));
-            return Ok(Verification::Composite);
-        }
         Err(Error::DigestMismatch {
             alg: alg.name(),
             expected: want,
             actual: got,
         })
     }
-
-    /// Whether the URL is a tus final upload (`Upload-Concat: final;…` on a tus HEAD).
-    async fn concatenation(&self, url: &Url) -> Concatenation {
-        let req = self
-            .http
-            .request(Method::HEAD, url.clone())
-            .header("Tus-Resumable", ferry_core::tus::VERSION);
-        match self.http.send(req).await {
-            Ok(resp) if resp.status().is_success() => {
-                if header(resp.headers(), "upload-concat").is_some_and(|c| c.starts_with("final")) {
-                    Concatenation::Final
-                } else {
-                    Concatenation::Plain
-                }
-            }
-            Ok(resp) if matches!(resp.status().as_u16(), 401 | 403) => Concatenation::Unknown(
-                "the server wants a token to say; pass --token to verify".into(),
-            ),
-            Ok(resp) if resp.status().is_server_error() => {
-                Concatenation::Unknown(format!("the server answered {}", resp.status()))
-            }
-            // Not a tus upload (e.g. a chunk-dialect file under /upload/).
-            Ok(_) => Concatenation::Plain,
-            Err(e) => Concatenation::Unknown(e.to_string()),
-        }
-    }
-}
-
-enum Concatenation {
-    Final,
-    Plain,
-    Unknown(String),
 }
 
 /// How a download will be checked.
 enum Check {
     /// The content digest in the ETag: algorithm and hex.
     Digest(HashAlg, String),
-    /// A sha256 ETag that may be a concatenation's (the server would not say): checked, and
-    /// a mismatch reported as not verifiable rather than as damage.
-    Undecided(HashAlg, String, String),
-    Composite,
     NotADigest,
 }
 

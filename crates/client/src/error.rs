@@ -50,6 +50,10 @@ pub enum Error {
     /// to keep restarting.
     #[error("the remote file keeps changing while it is downloaded: {0}")]
     RemoteChanged(String),
+    /// The server's TLS certificate was refused (unknown issuer, wrong name, expired).
+    /// Waiting does not change a certificate, so this is not retried.
+    #[error("the server's certificate is not trusted: {0}")]
+    Certificate(String),
     /// Bad options (e.g. an unparsable server URL).
     #[error("{0}")]
     Config(String),
@@ -76,10 +80,20 @@ impl Error {
         } else {
             cause.to_string()
         };
-        Error::Network(match e.url() {
+        let what = match e.url() {
             Some(url) => format!("{url}: {what}"),
             None => what,
-        })
+        };
+        // rustls says "invalid peer certificate: UnknownIssuer" (and the like) somewhere in
+        // the chain; reqwest does not expose the TLS error as a type of its own.
+        let mut link: Option<&dyn std::error::Error> = Some(e);
+        while let Some(l) = link {
+            if l.to_string().contains("invalid peer certificate") {
+                return Error::Certificate(what);
+            }
+            link = l.source();
+        }
+        Error::Network(what)
     }
 
     /// The HTTP status, for server errors.
@@ -118,6 +132,9 @@ impl Error {
         match self {
             Error::GaveUp { .. } | Error::Network(_) => Some(
                 "check that the server is up, then run the same command again: it resumes from what the server holds",
+            ),
+            Error::Certificate(_) => Some(
+                "for a self-signed or private CA certificate pass it with --cacert FILE (PEM); --insecure skips the check (tests only)",
             ),
             Error::Server { status: 401, .. } => {
                 Some("pass a valid token with --token (or FERRY_TOKEN)")

@@ -6,8 +6,20 @@ use crate::retry::parse_retry_after;
 use bytes::Bytes;
 use reqwest::header::{AUTHORIZATION, RETRY_AFTER};
 use reqwest::{Method, RequestBuilder, Response, Url};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How the client checks the servers' TLS certificates. The system's trust store is always
+/// used; `ca_certs` adds certificates (a self-signed server's, a private CA's).
+#[derive(Clone, Debug, Default)]
+pub struct TlsOptions {
+    /// PEM files, each holding one or more certificates to trust besides the system's.
+    pub ca_certs: Vec<PathBuf>,
+    /// Accept any certificate, so connections are encrypted but not authenticated: for
+    /// test set-ups only.
+    pub insecure: bool,
+}
 
 /// Longest piece of an error body quoted in a message.
 const MAX_QUOTED: usize = 300;
@@ -20,8 +32,30 @@ pub struct Http {
 }
 
 impl Http {
-    pub fn new(token: Option<&str>) -> Result<Http> {
-        let client = reqwest::Client::builder()
+    pub fn new(token: Option<&str>, tls: &TlsOptions) -> Result<Http> {
+        let mut builder = reqwest::Client::builder();
+        for path in &tls.ca_certs {
+            let pem = std::fs::read(path).map_err(|e| {
+                Error::Config(format!(
+                    "--cacert {}: could not read it: {e}",
+                    path.display()
+                ))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .ok()
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "--cacert {}: no PEM certificate found in the file (expected -----BEGIN CERTIFICATE-----)",
+                        path.display()
+                    ))
+                })?;
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let client = builder
+            .danger_accept_invalid_certs(tls.insecure)
             .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
             // A server that stops answering mid-transfer is a network failure to retry,

@@ -10,8 +10,8 @@ use clap::builder::TypedValueParser as _;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use cli::output::{self, Output};
 use ferry_client::{
-    DownloadOptions, Downloader, Existing, Protocol, RetryPolicy, StateStore, UploadOptions,
-    Uploader,
+    DownloadOptions, Downloader, Existing, Protocol, RetryPolicy, StateStore, TlsOptions,
+    UploadOptions, Uploader,
 };
 use ferry_server::config::{ServeArgs, parse_duration, parse_size};
 use std::io::IsTerminal;
@@ -42,6 +42,10 @@ enum Command {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum ProtocolArg {
+    /// ranges on a ferry server, tus on any other.
+    Auto,
+    /// ferry's byte ranges: one upload written over several connections, no copy at the end.
+    Ranges,
     /// tus 1.0.0 at /files/ (parallel parts via concatenation, sha256 checksums).
     Tus,
     /// The chunk-handshake dialect (MD5 ids, instant upload of files the server has).
@@ -59,6 +63,26 @@ struct OutputArgs {
     quiet: bool,
 }
 
+/// HTTPS: the system's trust store, plus these.
+#[derive(Args)]
+struct TlsArgs {
+    /// Also trust the certificates in this PEM file (a self-signed server's, a private CA's).
+    #[arg(long, env = "FERRY_CACERT", value_name = "FILE")]
+    cacert: Vec<PathBuf>,
+    /// Do not check the server's certificate (encrypted but not authenticated: tests only).
+    #[arg(long, short = 'k')]
+    insecure: bool,
+}
+
+impl TlsArgs {
+    fn options(&self) -> TlsOptions {
+        TlsOptions {
+            ca_certs: self.cacert.clone(),
+            insecure: self.insecure,
+        }
+    }
+}
+
 #[derive(Args)]
 struct UploadArgs {
     /// Files to upload.
@@ -74,7 +98,8 @@ struct UploadArgs {
     /// Bytes per request, e.g. 8MiB [default: 16MiB for tus, 5MiB for chunk].
     #[arg(long, value_name = "SIZE", value_parser = parse_chunk_size)]
     chunk_size: Option<u64>,
-    #[arg(long, value_enum, default_value = "tus")]
+    /// Upload dialect.
+    #[arg(long, value_enum, default_value = "auto")]
     protocol: ProtocolArg,
     /// Bearer token for servers started with --auth-token.
     #[arg(long, env = "FERRY_TOKEN", hide_env_values = true)]
@@ -86,6 +111,8 @@ struct UploadArgs {
     /// or ~/.local/state/ferry/uploads.json].
     #[arg(long, env = "FERRY_STATE_FILE", value_name = "PATH")]
     state_file: Option<PathBuf>,
+    #[command(flatten)]
+    tls: TlsArgs,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -114,6 +141,8 @@ struct DownloadArgs {
     /// ferry server; it lets the client tell a concatenation when the server has tokens).
     #[arg(long, env = "FERRY_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    #[command(flatten)]
+    tls: TlsArgs,
     #[command(flatten)]
     output_args: OutputArgs,
 }
@@ -185,12 +214,15 @@ async fn upload(args: UploadArgs) -> ExitCode {
     let opts = UploadOptions {
         server: args.server.clone(),
         protocol: match args.protocol {
+            ProtocolArg::Auto => Protocol::Auto,
+            ProtocolArg::Ranges => Protocol::Ranges,
             ProtocolArg::Tus => Protocol::Tus,
             ProtocolArg::Chunk => Protocol::Chunk,
         },
         parallel: args.parallel,
         chunk_size: args.chunk_size,
         token: args.token.clone(),
+        tls: args.tls.options(),
         retry: RetryPolicy {
             give_up_after: args.retry_for,
             ..RetryPolicy::default()
@@ -233,6 +265,7 @@ async fn download(args: DownloadArgs) -> ExitCode {
             ..RetryPolicy::default()
         },
         token: args.token.clone(),
+        tls: args.tls.options(),
     };
     let downloader = match Downloader::new(opts, out.sink()) {
         Ok(d) => d,

@@ -46,6 +46,14 @@ pub struct Record {
     pub tus: Option<TusState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunk: Option<ChunkState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ranges: Option<RangeState>,
+}
+
+/// A byte-range upload: the `X-File-Id` it was written under.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RangeState {
+    pub file_id: String,
 }
 
 /// A tus upload: one part (a plain upload), or several partial uploads concatenated into a
@@ -255,6 +263,7 @@ mod tests {
                 }],
             }),
             chunk: None,
+            ranges: None,
         }
     }
 

@@ -86,7 +86,7 @@ impl Tus {
             .await?;
         let not_tus = |why: String| {
             Error::Protocol(format!(
-                "{} does not speak tus ({why}); try --protocol chunk",
+                "{} does not speak tus ({why}); check that --server is the server's base URL (e.g. http://host:8080, without /files/)",
                 self.endpoint
             ))
         };

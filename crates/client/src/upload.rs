@@ -3,11 +3,17 @@
 //!
 //! # Protocols
 //!
-//! - **tus** (default): one upload per file, or — when a file is large enough to be worth
-//!   several connections and the server offers concatenation — `N` partial uploads over
-//!   equal slices of the file, sent in parallel and concatenated by a final upload at the
-//!   end (tus "Concatenation"). Every PATCH carries `Upload-Checksum: sha256 …` computed while
-//!   reading its bytes, so the server stores nothing that was corrupted on the way.
+//! - **auto** (default): **ranges** on a ferry server, **tus** on any other.
+//! - **ranges**: ferry's byte-range dialect ([`crate::ranges`]). One upload per file; `N`
+//!   connections each send their own slices of it (`Content-Range`), so the server writes
+//!   every byte once, in place: no partial uploads, no concatenation copy. Every body
+//!   carries `Content-Digest: sha-256=:…:`.
+//! - **tus**: one upload per file, or — when a file is large enough to be worth several
+//!   connections and the server offers concatenation — `N` partial uploads over equal
+//!   slices of the file, sent in parallel and concatenated by a final upload at the end (tus
+//!   "Concatenation"; ferry then releases the parts). Every PATCH carries
+//!   `Upload-Checksum: sha256 …` computed while reading its bytes, so the server stores
+//!   nothing that was corrupted on the way.
 //! - **chunk**: the chunk-handshake dialect. The whole file's MD5 (the `fileId`) must be
 //!   known before the handshake, so the file is read once up front, hashing the file and its
 //!   chunks together; a file the server already has is then an instant upload. Chunk ids
@@ -27,11 +33,13 @@
 
 use crate::error::{Error, Result};
 use crate::event::{Event, EventSink};
-use crate::http::{Http, check};
+use crate::http::{Http, TlsOptions, check};
+use crate::ranges::{Held, Ranges};
 use crate::retry::{Retrier, RetryPolicy};
 use crate::source::{Fingerprint, ReadAhead, Source};
-use crate::state::{ChunkState, Record, StateStore, TusPart, TusState};
+use crate::state::{ChunkState, RangeState, Record, StateStore, TusPart, TusState};
 use crate::tus::{Capabilities, Tus, is_gone};
+use bytes::Bytes;
 use ferry_core::handshake::{Envelope, HandshakeData, HandshakeRequest};
 use ferry_core::hash::HashAlg;
 use ferry_core::tus::{Checksum, Metadata};
@@ -59,15 +67,20 @@ const CHECKSUM_RETRIES: u32 = 3;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
+    /// ferry's byte ranges on a ferry server, tus on any other (never stored in a record).
+    Auto,
     Tus,
     Chunk,
+    Ranges,
 }
 
 impl Protocol {
     pub fn name(self) -> &'static str {
         match self {
+            Protocol::Auto => "auto",
             Protocol::Tus => "tus",
             Protocol::Chunk => "chunk",
+            Protocol::Ranges => "ranges",
         }
     }
 }
@@ -82,6 +95,8 @@ pub struct UploadOptions {
     /// Bytes per request; `None` for the protocol's default.
     pub chunk_size: Option<u64>,
     pub token: Option<String>,
+    /// Certificates to trust besides the system's, or none checked.
+    pub tls: TlsOptions,
     pub retry: RetryPolicy,
     /// Where uploads are remembered for resuming; [`StateStore::disabled`] by default (the
     /// `ferry` command uses [`StateStore::default_path`]).
@@ -92,10 +107,11 @@ impl UploadOptions {
     pub fn new(server: impl Into<String>) -> UploadOptions {
         UploadOptions {
             server: server.into(),
-            protocol: Protocol::Tus,
+            protocol: Protocol::Auto,
             parallel: DEFAULT_PARALLEL,
             chunk_size: None,
             token: None,
+            tls: TlsOptions::default(),
             retry: RetryPolicy::default(),
             state: StateStore::disabled(),
         }
@@ -119,17 +135,43 @@ pub struct Uploader {
     server_key: String,
     tus: Tus,
     caps: OnceCell<Capabilities>,
+    ranges: Ranges,
+    /// Whether the server speaks ferry's byte ranges (asked once, for `Protocol::Auto`).
+    has_ranges: OnceCell<bool>,
     events: EventSink,
     /// Requests in flight, over all files.
     requests: Arc<Semaphore>,
 }
 
-/// One tus upload over a slice of the file, and how much of it the server holds.
+/// Where a part's bytes go.
+enum Target {
+    /// A tus upload of its own (the whole file, or a partial upload).
+    Tus(Url),
+    /// A slice of the file's one upload in the byte-range dialect.
+    Range {
+        file_id: Arc<str>,
+        total: u64,
+        /// The file's name, for downloads.
+        name: Arc<str>,
+    },
+}
+
+/// A slice of the file sent in order over one connection, and how much of it the server
+/// holds.
 struct Part {
-    url: Url,
+    target: Target,
     start: u64,
     len: u64,
     held: u64,
+}
+
+impl Part {
+    fn tus_url(&self) -> &Url {
+        match &self.target {
+            Target::Tus(url) => url,
+            Target::Range { .. } => unreachable!("a byte-range part has no tus URL"),
+        }
+    }
 }
 
 fn tus_state(parts: &[Part]) -> TusState {
@@ -137,7 +179,7 @@ fn tus_state(parts: &[Part]) -> TusState {
         parts: parts
             .iter()
             .map(|p| TusPart {
-                url: p.url.to_string(),
+                url: p.tus_url().to_string(),
                 start: p.start,
                 len: p.len,
             })
@@ -244,8 +286,9 @@ impl Uploader {
                 opts.server
             )));
         }
-        let http = Http::new(opts.token.as_deref())?;
+        let http = Http::new(opts.token.as_deref(), &opts.tls)?;
         let tus = Tus::new(http.clone(), &server)?;
+        let ranges = Ranges::new(http.clone(), &server)?;
         let requests = Arc::new(Semaphore::new(opts.parallel.max(1)));
         Ok(Uploader {
             opts,
@@ -254,6 +297,8 @@ impl Uploader {
             server_key,
             tus,
             caps: OnceCell::new(),
+            ranges,
+            has_ranges: OnceCell::new(),
             events,
             requests,
         })
@@ -290,9 +335,18 @@ impl Uploader {
         let file = path.display().to_string();
         let out = async {
             let src = Source::open(path).await?;
-            match self.opts.protocol {
-                Protocol::Tus => self.upload_tus(&src, streams.max(1)).await,
+            let protocol = match self.opts.protocol {
+                // Content-Range cannot say "0 bytes": an empty file goes by tus.
+                Protocol::Auto if src.size > 0 && self.has_ranges(&src.display).await? => {
+                    Protocol::Ranges
+                }
+                Protocol::Auto => Protocol::Tus,
+                p => p,
+            };
+            match protocol {
+                Protocol::Ranges => self.upload_ranges(&src, streams.max(1)).await,
                 Protocol::Chunk => self.upload_chunked(&src, streams.max(1)).await,
+                Protocol::Tus | Protocol::Auto => self.upload_tus(&src, streams.max(1)).await,
             }
         }
         .await;
@@ -374,6 +428,7 @@ impl Uploader {
             url: None,
             tus: None,
             chunk: None,
+            ranges: None,
         }
     }
 
@@ -466,9 +521,9 @@ impl Uploader {
         src.check_unchanged().await?;
 
         let url = match parts.as_slice() {
-            [one] => one.url.clone(),
+            [one] => one.tus_url().clone(),
             _ => {
-                let urls: Vec<Url> = parts.iter().map(|p| p.url.clone()).collect();
+                let urls: Vec<Url> = parts.iter().map(|p| p.tus_url().clone()).collect();
                 self.retrying(file, &mut r, || self.tus.concat(&urls, &metadata))
                     .await?
             }
@@ -536,7 +591,7 @@ impl Uploader {
             let url = Url::parse(&p.url).map_err(|e| Error::Protocol(e.to_string()))?;
             match self.retrying(file, r, || self.tus.head(&url)).await {
                 Ok(h) if h.length == Some(p.len) => parts.push(Part {
-                    url,
+                    target: Target::Tus(url),
                     start: p.start,
                     len: p.len,
                     held: h.offset.unwrap_or(0).min(p.len),
@@ -580,7 +635,7 @@ impl Uploader {
                 .retrying(file, r, || self.tus.create(len, metadata, n > 1))
                 .await?;
             parts.push(Part {
-                url,
+                target: Target::Tus(url),
                 start,
                 len,
                 held: 0,
@@ -592,10 +647,66 @@ impl Uploader {
         }
     }
 
-    /// Sends the rest of one part, in PATCHes of up to `chunk` bytes, each read and hashed
+    /// Sends `body` at `offset` of `part`; answers how much of the part the server holds
+    /// from its start without a gap.
+    async fn send_piece(
+        &self,
+        part: &Part,
+        offset: u64,
+        body: Bytes,
+        digest: Option<&[u8]>,
+        on_sent: impl Fn(u64) + Send + 'static,
+    ) -> Result<u64> {
+        match &part.target {
+            Target::Tus(url) => {
+                let checksum = digest.map(|d| Checksum {
+                    alg: HashAlg::Sha256,
+                    digest: d.to_vec(),
+                });
+                self.tus
+                    .patch(url, offset, body, checksum.as_ref(), on_sent)
+                    .await
+            }
+            Target::Range {
+                file_id,
+                total,
+                name,
+            } => {
+                let held = self
+                    .ranges
+                    .put(
+                        file_id,
+                        name,
+                        part.start + offset,
+                        *total,
+                        body,
+                        digest,
+                        on_sent,
+                    )
+                    .await?;
+                Ok(held.held_from(part.start, part.start + part.len))
+            }
+        }
+    }
+
+    /// How much of `part` the server holds from its start without a gap.
+    async fn part_held(&self, part: &Part) -> Result<u64> {
+        match &part.target {
+            Target::Tus(url) => Ok(self.tus.head(url).await?.offset.unwrap_or(0)),
+            Target::Range { file_id, .. } => match self.ranges.status(file_id).await? {
+                Some(h) if h.exists => Ok(h.held_from(part.start, part.start + part.len)),
+                Some(_) => Ok(0),
+                None => Err(Error::Protocol(
+                    "the server stopped answering byte-range status requests".into(),
+                )),
+            },
+        }
+    }
+
+    /// Sends the rest of one part, in requests of up to `chunk` bytes, each read and hashed
     /// while the one before is on the wire.
     async fn upload_part(&self, s: &PartSender<'_>, part: &Part) -> Result<()> {
-        let (src, meter, url) = (s.src, s.meter, &part.url);
+        let (src, meter) = (s.src, s.meter);
         let file = src.display.as_str();
         let mut r = Retrier::new(&self.opts.retry);
         let mut bad_checksums = 0;
@@ -617,16 +728,11 @@ impl Uploader {
             if next < part.len {
                 ahead = Some((next, read(next)));
             }
-            let checksum = digest.map(|digest| Checksum {
-                alg: HashAlg::Sha256,
-                digest,
-            });
             loop {
                 let (counted, on_sent) = meter.counter();
                 let started = std::time::Instant::now();
                 let res = self
-                    .tus
-                    .patch(url, offset, body.clone(), checksum.as_ref(), on_sent)
+                    .send_piece(part, offset, body.clone(), digest.as_deref(), on_sent)
                     .await;
                 let counted = counted.load(Ordering::Relaxed);
                 let sent = body.len() as u64;
@@ -664,8 +770,7 @@ impl Uploader {
                         None
                     }
                 };
-                let h = self.retrying(file, &mut r, || self.tus.head(url)).await?;
-                let held = h.offset.unwrap_or(0);
+                let held = self.retrying(file, &mut r, || self.part_held(part)).await?;
                 if held != offset {
                     meter.add(held.wrapping_sub(offset));
                     offset = held;
@@ -687,6 +792,152 @@ impl Uploader {
             }
         }
         Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------
+    // byte ranges
+    // -----------------------------------------------------------------------------------
+
+    /// Whether the server speaks ferry's byte ranges: a JSON status for an id it does not
+    /// know. Asked once per run.
+    async fn has_ranges(&self, file: &str) -> Result<bool> {
+        self.has_ranges
+            .get_or_try_init(|| async {
+                let mut r = Retrier::new(&self.opts.retry);
+                let probe = new_file_id();
+                let found = self
+                    .retrying(file, &mut r, || self.ranges.status(&probe))
+                    .await?;
+                Ok(found.is_some_and(|h| !h.exists))
+            })
+            .await
+            .copied()
+    }
+
+    /// One upload written over `streams` connections, each sending its own slices of what
+    /// the server is missing.
+    async fn upload_ranges(&self, src: &Source, streams: usize) -> Result<Uploaded> {
+        let file = src.display.as_str();
+        let fp = src.fingerprint().await?;
+        let mut r = Retrier::new(&self.opts.retry);
+        let chunk = self
+            .opts
+            .chunk_size
+            .unwrap_or(DEFAULT_TUS_CHUNK_SIZE)
+            .max(1);
+        let earlier = self
+            .opts
+            .state
+            .find(&self.server_key, Protocol::Ranges, &fp.path)
+            .await
+            .unwrap_or_else(|e| {
+                self.note(file, format!("could not read the resume state: {e}"));
+                None
+            });
+        let mut held = Held::default();
+        let file_id = match earlier {
+            Some(rec) if rec.file == fp => match rec.ranges {
+                Some(st) => {
+                    let h = self
+                        .retrying(file, &mut r, || self.ranges.status(&st.file_id))
+                        .await?
+                        .unwrap_or_default();
+                    if h.exists && h.size == Some(src.size) {
+                        held = h;
+                    } else {
+                        self.earlier_gone(file);
+                    }
+                    st.file_id
+                }
+                None => new_file_id(),
+            },
+            Some(_) => {
+                self.note(
+                    file,
+                    "the file changed since the last attempt: starting a new upload",
+                );
+                new_file_id()
+            }
+            None => new_file_id(),
+        };
+        let file_id: Arc<str> = Arc::from(file_id);
+        let mut rec = self.record(Protocol::Ranges, &fp);
+        rec.ranges = Some(RangeState {
+            file_id: file_id.to_string(),
+        });
+        if held.complete
+            && let Some(url) = &held.url
+        {
+            self.note(file, "already uploaded: the server has the whole file");
+            self.emit(Event::Started {
+                file: file.to_owned(),
+                total: src.size,
+                resumed_from: src.size,
+            });
+            self.meter(src).set(src.size);
+            return Ok(Uploaded {
+                file: file.to_owned(),
+                url: url.clone(),
+                resumed_from: src.size,
+            });
+        }
+        self.state_put(file, rec.clone()).await;
+
+        let missing: Vec<std::ops::Range<u64>> = if held.exists {
+            held.missing().collect()
+        } else {
+            vec![0..src.size]
+        };
+        let name: Arc<str> = Arc::from(src.name());
+        let parts: Vec<Part> = slices(&missing, streams as u64, chunk)
+            .into_iter()
+            .map(|range| Part {
+                target: Target::Range {
+                    file_id: file_id.clone(),
+                    total: src.size,
+                    name: name.clone(),
+                },
+                start: range.start,
+                len: range.end - range.start,
+                held: 0,
+            })
+            .collect();
+        let resumed_from = src.size - missing.iter().map(|m| m.end - m.start).sum::<u64>();
+        self.emit(Event::Started {
+            file: file.to_owned(),
+            total: src.size,
+            resumed_from,
+        });
+        let meter = self.meter(src);
+        meter.set(resumed_from);
+        let sender = PartSender {
+            src,
+            chunk,
+            checksum: Some(HashAlg::Sha256),
+            meter: &meter,
+        };
+        try_join_all(parts.iter().map(|p| self.upload_part(&sender, p))).await?;
+        src.check_unchanged().await?;
+        let done = self
+            .retrying(file, &mut r, || self.ranges.status(&file_id))
+            .await?
+            .unwrap_or_default();
+        let url = match (done.complete, done.url) {
+            (true, Some(url)) => url,
+            _ => {
+                return Err(Error::Protocol(format!(
+                    "every byte was acknowledged, yet the server reports the upload incomplete (missing {:?})",
+                    done.missing
+                )));
+            }
+        };
+        rec.url = Some(url.clone());
+        self.state_put(file, rec).await;
+        Ok(Uploaded {
+            file: file.to_owned(),
+            url,
+            resumed_from,
+        })
     }
 
     // -----------------------------------------------------------------------------------
@@ -948,6 +1199,28 @@ struct ChunkToSend<'a> {
 }
 
 /// The stable error code the server sent with an error (`error` in its JSON).
+/// A fresh id for a byte-range upload: 128 random bits.
+fn new_file_id() -> String {
+    format!("ferry-{:032x}", rand::random::<u128>())
+}
+
+/// `missing` cut into at most `n` slices of about equal size, each sent in order over one
+/// connection; no slice is smaller than `min` unless a missing range is.
+fn slices(missing: &[std::ops::Range<u64>], n: u64, min: u64) -> Vec<std::ops::Range<u64>> {
+    let total: u64 = missing.iter().map(|m| m.end - m.start).sum();
+    let each = total.div_ceil(n.max(1)).max(min.max(1));
+    let mut out = Vec::new();
+    for m in missing {
+        let mut at = m.start;
+        while at < m.end {
+            let end = m.end.min(at.saturating_add(each));
+            out.push(at..end);
+            at = end;
+        }
+    }
+    out
+}
+
 fn server_code(e: &Error) -> Option<&str> {
     match e {
         Error::Server { code, .. } => code.as_deref(),
@@ -981,6 +1254,21 @@ mod tests {
     use std::time::Duration;
 
     const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn missing_bytes_are_cut_into_slices_per_connection() {
+        assert_eq!(
+            slices(&[0..100], 4, 1),
+            vec![0..25, 25..50, 50..75, 75..100]
+        );
+        assert_eq!(slices(&[0..100], 4, 40), vec![0..40, 40..80, 80..100]);
+        assert_eq!(
+            slices(&[0..10, 50..60], 4, 1),
+            vec![0..5, 5..10, 50..55, 55..60]
+        );
+        assert_eq!(slices(&[0..3], 8, 1), vec![0..1, 1..2, 2..3]);
+        assert!(slices(&[], 4, 1).is_empty());
+    }
 
     #[test]
     fn patch_size_grows_on_a_fast_link_and_shrinks_on_a_slow_one() {

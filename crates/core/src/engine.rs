@@ -1368,8 +1368,10 @@ impl Engine {
     }
 
     /// Assembles a final upload whose parts are all complete: the backend copies each part
-    /// into place (a kernel copy), then the final is published like any upload. Its content
-    /// digest is the SHA-256 of the parts' digests, so no byte is read to hash it.
+    /// into place (a kernel copy, which shares extents on file systems that reflink), the
+    /// assembled bytes are hashed (one read: the parts' digests cannot be combined into the
+    /// content's), then the final is published like any upload, with a content digest a
+    /// client can check.
     async fn assemble(&self, id: &UploadId) -> Result<Upload, EngineError> {
         let lock = self.0.locks.entry(id);
         let _h = lock.hasher.lock().await;
@@ -1391,7 +1393,6 @@ impl Engine {
         }
         let started = Instant::now();
         let mut offset = 0u64;
-        let mut composite = Hasher::new(HashAlg::Sha256);
         for part in &loaded {
             let len = part.length.unwrap_or(0);
             if len > 0 {
@@ -1400,19 +1401,15 @@ impl Engine {
                     .copy_complete(&part.id, id, offset, len)
                     .await?;
             }
-            composite.update(
-                format!(
-                    "{}:{}:{}\n",
-                    part.content_alg,
-                    part.content_digest.as_deref().unwrap_or_default(),
-                    len
-                )
-                .as_bytes(),
-            );
             offset += len;
         }
         self.check_size(offset)?;
         crash::point("engine.assemble.copied");
+        let blob = self.0.blobs.open(id, BlobKind::Partial).await?;
+        let digest = self
+            .hash_range(blob, Hasher::new(u.content_alg), offset)
+            .await?
+            .finalize_hex();
         self.0.blobs.publish(id).await?;
         crash::point("engine.assemble.published");
         let now = Timestamp::now();
@@ -1420,8 +1417,7 @@ impl Engine {
         u.held = Default::default();
         u.held.insert(0..offset);
         u.state = UploadState::Complete;
-        u.content_alg = HashAlg::Sha256;
-        u.content_digest = Some(composite.finalize_hex());
+        u.content_digest = Some(digest);
         u.completed_at = Some(now);
         u.updated_at = now;
         self.0.meta.update(&u).await?;

@@ -39,7 +39,7 @@ pub enum EngineError {
     #[error("the request body ended early after {received} bytes: {reason}")]
     BodyInterrupted { received: u64, reason: String },
     #[error(
-        "the body's {alg} checksum is {actual}, but Upload-Checksum says {expected}; nothing of this request was stored"
+        "the body's {alg} checksum is {actual}, but the request's checksum header says {expected}; nothing of this request was stored"
     )]
     ChecksumMismatch {
         alg: crate::hash::HashAlg,

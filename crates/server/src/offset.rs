@@ -9,6 +9,17 @@
 //!
 //! `X-File-Size` (or the `/total` of `Content-Range`) declares the total; when every byte is
 //! held the upload completes and the answer carries its URL (`/files/<id>`).
+//!
+//! ferry's own client uses this dialect for parallel writes into one upload (no partial
+//! uploads, no concatenation copy), with two additions any client may use:
+//!
+//! - `Content-Digest: sha-256=:<base64>:` (RFC 9530) on a POST: the body must have this
+//!   SHA-256, else 460 `checksum_mismatch` and nothing of it is kept.
+//! - `GET /api/upload/status` with `Accept: application/json`: the same JSON as a POST's
+//!   answer (held and missing ranges, size, URL once complete), `"exists": false` for an id
+//!   the server does not know.
+//!
+//! `X-File-Name` (percent-encoded UTF-8) on the first POST names the file for downloads.
 
 use crate::AppState;
 use crate::caller::Caller;
@@ -16,12 +27,14 @@ use crate::error::ApiError;
 use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::HeaderMap;
-use axum::http::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE};
+use axum::http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
 use ferry_core::EngineError;
-use ferry_core::engine::{NewUpload, WriteMode};
+use ferry_core::engine::{BodyCheck, NewUpload, WriteMode};
+use ferry_core::hash::HashAlg;
 use ferry_core::http_range::{ContentRangeError, parse_content_range};
-use ferry_core::upload::{Dialect, Upload};
+use ferry_core::upload::{Dialect, Upload, clean_file_name};
 use futures_util::StreamExt;
 use serde_json::json;
 
@@ -72,6 +85,60 @@ fn header_u64(headers: &HeaderMap, name: &'static str) -> Result<Option<u64>, Ap
         .ok_or_else(|| ApiError::bad_request("invalid_number", format!("{name} is too large")))
 }
 
+/// `Content-Digest` (RFC 9530): the `sha-256` member as a body check. Other algorithms are
+/// ignored, as the RFC allows; a malformed field or `sha-256` value is refused.
+fn content_digest(headers: &HeaderMap) -> Result<Option<BodyCheck>, ApiError> {
+    let Some(v) = headers.get("content-digest") else {
+        return Ok(None);
+    };
+    let bad = |why: &str| {
+        ApiError::bad_request(
+            "invalid_content_digest",
+            format!(
+                "Content-Digest must look like \"sha-256=:<base64 of the body's SHA-256>:\" ({why})"
+            ),
+        )
+    };
+    let text = v.to_str().map_err(|_| bad("not ASCII"))?;
+    for member in text.split(',') {
+        let Some((alg, value)) = member.split_once('=') else {
+            return Err(bad("a member without '='"));
+        };
+        if !alg.trim().eq_ignore_ascii_case("sha-256") {
+            continue;
+        }
+        let b64 = value
+            .trim()
+            .strip_prefix(':')
+            .and_then(|v| v.strip_suffix(':'))
+            .ok_or_else(|| bad("the value is not a byte sequence between colons"))?;
+        let digest = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .ok()
+            .filter(|d| d.len() == 32)
+            .ok_or_else(|| bad("the value is not 32 bytes of base64"))?;
+        return Ok(Some(BodyCheck {
+            alg: HashAlg::Sha256,
+            digest,
+        }));
+    }
+    Ok(None)
+}
+
+/// `X-File-Name`: percent-decoded UTF-8, reduced to a plain file name.
+fn file_name(headers: &HeaderMap) -> Option<String> {
+    let raw = headers.get("x-file-name")?.as_bytes();
+    let decoded = percent_encoding::percent_decode(raw).decode_utf8().ok()?;
+    clean_file_name(&decoded)
+}
+
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"))
+}
+
 /// `GET /api/upload/status`.
 pub async fn status(State(state): State<AppState>, caller: Caller, headers: HeaderMap) -> Response {
     let id = match client_id(&headers) {
@@ -79,6 +146,16 @@ pub async fn status(State(state): State<AppState>, caller: Caller, headers: Head
         Err(e) => return e.into_response(),
     };
     match state.engine.scoped(&caller.0).find(&key_for(&id)).await {
+        Ok(found) if wants_json(&headers) => {
+            let mut resp = match &found {
+                Some(u) => summary(&state, &headers, &id, u),
+                None => Json(json!({"fileId": id, "exists": false, "offset": 0, "received": 0}))
+                    .into_response(),
+            };
+            resp.headers_mut()
+                .insert("cache-control", "no-store".parse().expect("static"));
+            resp
+        }
         Ok(found) => {
             let held = found.as_ref().map_or(0, Upload::offset);
             let mut resp = (
@@ -106,6 +183,7 @@ fn summary(state: &AppState, headers: &HeaderMap, client_id: &str, u: &Upload) -
     let url = u.is_complete().then(|| state.download_url(headers, u));
     let mut resp = Json(json!({
         "fileId": client_id,
+        "exists": true,
         "offset": u.offset(),
         "received": u.held.covered(),
         "size": u.length,
@@ -133,6 +211,7 @@ pub async fn upload(
     let start_byte = header_u64(&headers, "x-start-byte")?;
     let declared_size = header_u64(&headers, "x-file-size")?;
     let body_len = header_u64(&headers, CONTENT_LENGTH.as_str())?;
+    let check = content_digest(&headers)?;
     let range = match headers.get(CONTENT_RANGE) {
         None => None,
         Some(v) => Some(parse_content_range(v.to_str().unwrap_or("")).map_err(|e| match e {
@@ -217,6 +296,7 @@ pub async fn upload(
             let mut new = NewUpload::new(Dialect::Offset);
             new.key = Some(key);
             new.length = total;
+            new.file_name = file_name(&headers);
             engine.create(new).await?.0
         }
     };
@@ -259,7 +339,7 @@ pub async fn upload(
         engine.preempt(&u.id).await;
     }
     let body = req.into_body().into_data_stream();
-    match engine.write(&u.id, mode, body).await {
+    match engine.write_checked(&u.id, mode, check, body).await {
         Ok(out) => Ok(summary(&state, &headers, &id, &out.upload)),
         Err(e) => Err(e.into()),
     }

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// Schema version this code writes and understands; stored in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Migrations in order: entry `n` takes the schema from version `n` to `n + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -45,6 +45,11 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE uploads ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
     UPDATE uploads SET size = COALESCE(json_extract(record, '$.length'), 0);
     CREATE INDEX uploads_owner_state ON uploads (owner, state);",
+    // 2 → 3: finished tus concatenations used to carry a digest of their parts' digests,
+    // which no client can check against the content. It is dropped (such files get an
+    // ETag of their id); files assembled from now on carry a digest of their bytes.
+    "UPDATE uploads SET record = json_remove(record, '$.content_digest')
+     WHERE state = 'complete' AND json_extract(record, '$.concat.final') IS NOT NULL;",
 ];
 
 /// How long a statement waits for a lock held by another connection (an operator's

@@ -250,3 +250,33 @@ async fn sqlite_handles_concurrent_writers() {
     }
     assert!(store.list_incomplete().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn sqlite_v3_drops_the_parts_digest_of_finished_concatenations_only() {
+    use ferry_core::upload::Concat;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.db");
+    let mut fin = sample(None);
+    fin.state = UploadState::Complete;
+    fin.concat = Some(Concat::Final { parts: vec![] });
+    fin.content_digest = Some("ab".repeat(32));
+    let mut plain = sample(None);
+    plain.state = UploadState::Complete;
+    plain.content_digest = Some("cd".repeat(32));
+    {
+        let store = SqliteMetaStore::open(&path).unwrap();
+        store.insert(&fin).await.unwrap();
+        store.insert(&plain).await.unwrap();
+    }
+    // Back to version 2, as a database written by the previous release.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", 2)
+        .unwrap();
+    let store = SqliteMetaStore::open(&path).unwrap();
+    let got = store.get(&fin.id).await.unwrap().unwrap();
+    assert_eq!(got.content_digest, None, "the composite digest survived");
+    assert_eq!(got.etag(), None);
+    let kept = store.get(&plain.id).await.unwrap().unwrap();
+    assert_eq!(kept.content_digest, plain.content_digest);
+}
