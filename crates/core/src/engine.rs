@@ -533,6 +533,9 @@ impl Engine {
             Ok(p) => p,
             Err(e) => {
                 claim.abandon();
+                // Nothing of this request was acknowledged: give its bytes' space back (a
+                // full disk must not stay full of a refused body).
+                self.discard(id, &plan, start).await;
                 return Err(e);
             }
         };
@@ -574,6 +577,7 @@ impl Engine {
             };
             if let Err(e) = verdict {
                 claim.abandon();
+                self.discard(id, &plan, start).await;
                 return Err(e);
             }
         }
@@ -634,6 +638,19 @@ impl Engine {
                     "the body is longer than the {len} bytes of its range; bytes past the range were not stored"
                 ))),
             },
+        }
+    }
+
+    /// Frees the space of the bytes a refused raw write may have stored: its writable ranges
+    /// (the bytes it did not hold before), while its reservation still keeps others away.
+    async fn discard(&self, id: &UploadId, plan: &Plan, start: u64) {
+        let ranges = plan
+            .writable
+            .iter()
+            .map(|w| start + w.start..start + w.end.min(plan.limit))
+            .collect();
+        if let Err(e) = self.0.blobs.discard(id, ranges).await {
+            tracing::warn!(%id, error = %e, "could not free the space of a refused write");
         }
     }
 

@@ -127,6 +127,14 @@ pub trait BlobStore: Send + Sync + 'static {
     /// that comes back after a crash is a leftover that [`BlobStore::list`] lets the engine
     /// find and remove.
     async fn remove_staged(&self, id: &UploadId, index: usize) -> io::Result<()>;
+    /// Gives back the space of `ranges` of the partial blob: bytes a refused request wrote
+    /// that the metadata never acknowledged (a full disk, a checksum mismatch). The caller
+    /// owns these ranges (its reservation), so nobody else writes them meanwhile. Best
+    /// effort: backends that cannot free part of a blob do nothing.
+    async fn discard(&self, id: &UploadId, ranges: Vec<std::ops::Range<u64>>) -> io::Result<()> {
+        let _ = (id, ranges);
+        Ok(())
+    }
     /// Copies the first `len` bytes of complete blob `src` into the partial blob of `dst` at
     /// `offset`, durably (tus concatenation). The kernel copies where it can. Optional: a
     /// backend that cannot returns `Unsupported` and says so in [`BlobStore::can_concatenate`].

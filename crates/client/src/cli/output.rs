@@ -14,11 +14,14 @@
 //! (with the server's own message) and the next step.
 
 use ferry_client::event::{Event, EventSink};
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{
+    BinaryBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle,
+};
 use serde_json::json;
 use std::collections::HashMap;
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,6 +46,8 @@ pub struct Output {
 struct State {
     files: HashMap<String, FileState>,
     total: Option<ProgressBar>,
+    /// Bytes the server held before this run, over all files (the total bar's rate base).
+    total_base: Arc<AtomicU64>,
     failures: Vec<(String, String, Option<String>)>,
     succeeded: usize,
 }
@@ -50,6 +55,8 @@ struct State {
 #[derive(Default)]
 struct FileState {
     bar: Option<ProgressBar>,
+    /// Bytes the server held before this run: not counted in the rate.
+    base: Arc<AtomicU64>,
     bytes: u64,
     total: u64,
     last_json: Option<Instant>,
@@ -59,16 +66,29 @@ struct FileState {
     last_reason: Option<String>,
 }
 
-fn style(total: bool) -> ProgressStyle {
+/// The bar's style. The rate counts only bytes moved by this run (position minus `base`,
+/// over the time since the transfer started), so resuming a nearly finished file or an
+/// instant upload does not show hundreds of GiB/s; nothing is shown until bytes move.
+fn style(total: bool, base: Arc<AtomicU64>) -> ProgressStyle {
     let bar = if total {
         "{bar:28.green}"
     } else {
         "{bar:28.cyan/blue}"
     };
     ProgressStyle::with_template(&format!(
-        "{{prefix:24!}} {bar} {{binary_bytes:>10}}/{{binary_total_bytes:<10}} {{binary_bytes_per_sec:>12}} {{eta:>4}} {{msg}}"
+        "{{prefix:24!}} {bar} {{binary_bytes:>10}}/{{binary_total_bytes:<10}} {{rate:>12}} {{eta:>4}} {{msg}}"
     ))
     .expect("valid template")
+    .with_key(
+        "rate",
+        move |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let moved = s.pos().saturating_sub(base.load(Ordering::Relaxed));
+            let secs = s.elapsed().as_secs_f64();
+            if moved > 0 && secs >= 0.2 {
+                let _ = write!(w, "{}/s", BinaryBytes((moved as f64 / secs) as u64));
+            }
+        },
+    )
     .progress_chars("=> ")
 }
 
@@ -138,7 +158,7 @@ impl Output {
         let f = st.files.entry(file.to_owned()).or_default();
         if f.bar.is_none() {
             let bar = ProgressBar::new(total)
-                .with_style(style(false))
+                .with_style(style(false, f.base.clone()))
                 .with_prefix(short(file));
             let bar = match &st.total {
                 Some(t) => mp.insert_before(t, bar),
@@ -151,7 +171,7 @@ impl Output {
         if self.kind == Kind::Upload && st.total.is_none() && st.files.len() > 1 {
             let t = mp.add(
                 ProgressBar::new(0)
-                    .with_style(style(true))
+                    .with_style(style(true, st.total_base.clone()))
                     .with_prefix("total"),
             );
             st.total = Some(t);
@@ -274,13 +294,17 @@ impl Output {
                 total,
                 resumed_from,
             } => {
-                if let Some(bar) = self.bar_for(&mut st, &file, total) {
+                let bar = self.bar_for(&mut st, &file, total);
+                st.total_base.fetch_add(resumed_from, Ordering::Relaxed);
+                let f = st.files.entry(file).or_default();
+                f.base.store(resumed_from, Ordering::Relaxed);
+                if let Some(bar) = bar {
                     bar.set_length(total);
                     bar.set_position(resumed_from);
                     bar.set_message(if resumed_from > 0 { "resumed" } else { "" });
                     bar.reset_eta();
+                    bar.reset_elapsed();
                 }
-                let f = st.files.entry(file).or_default();
                 f.total = total;
                 f.bytes = resumed_from;
                 self.update_total(&st);
