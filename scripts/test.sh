@@ -19,6 +19,8 @@ command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
 command -v python3 >/dev/null || need+=(python3)
 command -v openssl >/dev/null || need+=(openssl)
+# HTTPS tests: nginx terminating TLS in front of ferry (crates/client/tests/https.rs).
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
 # Browser tests: Debian's Chromium (playwright's own browser downloads do not work here) and
 # a CJK font so the page's Chinese text renders in screenshots.
 [ -x /usr/bin/chromium ] || need+=(chromium)

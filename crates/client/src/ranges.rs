@@ -9,7 +9,7 @@
 //! and `Accept: application/json` (held and missing ranges, the URL once complete).
 
 use crate::error::{Error, Result};
-use crate::http::{Http, check, counting_body};
+use crate::http::{Http, check, counting_body, error_from};
 use base64::Engine as _;
 use bytes::Bytes;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
@@ -60,6 +60,15 @@ impl Held {
     }
 }
 
+/// One file's upload in this dialect: its `X-File-Id`, name and size.
+#[derive(Clone, Debug)]
+pub struct RangeFile {
+    pub id: std::sync::Arc<str>,
+    /// The file's name, for downloads.
+    pub name: std::sync::Arc<str>,
+    pub total: u64,
+}
+
 /// The byte-range dialect of one ferry server.
 #[derive(Clone)]
 pub struct Ranges {
@@ -104,7 +113,7 @@ impl Ranges {
             200 if json => {}
             // Not ours to guess about: no token, a busy or failing server.
             401 | 403 | 408 | 423 | 429 | 500.. => {
-                return Err(check(resp).await.err().expect("an error status"));
+                return Err(error_from(resp).await);
             }
             _ => return Ok(None),
         }
@@ -114,14 +123,12 @@ impl Ranges {
         Ok(Some(held))
     }
 
-    /// Writes `body` at byte `start` of the file of `total` bytes; `sha256` is the body's
-    /// digest. Answers what the server holds afterwards.
+    /// Writes `body` at byte `start` of `file`; `sha256` is the body's digest. Answers what
+    /// the server holds afterwards.
     pub async fn put(
         &self,
-        file_id: &str,
-        name: &str,
+        file: &RangeFile,
         start: u64,
-        total: u64,
         body: Bytes,
         sha256: Option<&[u8]>,
         on_sent: impl Fn(u64) + Send + 'static,
@@ -130,12 +137,15 @@ impl Ranges {
         let mut req = self
             .http
             .request(Method::POST, self.upload.clone())
-            .header("X-File-Id", file_id)
+            .header("X-File-Id", &*file.id)
             .header(
                 "X-File-Name",
-                utf8_percent_encode(name, NON_ALPHANUMERIC).to_string(),
+                utf8_percent_encode(&file.name, NON_ALPHANUMERIC).to_string(),
             )
-            .header(CONTENT_RANGE, format!("bytes {start}-{last}/{total}"))
+            .header(
+                CONTENT_RANGE,
+                format!("bytes {start}-{last}/{}", file.total),
+            )
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream");
         if let Some(d) = sha256 {
             let b64 = base64::engine::general_purpose::STANDARD.encode(d);

@@ -34,7 +34,7 @@
 use crate::error::{Error, Result};
 use crate::event::{Event, EventSink};
 use crate::http::{Http, TlsOptions, check};
-use crate::ranges::{Held, Ranges};
+use crate::ranges::{Held, RangeFile, Ranges};
 use crate::retry::{Retrier, RetryPolicy};
 use crate::source::{Fingerprint, ReadAhead, Source};
 use crate::state::{ChunkState, RangeState, Record, StateStore, TusPart, TusState};
@@ -148,12 +148,7 @@ enum Target {
     /// A tus upload of its own (the whole file, or a partial upload).
     Tus(Url),
     /// A slice of the file's one upload in the byte-range dialect.
-    Range {
-        file_id: Arc<str>,
-        total: u64,
-        /// The file's name, for downloads.
-        name: Arc<str>,
-    },
+    Range(RangeFile),
 }
 
 /// A slice of the file sent in order over one connection, and how much of it the server
@@ -169,7 +164,7 @@ impl Part {
     fn tus_url(&self) -> &Url {
         match &self.target {
             Target::Tus(url) => url,
-            Target::Range { .. } => unreachable!("a byte-range part has no tus URL"),
+            Target::Range(_) => unreachable!("a byte-range part has no tus URL"),
         }
     }
 }
@@ -667,22 +662,10 @@ impl Uploader {
                     .patch(url, offset, body, checksum.as_ref(), on_sent)
                     .await
             }
-            Target::Range {
-                file_id,
-                total,
-                name,
-            } => {
+            Target::Range(file) => {
                 let held = self
                     .ranges
-                    .put(
-                        file_id,
-                        name,
-                        part.start + offset,
-                        *total,
-                        body,
-                        digest,
-                        on_sent,
-                    )
+                    .put(file, part.start + offset, body, digest, on_sent)
                     .await?;
                 Ok(held.held_from(part.start, part.start + part.len))
             }
@@ -693,7 +676,7 @@ impl Uploader {
     async fn part_held(&self, part: &Part) -> Result<u64> {
         match &part.target {
             Target::Tus(url) => Ok(self.tus.head(url).await?.offset.unwrap_or(0)),
-            Target::Range { file_id, .. } => match self.ranges.status(file_id).await? {
+            Target::Range(file) => match self.ranges.status(&file.id).await? {
                 Some(h) if h.exists => Ok(h.held_from(part.start, part.start + part.len)),
                 Some(_) => Ok(0),
                 None => Err(Error::Protocol(
@@ -888,15 +871,15 @@ impl Uploader {
         } else {
             vec![0..src.size]
         };
-        let name: Arc<str> = Arc::from(src.name());
+        let target = RangeFile {
+            id: file_id.clone(),
+            name: Arc::from(src.name()),
+            total: src.size,
+        };
         let parts: Vec<Part> = slices(&missing, streams as u64, chunk)
             .into_iter()
             .map(|range| Part {
-                target: Target::Range {
-                    file_id: file_id.clone(),
-                    total: src.size,
-                    name: name.clone(),
-                },
+                target: Target::Range(target.clone()),
                 start: range.start,
                 len: range.end - range.start,
                 held: 0,

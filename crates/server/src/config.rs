@@ -92,6 +92,13 @@ pub struct ServeArgs {
     /// instead of the copy embedded in the binary; for front-end development.
     #[arg(long, env = "FERRY_WEB_DIR")]
     pub web_dir: Option<PathBuf>,
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1) with this PEM certificate chain, server certificate
+    /// first; needs --tls-key. Both files are read again on SIGHUP.
+    #[arg(long, env = "FERRY_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of the --tls-cert certificate.
+    #[arg(long, env = "FERRY_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
     /// Configuration file (default: `./ferry.toml` when it exists).
     #[arg(long, env = "FERRY_CONFIG")]
     pub config: Option<PathBuf>,
@@ -184,7 +191,9 @@ impl ServeArgs {
             metrics_listen,
             insecure_no_auth,
             log_format,
-            web_dir
+            web_dir,
+            tls_cert,
+            tls_key
         );
         merged.config = Some(path);
         Ok(merged)

@@ -24,6 +24,7 @@ pub mod hygiene;
 pub mod links;
 pub mod metrics;
 pub mod offset;
+pub mod tls;
 pub mod transport;
 pub mod tus;
 pub mod web;
@@ -70,10 +71,14 @@ pub struct AppState {
     pub transport: transport::Settings,
     /// Who may read `/metrics`, and on which listener.
     pub metrics_access: Arc<metrics::Access>,
+    /// `--tls-cert` and `--tls-key`: the main listener speaks HTTPS (reloaded on SIGHUP).
+    pub tls: Option<Arc<tls::Tls>>,
 }
 
 impl AppState {
-    /// Base URL for links in responses: `--public-url`, or the request's own `Host`.
+    /// Base URL for links in responses: `--public-url`, or the request's own `Host` (over
+    /// HTTP/2 the transport copies `:authority` there), with `https` on a TLS listener or
+    /// behind a proxy that says `X-Forwarded-Proto: https`.
     pub fn base_url(&self, headers: &HeaderMap) -> String {
         if let Some(base) = &self.public_url {
             return base.trim_end_matches('/').to_owned();
@@ -87,12 +92,14 @@ impl AppState {
                         .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
             })
             .unwrap_or("localhost");
-        let proto = match headers
+        let forwarded_https = headers
             .get("x-forwarded-proto")
             .and_then(|h| h.to_str().ok())
-        {
-            Some("https") => "https",
-            _ => "http",
+            == Some("https");
+        let proto = if self.tls.is_some() || forwarded_https {
+            "https"
+        } else {
+            "http"
         };
         format!("{proto}://{host}")
     }
@@ -122,6 +129,8 @@ impl AppState {
 /// Opens the default backends (filesystem + SQLite) under the configured paths and builds
 /// the engine and state.
 pub async fn state_from_args(args: &ServeArgs) -> anyhow::Result<AppState> {
+    // First: a certificate that cannot be used stops the start before anything is created.
+    let tls = tls::Tls::from_args(args.tls_cert.as_deref(), args.tls_key.as_deref())?;
     let storage = args.storage_dir()?;
     let db = args.sqlite_path()?;
     std::fs::create_dir_all(&args.data_dir)
@@ -167,6 +176,7 @@ pub async fn state_from_args(args: &ServeArgs) -> anyhow::Result<AppState> {
         data_lock: Arc::new(data_lock),
         transport: transport::Settings::from_args(args),
         metrics_access: Arc::new(metrics::Access::from_args(args)?),
+        tls,
     })
 }
 
@@ -305,6 +315,8 @@ async fn healthz(State(state): State<AppState>) -> Response {
 /// `state.transport`. On shutdown it stops accepting and lets requests in flight (a chunk
 /// streaming in) finish for the grace period; bodies still streaming then end like dropped
 /// connections, keeping what arrived, and their answers are sent before it returns. With
+/// `state.tls` the listener speaks HTTPS (HTTP/2 or HTTP/1.1 by ALPN) and SIGHUP reloads the
+/// certificate; without, plain HTTP/1.1 and h2c (HTTP/2 with prior knowledge). With
 /// `--metrics-listen`, `/metrics` is served on its own listener, bound here. Recovery runs
 /// first; background tasks (expiry) stop with it.
 pub async fn run(
@@ -347,6 +359,14 @@ pub async fn run(
             }
         })
     });
+    // Installed before serving, so an early SIGHUP reloads rather than ends the process.
+    #[cfg(unix)]
+    let reloader = match &state.tls {
+        Some(t) => Some(tokio::spawn(
+            tls::reload_on_sighup(t.clone()).context("installing the SIGHUP handler")?,
+        )),
+        None => None,
+    };
     let settings = state.transport;
     let shutdown = shutdown.shared();
     let metrics = async {
@@ -359,15 +379,26 @@ pub async fn run(
                 l,
                 metrics::router(state.clone()),
                 settings,
+                None,
                 shutdown.clone(),
             )
             .await;
         }
     };
-    let main = transport::serve(listener, app(state.clone()), settings, shutdown.clone());
+    let main = transport::serve(
+        listener,
+        app(state.clone()),
+        settings,
+        state.tls.clone(),
+        shutdown.clone(),
+    );
     tokio::join!(main, metrics);
     if let Some(j) = janitor {
         j.abort();
+    }
+    #[cfg(unix)]
+    if let Some(r) = reloader {
+        r.abort();
     }
     Ok(())
 }
@@ -439,9 +470,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         _ => local,
     };
+    let scheme = if state.tls.is_some() { "https" } else { "http" };
     let page = match &args.public_url {
         Some(base) => format!("{}/", base.trim_end_matches('/')),
-        None => format!("http://{shown}/"),
+        None => format!("{scheme}://{shown}/"),
     };
     tracing::info!(
         listen = %local,

@@ -830,6 +830,38 @@ fn copy_with_buffer(
     Ok(())
 }
 
+/// Deallocates `len` bytes at `offset` (they read as zeros afterwards; the size stays). A file
+/// system without hole punching (EOPNOTSUPP) keeps the bytes: only space is at stake.
+fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let Ok(off) = libc::off_t::try_from(offset) else {
+        return Ok(());
+    };
+    // A range "to the end" may be given as huge: nothing lies past off_t's maximum anyway.
+    let n = libc::off_t::try_from(len)
+        .unwrap_or(libc::off_t::MAX)
+        .min(libc::off_t::MAX - off);
+    // SAFETY: fallocate(2) on a descriptor this function borrows for the call's duration; it
+    // reads no memory of ours.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            off,
+            n,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => Ok(()),
+        _ => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -974,37 +1006,5 @@ mod tests {
         let bufs = [Bytes::from_static(b"xxabc"), Bytes::from_static(b"def")];
         write_each_at(&file, 2, &bufs, 2).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"\0\0abcdef");
-    }
-}
-
-/// Deallocates `len` bytes at `offset` (they read as zeros afterwards; the size stays). A file
-/// system without hole punching (EOPNOTSUPP) keeps the bytes: only space is at stake.
-fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let Ok(off) = libc::off_t::try_from(offset) else {
-        return Ok(());
-    };
-    // A range "to the end" may be given as huge: nothing lies past off_t's maximum anyway.
-    let n = libc::off_t::try_from(len)
-        .unwrap_or(libc::off_t::MAX)
-        .min(libc::off_t::MAX - off);
-    // SAFETY: fallocate(2) on a descriptor this function borrows for the call's duration; it
-    // reads no memory of ours.
-    #[allow(unsafe_code)]
-    let rc = unsafe {
-        libc::fallocate(
-            file.as_raw_fd(),
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            off,
-            n,
-        )
-    };
-    if rc == 0 {
-        return Ok(());
-    }
-    let e = io::Error::last_os_error();
-    match e.raw_os_error() {
-        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => Ok(()),
-        _ => Err(e),
     }
 }

@@ -126,7 +126,14 @@ impl Server {
                 self.child = None;
                 return Err(st);
             }
-            if try_request(self.port, "GET", "/healthz", &[], b"").is_ok_and(|r| r.status == 200) {
+            if self.args.iter().any(|a| a == "--tls-cert") {
+                // A TLS listener: plain HTTP cannot ask it; it is up once it accepts.
+                if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                    return Ok(());
+                }
+            } else if try_request(self.port, "GET", "/healthz", &[], b"")
+                .is_ok_and(|r| r.status == 200)
+            {
                 return Ok(());
             }
             if Instant::now() > deadline {
