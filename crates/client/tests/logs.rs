@@ -77,6 +77,7 @@ fn request_lines_name_the_upload_and_the_peer_without_colours_or_secrets() {
         "bytes=5".to_owned(),
         "ms=".to_owned(),
         "peer=127.0.0.1:".to_owned(),
+        "http=1.1".to_owned(),
     ] {
         assert!(patch.contains(&want), "{want} missing in {patch}");
     }

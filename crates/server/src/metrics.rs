@@ -186,6 +186,11 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| req.uri().path().to_owned());
     let method = req.method().clone();
+    let http = match req.version() {
+        axum::http::Version::HTTP_2 => "2",
+        axum::http::Version::HTTP_10 => "1.0",
+        _ => "1.1",
+    };
     let group = route_group(&method, &route, req.headers());
     // The access line: the path without its query (a signed link's signature is a
     // capability and stays out of logs), the request's declared body size, the peer.
@@ -219,7 +224,7 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
     if ROUTES[group] == "ops" {
         tracing::debug!(%method, %path, status, ms, %peer, "request");
     } else {
-        tracing::info!(%method, %path, %upload, status, bytes, ms, %peer, "request");
+        tracing::info!(%method, %path, %upload, status, bytes, ms, %peer, %http, "request");
     }
     resp
 }
