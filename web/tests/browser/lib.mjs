@@ -3,13 +3,16 @@
 // reverse proxy that can throttle request bodies and count chunk requests in flight,
 // a static server for test-only pages, and the Chromium launch.
 //
-// Everything here talks to 127.0.0.1 only.
+// Everything here talks to 127.0.0.1 only. A ferry started with `tls` serves HTTPS with a
+// self-signed certificate (selfSignedCert); the Node-side helpers that read from servers
+// (fetchDigest, bytesReceived, request) trust it for that server's origin.
 
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createHash, randomFillSync } from 'node:crypto';
 import { createReadStream, createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { once } from 'node:events';
 import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -79,9 +82,65 @@ export async function randomFixture(dir, name, size) {
   return { name, path, size, sha: h.digest('hex') };
 }
 
+// ---------------------------------------------------------------------------------------
+// HTTPS with a self-signed certificate
+
+/**
+ * Writes a self-signed P-256 certificate for localhost and 127.0.0.1 (valid 2 days, not a
+ * CA) to dir/cert.pem and dir/key.pem with openssl; returns { cert, key } (paths).
+ */
+export function selfSignedCert(dir) {
+  const cert = join(dir, 'cert.pem');
+  const key = join(dir, 'key.pem');
+  execFileSync('openssl', [
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2',
+    '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
+    '-addext', 'basicConstraints=critical,CA:FALSE', '-keyout', key, '-out', cert,
+  ], { stdio: ['ignore', 'ignore', 'pipe'] });
+  return { cert, key };
+}
+
+// origin (https://127.0.0.1:port) → the PEM of the certificate its server presents. Node 20's
+// global fetch cannot be given a CA, so https requests go through node:https with it.
+const trusted = new Map();
+
+/** Makes request() (and the helpers on it) trust `certPem` (a PEM string) for `origin`. */
+export function trustOrigin(origin, certPem) {
+  trusted.set(new URL(origin).origin, certPem);
+}
+
+/**
+ * A small fetch for Node: for http URLs the global fetch; for https URLs node:https with the
+ * CA registered for the origin (trustOrigin; the system's otherwise). Resolves to
+ * { status, ok, headers (a Headers), body (async iterable of Buffers), text() }.
+ */
+export async function request(url, { method = 'GET', headers = {} } = {}) {
+  const u = new URL(url);
+  if (u.protocol !== 'https:') return fetch(url, { method, headers });
+  const ca = trusted.get(u.origin);
+  const res = await new Promise((resolve, reject) => {
+    const req = https.request(u, { method, headers, ...(ca ? { ca } : {}), agent: false }, resolve);
+    req.on('error', reject);
+    req.end();
+  });
+  const hs = new Headers();
+  for (const [k, v] of Object.entries(res.headers)) hs.set(k, Array.isArray(v) ? v.join(', ') : String(v));
+  return {
+    status: res.statusCode,
+    ok: res.statusCode >= 200 && res.statusCode < 300,
+    headers: hs,
+    body: res,
+    async text() {
+      const parts = [];
+      for await (const p of res) parts.push(p);
+      return Buffer.concat(parts).toString('utf8');
+    },
+  };
+}
+
 /** GET url and return { status, length, sha, headers } of the body, streamed. */
 export async function fetchDigest(url) {
-  const res = await fetch(url);
+  const res = await request(url);
   const h = createHash('sha256');
   let length = 0;
   if (res.body) {
@@ -125,14 +184,20 @@ export function ferryBin(fallback = 'target/debug/ferry') {
  * answers 200. Returns { url, port, dataDir, logPath, log(), kill9(), restart(), stop() }.
  * `env` adds environment variables (e.g. FERRY_WEB_DIR); the server's output goes to
  * logPath. kill9() ends the process as a crash would (data dir kept); restart() starts it
- * again on the same port and data dir.
+ * again on the same port and data dir. `tls: { cert, key }` (PEM paths, e.g. from
+ * selfSignedCert) serves HTTPS (`--tls-cert`/`--tls-key`, as are such flags in `args`):
+ * url is then https://127.0.0.1:port, which the certificate's SAN covers, and the
+ * certificate is trusted for it by request()/fetchDigest()/bytesReceived().
  */
-export async function startFerry({ bin = ferryBin(), logDir, name = 'ferry', env = {}, args = [] } = {}) {
+export async function startFerry({ bin = ferryBin(), logDir, name = 'ferry', env = {}, args = [], tls = null } = {}) {
   const port = await freePort();
   const dataDir = mkdtempSync(join(tmpdir(), 'ferry-browser-data-'));
   const logPath = join(logDir || dataDir, `${name}.log`);
   const logStream = createWriteStream(logPath);
-  const url = `http://127.0.0.1:${port}`;
+  if (tls) args = [...args, '--tls-cert', tls.cert, '--tls-key', tls.key];
+  const certAt = args.indexOf('--tls-cert');
+  const url = `${certAt >= 0 ? 'https' : 'http'}://127.0.0.1:${port}`;
+  if (certAt >= 0) trustOrigin(url, readFileSync(args[certAt + 1], 'utf8'));
   let child = null;
   let exited = null;
 
@@ -154,7 +219,8 @@ export async function startFerry({ bin = ferryBin(), logDir, name = 'ferry', env
     for (;;) {
       if (exited) throw new Error(`ferry exited during startup (${JSON.stringify(exited)}); log: ${logPath}\n${safeRead(logPath).slice(-2000)}`);
       try {
-        const res = await fetch(`${url}/healthz`);
+        const res = await request(`${url}/healthz`);
+        res.body?.resume?.();
         if (res.ok) return;
       } catch {
         // not listening yet
@@ -208,7 +274,7 @@ function safeRead(path) {
  * ferry_bytes_received_total, and `total` the sum of every line of that counter.
  */
 export async function bytesReceived(ferryUrl) {
-  const text = await (await fetch(`${ferryUrl}/metrics`)).text();
+  const text = await (await request(`${ferryUrl}/metrics`)).text();
   const out = { total: 0 };
   for (const line of text.split('\n')) {
     const m = /^ferry_bytes_received_total(?:\{([^}]*)\})?\s+([0-9.eE+-]+)\s*$/.exec(line);
@@ -405,11 +471,16 @@ export const CHROMIUM_ARGS = [
   '--disable-sync',
 ];
 
-export async function launchChromium(extraArgs = []) {
+/**
+ * Debian's Chromium (or CHROMIUM_BIN) with CHROMIUM_ARGS and `extraArgs`;
+ * `ignoreCertificateErrors` adds --ignore-certificate-errors (for ferry's self-signed TLS).
+ */
+export async function launchChromium(extraArgs = [], { ignoreCertificateErrors = false } = {}) {
   const { chromium } = await import('playwright-core');
   const executablePath = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
   if (!existsSync(executablePath)) {
     throw new Error(`Chromium not found at ${executablePath}: apt-get install -y chromium (or set CHROMIUM_BIN)`);
   }
-  return chromium.launch({ executablePath, args: [...CHROMIUM_ARGS, ...extraArgs] });
+  const args = [...CHROMIUM_ARGS, ...(ignoreCertificateErrors ? ['--ignore-certificate-errors'] : []), ...extraArgs];
+  return chromium.launch({ executablePath, args });
 }

@@ -27,6 +27,8 @@ import {
   fetchDigest,
   launchChromium,
   randomFixture,
+  request,
+  selfSignedCert,
   sleep,
   startFerry,
   startProxy,
@@ -151,11 +153,15 @@ async function assertUrlHolds(url, fixture) {
 const onFerry = (ferry, url) => ferry.url + new URL(url).pathname;
 
 async function tusHeadStatus(url) {
-  const res = await fetch(url, { method: 'HEAD', headers: { 'Tus-Resumable': '1.0.0' } });
+  const res = await request(url, { method: 'HEAD', headers: { 'Tus-Resumable': '1.0.0' } });
   return { status: res.status, offset: res.headers.has('upload-offset') ? Number(res.headers.get('upload-offset')) : null };
 }
 
 const fmt = (n) => `${(n / MiB).toFixed(1)} MiB`;
+
+/** The run's self-signed certificate for localhost and 127.0.0.1 (made on first use). */
+let TLS = null;
+const tlsCert = () => (TLS ||= selfSignedCert(WORK));
 
 // ---------------------------------------------------------------------------------------
 // The per-scenario toolbox: everything started through it is stopped after the scenario.
@@ -178,8 +184,9 @@ class Scope {
   artifact(file) {
     return join(ART, file);
   }
-  async ferry(args = []) {
-    const f = await startFerry({ logDir: WORK, name: `${this.slug}-ferry-${this.ferries.length}`, args });
+  /** A ferry of this scenario's own; `tls: true` serves HTTPS (HTTP/2) with the run's self-signed certificate. */
+  async ferry(args = [], { tls = false } = {}) {
+    const f = await startFerry({ logDir: WORK, name: `${this.slug}-ferry-${this.ferries.length}`, args, tls: tls ? tlsCert() : null });
     this.ferries.push(f);
     this.cleanups.push(() => f.stop());
     this.note(`ferry at ${f.url}${process.env.FERRY_WEB_DIR ? ` (web from ${process.env.FERRY_WEB_DIR})` : ''}`);
@@ -197,9 +204,9 @@ class Scope {
     this.cleanups.push(() => s.stop());
     return s;
   }
-  /** A browser of this scenario's own, launched with extra command-line flags. */
-  async ownBrowser(args) {
-    const b = await launchChromium(args);
+  /** A browser of this scenario's own, launched with extra command-line flags (and launchChromium's options). */
+  async ownBrowser(args, opts) {
+    const b = await launchChromium(args, opts);
     this.cleanups.push(() => b.close());
     return b;
   }
@@ -527,8 +534,12 @@ async function bundleUppy() {
   return outfile;
 }
 
-scenario('interop: Uppy (@uppy/core + @uppy/tus) uploads to ferry from a page, bytes identical', async (t) => {
-  const ferry = await t.ferry();
+/**
+ * Uppy (its tus plugin is tus-js-client) uploads FIX.uppy to `ferry` from a test page on
+ * another origin, one request at a time (no parallelUploads). `browser` and `onPage(page)`
+ * (called before the page loads) are for the https variant. Returns { url, result, page, note }.
+ */
+async function uppyInterop(t, ferry, { browser, onPage } = {}) {
   const bundle = await bundleUppy();
   const f = FIX.uppy;
   const html = '<!doctype html><meta charset="utf-8"><title>Uppy → ferry</title><script src="/uppy.js"></script><p>Uppy test page</p>';
@@ -539,8 +550,9 @@ scenario('interop: Uppy (@uppy/core + @uppy/tus) uploads to ferry from a page, b
     '/uppy.js': { type: 'text/javascript; charset=utf-8', file: bundle },
     '/fixture.bin': { type: 'application/octet-stream', file: f.path },
   });
-  const ctx = await t.context();
+  const ctx = await t.context({}, browser);
   const page = await ctx.newPage();
+  if (onPage) await onPage(page);
   await page.goto(`${site.url}/uppy.html`);
   const result = await page.evaluate(
     async ({ endpoint, name }) => {
@@ -564,11 +576,17 @@ scenario('interop: Uppy (@uppy/core + @uppy/tus) uploads to ferry from a page, b
   const url = result.successful[0].uploadURL;
   assert.ok(url && url.startsWith(`${ferry.url}/files/`), `uploadURL ${url} is not under ${ferry.url}/files/`);
   await assertUrlHolds(url, f);
-  const res = await fetch(url, { method: 'HEAD' });
+  const res = await request(url, { method: 'HEAD' });
   const cd = res.headers.get('content-disposition') || '';
   assert.ok(cd.includes(f.name), `Content-Disposition "${cd}" does not carry the name Uppy sent (${f.name})`);
   const got = await bytesReceived(ferry.url);
-  return `${fmt(f.size)} in ${Math.ceil(f.size / (4 * MiB))} PATCHes (${result.progressEvents} progress events), server received ${fmt(got.tus)} on tus`;
+  const note = `${fmt(f.size)} in ${Math.ceil(f.size / (4 * MiB))} PATCHes (${result.progressEvents} progress events), server received ${fmt(got.tus)} on tus`;
+  return { url, result, page, note };
+}
+
+scenario('interop: Uppy (@uppy/core + @uppy/tus) uploads to ferry from a page, bytes identical', async (t) => {
+  const ferry = await t.ferry();
+  return (await uppyInterop(t, ferry)).note;
 });
 
 scenario('screenshots mid-upload (1280×800, 390×844, 中文, done); phone layout has no horizontal scroll', async (t) => {
@@ -1057,6 +1075,121 @@ scenario('the server is killed (SIGKILL) mid-upload and restarted: the page retr
   assert.ok(sent < 1.3 * f.size, `the browser sent ${fmt(sent)} for a ${fmt(f.size)} file (≥ 1.3×)`);
   await assertDownloadMatches(page, f);
   return `killed at ${fmt(mid.confirmed)}, row went ${seen.state}, restarted after 2 s; sent ${(sent / f.size).toFixed(3)}× the size`;
+});
+
+// ---------------------------------------------------------------------------------------
+// HTTPS and HTTP/2: ferry's own TLS (--tls-cert/--tls-key, ALPN h2 + http/1.1) with the
+// run's self-signed certificate; Chromium started with --ignore-certificate-errors, Node
+// trusting the certificate for the server's origin (lib.mjs).
+
+// Resource Timing keeps 250 entries by default; an upload may make more requests than that.
+const BIG_TIMING_BUFFER = () => performance.setResourceTimingBufferSize(100_000);
+
+/**
+ * Checks, from the page's Resource Timing, that every request it made to `origin`/files/
+ * went over HTTP/2 (nextHopProtocol "h2"), and that among them are the upload's own
+ * (XHR/fetch) requests. `sent` are the /files/ requests Playwright saw ("METHOD path").
+ * Same-origin requests only: for a cross-origin one without Timing-Allow-Origin (ferry
+ * sends none) Chromium reports nextHopProtocol "" — use the DevTools protocol's view there.
+ */
+async function assertFilesOverH2(page, origin, sent) {
+  const entries = await page.evaluate(
+    (prefix) =>
+      performance
+        .getEntriesByType('resource')
+        .filter((e) => e.name.startsWith(prefix))
+        .map((e) => ({ name: e.name, type: e.initiatorType, protocol: e.nextHopProtocol })),
+    `${origin}/files/`,
+  );
+  const uploads = entries.filter((e) => e.type === 'xmlhttprequest' || e.type === 'fetch');
+  const writes = sent.filter((r) => r.startsWith('POST ') || r.startsWith('PATCH '));
+  assert.ok(writes.length >= 2, `the page sent ${writes.length} POST/PATCH requests to /files/: ${sent.join(', ')}`);
+  assert.ok(uploads.length >= writes.length, `Resource Timing lists ${uploads.length} XHR/fetch entries under /files/ for ${writes.length} POST/PATCH requests: ${JSON.stringify(entries)}`);
+  const other = entries.filter((e) => e.protocol !== 'h2');
+  assert.deepEqual(other, [], 'requests to /files/ that did not go over h2');
+  const methods = {};
+  for (const r of sent) methods[r.split(' ')[0]] = (methods[r.split(' ')[0]] || 0) + 1;
+  return `${entries.length} /files/ requests all h2 (${Object.entries(methods).map(([m, n]) => `${n} ${m}`).join(', ')})`;
+}
+
+/**
+ * The protocol of each response under /files/ as Chromium's network stack reports it (the
+ * DevTools protocol's Network.responseReceived, `response.protocol`), also for cross-origin
+ * requests and CORS preflights, which Resource Timing hides or leaves out. Returns a live
+ * list of { method, path, type, protocol, status }.
+ */
+async function networkProtocols(page) {
+  const cdp = await page.context().newCDPSession(page);
+  const methods = new Map();
+  const out = [];
+  cdp.on('Network.requestWillBeSent', (e) => methods.set(e.requestId, e.request.method));
+  cdp.on('Network.responseReceived', (e) => {
+    const u = new URL(e.response.url);
+    if (!u.pathname.startsWith('/files/')) return;
+    out.push({ method: methods.get(e.requestId) || '?', path: u.pathname, type: e.type, protocol: e.response.protocol, status: e.response.status });
+  });
+  await cdp.send('Network.enable');
+  return out;
+}
+
+/** Asserts that `seen` (networkProtocols) holds POST and PATCH responses, all over h2. */
+function assertSeenOverH2(seen) {
+  const count = (m) => seen.filter((r) => r.method === m).length;
+  assert.ok(count('POST') >= 1 && count('PATCH') >= 1, `responses under /files/: ${JSON.stringify(seen)}`);
+  const other = seen.filter((r) => r.protocol !== 'h2');
+  assert.deepEqual(other, [], 'responses under /files/ that did not come over h2 (DevTools protocol)');
+  const methods = {};
+  for (const r of seen) methods[r.method] = (methods[r.method] || 0) + 1;
+  return `${seen.length} /files/ responses all h2 (${Object.entries(methods).map(([m, n]) => `${n} ${m}`).join(', ')})`;
+}
+
+/** Records "METHOD path" of each request `page` sends under /files/. */
+function watchFiles(page) {
+  const sent = [];
+  page.on('request', (r) => {
+    const u = new URL(r.url());
+    if (u.pathname.startsWith('/files/')) sent.push(`${r.method()} ${u.pathname}`);
+  });
+  return sent;
+}
+
+scenario('https: the upload page over https with HTTP/2 (ferry\'s own TLS): 64 MiB through #file-input, done, bytes identical, /files/ requests h2', async (t) => {
+  const ferry = await t.ferry([], { tls: true });
+  assert.ok(ferry.url.startsWith('https://'), ferry.url);
+  const browser = await t.ownBrowser([], { ignoreCertificateErrors: true });
+  const ctx = await t.context({}, browser);
+  await ctx.addInitScript(BIG_TIMING_BUFFER);
+  const page = await ctx.newPage();
+  const sent = watchFiles(page);
+  const seen = await networkProtocols(page);
+  await t.goto(page, `${ferry.url}/`);
+  const doc = await page.evaluate(() => ({ protocol: performance.getEntriesByType('navigation')[0]?.nextHopProtocol, secure: window.isSecureContext }));
+  assert.equal(doc.protocol, 'h2', `GET / went over ${doc.protocol}, not h2`);
+  const f = FIX.big;
+  const t0 = performance.now();
+  await page.setInputFiles('#file-input', f.path);
+  await waitRow(page, f.name, ['done'], 90_000);
+  const secs = (performance.now() - t0) / 1000;
+  const href = await assertDownloadMatches(page, f);
+  assert.ok(href.startsWith(`${ferry.url}/`), `the download link ${href} is not on ${ferry.url}`);
+  assert.deepEqual(t.assetErrors, [], 'some of the page\'s own files did not load');
+  assert.equal(t.creates.length, 1, `the page created ${t.creates.length} tus uploads for one file`);
+  assert.ok(t.creates[0].startsWith(`${ferry.url}/files/`), `the tus Location ${t.creates[0]} is not https on ${ferry.url}`);
+  const h2 = await assertFilesOverH2(page, ferry.url, sent);
+  assertSeenOverH2(seen); // the DevTools protocol agrees
+  return `${fmt(f.size)} in ${secs.toFixed(1)} s; GET / over h2; ${h2} (Resource Timing nextHopProtocol; DevTools protocol agrees)`;
+});
+
+scenario('https: tus-js-client in the page over h2 (Uppy + @uppy/tus to ferry\'s own TLS), bytes identical', async (t) => {
+  const ferry = await t.ferry([], { tls: true });
+  const browser = await t.ownBrowser([], { ignoreCertificateErrors: true });
+  let seen;
+  const { url, note } = await uppyInterop(t, ferry, { browser, onPage: async (page) => (seen = await networkProtocols(page)) });
+  assert.ok(url.startsWith(`${ferry.url}/files/`), url);
+  // The Uppy page is on another origin, so Resource Timing hides nextHopProtocol (ferry sends
+  // no Timing-Allow-Origin): the protocol comes from Chromium's network events instead.
+  const h2 = assertSeenOverH2(seen);
+  return `${note}; ${h2} (DevTools protocol: cross-origin)`;
 });
 
 // ---------------------------------------------------------------------------------------
