@@ -24,7 +24,9 @@ import random
 import re
 import shutil
 import signal
+import resource
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -42,7 +44,13 @@ GiB = 1024 * MiB
 CACHE = Path(os.environ.get("FERRY_BENCH_CACHE", Path.home() / ".cache" / "ferry-bench"))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-ALL_WORKLOADS = ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8"]
+ALL_WORKLOADS = ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9"]
+# The peers each workload runs beside ferry (W1-W4 also on the disk, W8): only these must be
+# installed for a full-size run of a subset (--only).
+PEERS_OF = {"W1": {"nginx", "rustus", "tus-node"}, "W2": {"rustus", "tus-node"},
+            "W3": {"nginx", "rustus", "tus-node"}, "W4": {"nginx", "rustus", "tus-node"},
+            "W5": {"rustus", "tus-node"}, "W6": {"nginx"}, "W7": set(), "W8": {"nginx", "rustus"},
+            "W9": set()}
 # Workloads repeated on the real disk (W8): the durable-mode comparison.
 DISK_WORKLOADS = ["W1", "W2", "W3", "W4"]
 
@@ -155,7 +163,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise BenchError(f"{self.name} exited with {self.proc.returncode} at start; see {self.ctx.work / (self.name + '.log')}")
             try:
-                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                c = connect(self.base, timeout=2)
                 c.request(self.ready_method, self.ready_path, headers={"Tus-Resumable": "1.0.0"})
                 r = c.getresponse()
                 r.read()
@@ -214,6 +222,28 @@ class Ferry(Server):
         return ([self.ctx.ferry_bin, "serve", "--listen", f"127.0.0.1:{self.port}",
                  "--data-dir", str(data_dir), "--expire-incomplete", "0"],
                 {"RUST_LOG": "warn"})
+
+
+class FerryProto(Ferry):
+    """W9: ferry serving one protocol to curl. `tls`: started with --tls-cert/--tls-key (ALPN
+    h2 + http/1.1) and reached over https; otherwise the plain listener (HTTP/1.1, or h2c with
+    prior knowledge). `curl_args` pick the protocol, `http_version` is what curl's
+    %{http_version} must report; `vs` names the HTTP/1.1 variant on the same transport."""
+
+    def __init__(self, ctx, name, label, tls, curl_args, http_version, vs=None):
+        super().__init__(ctx)
+        self.name, self.label, self.tls = name, label, tls
+        self.curl_args, self.http_version, self.vs = curl_args, http_version, vs
+
+    @property
+    def base(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    def command(self, data_dir, durable):
+        cmd, env = super().command(data_dir, durable)
+        if self.tls:
+            cmd += ["--tls-cert", str(self.ctx.tls_cert), "--tls-key", str(self.ctx.tls_key)]
+        return cmd, env
 
 
 class Rustus(Server):
@@ -316,12 +346,24 @@ class NginxStatic(Nginx):
 
 def parse_url(url: str) -> tuple[str, int, str]:
     u = urllib.parse.urlsplit(url)
-    return u.hostname, u.port or 80, (u.path or "/") + (f"?{u.query}" if u.query else "")
+    return u.hostname, u.port or (443 if u.scheme == "https" else 80), (u.path or "/") + (f"?{u.query}" if u.query else "")
+
+
+# Trusts the self-signed certificate W9 makes (Context.make_cert); None until then.
+TLS_CONTEXT: ssl.SSLContext | None = None
+
+
+def connect(url: str, timeout: float) -> http.client.HTTPConnection:
+    """A connection to url's host and port: HTTPS (HTTP/1.1) for https URLs, trusting W9's
+    certificate, plain HTTP/1.1 otherwise."""
+    host, port, _ = parse_url(url)
+    if url.startswith("https:"):
+        return http.client.HTTPSConnection(host, port, timeout=timeout, context=TLS_CONTEXT)
+    return http.client.HTTPConnection(host, port, timeout=timeout)
 
 
 def tus_create(base: str, length: int) -> str:
-    host, port, _ = parse_url(base)
-    c = http.client.HTTPConnection(host, port, timeout=60)
+    c = connect(base, timeout=60)
     c.request("POST", "/files/", headers={
         "Tus-Resumable": "1.0.0", "Upload-Length": str(length), "Content-Length": "0",
         "Upload-Metadata": "filename YmVuY2guYmlu",
@@ -335,25 +377,31 @@ def tus_create(base: str, length: int) -> str:
     return urllib.parse.urljoin(base + "/files/", loc)
 
 
-def curl_patch(url: str, path: Path, offset: int = 0) -> dict:
-    """One tus PATCH with the whole file as its body (curl streams it from the file)."""
+def curl_patch(url: str, path: Path, offset: int = 0, extra: list[str] = ()) -> dict:
+    """One tus PATCH with the whole file as its body (curl streams it from the file). `extra`:
+    more curl options (W9's protocol choice). Also returns the HTTP version curl used and
+    curl's own CPU seconds (from the rusage of reaped children: no other child ends meanwhile
+    when one curl runs alone)."""
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
-        ["curl", "-sS", "-X", "PATCH", "-T", str(path), url, "-o", "/dev/null",
+        ["curl", "-sS", *extra, "-X", "PATCH", "-T", str(path), url, "-o", "/dev/null",
          "-H", "Tus-Resumable: 1.0.0", "-H", f"Upload-Offset: {offset}",
          "-H", "Content-Type: application/offset+octet-stream", "-H", "Expect:",
-         "-w", "%{http_code} %{size_upload}"],
+         "-w", "%{http_code} %{size_upload} %{http_version}"],
         capture_output=True, text=True)
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if out.returncode != 0:
         raise BenchError(f"curl PATCH {url}: exit {out.returncode}: {out.stderr.strip()}")
-    code, sent = out.stdout.split()
-    return {"status": int(code), "sent": int(float(sent))}
+    code, sent, version = out.stdout.split()
+    return {"status": int(code), "sent": int(float(sent)), "http_version": version,
+            "client_cpu_s": (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)}
 
 
 def verify_download(url: str, src: Path, length: int | None = None) -> None:
     """GET url; the body must equal the first `length` bytes of src (all of it by default)."""
     length = src.stat().st_size if length is None else length
-    host, port, path = parse_url(url)
-    c = http.client.HTTPConnection(host, port, timeout=120)
+    _, _, path = parse_url(url)
+    c = connect(url, timeout=120)
     c.request("GET", path)
     r = c.getresponse()
     if r.status != 200:
@@ -415,8 +463,7 @@ def tus_patch_stream(url: str, offset: int, body, length: int, timeout: float = 
 
 
 def metric(base: str, name: str) -> float | None:
-    host, port, _ = parse_url(base)
-    c = http.client.HTTPConnection(host, port, timeout=10)
+    c = connect(base, timeout=10)
     c.request("GET", "/metrics")
     text = c.getresponse().read().decode()
     c.close()
@@ -465,6 +512,24 @@ class Context:
         self.w7_parallel = 4
         self.rustus_max_body = GiB + MiB
         self.pattern = os.urandom(8 * MiB)
+        # W9 sends W1's source file; its certificate is made only when W9 runs.
+        self.size_w9 = self.size_w1
+        self.tls_cert: Path | None = None
+        self.tls_key: Path | None = None
+
+    def make_cert(self) -> None:
+        """A self-signed P-256 certificate for localhost and 127.0.0.1 in the work dir (W9);
+        ferry serves it, curl and the harness's own HTTPS connections trust it."""
+        global TLS_CONTEXT
+        self.tls_cert, self.tls_key = self.work / "cert.pem", self.work / "key.pem"
+        out = subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+             "-addext", "basicConstraints=critical,CA:FALSE", "-keyout", str(self.tls_key), "-out", str(self.tls_cert)],
+            capture_output=True, text=True)
+        if out.returncode != 0:
+            raise BenchError(f"openssl req (W9's certificate): {out.stderr.strip()[-300:]}")
+        TLS_CONTEXT = ssl.create_default_context(cafile=str(self.tls_cert))
 
     # sources live on tmpfs whatever the servers' storage, so the client never waits for a disk
     def prepare_sources(self) -> None:
@@ -473,6 +538,7 @@ class Context:
         self.src_w3 = self.work / "src-w3.bin"
         write_random(self.src, self.size_w1)
         write_random(self.src_w3, self.size_w3)
+        self.src_w9 = self.src
         self.static_root.mkdir()
         os.link(self.src, self.static_root / "src.bin")
         # W7: the 5 MiB chunks with their MD5 ids, computed before any clock starts.
@@ -707,6 +773,26 @@ def run_w6(ctx: Context, server: Server) -> dict:
     return res
 
 
+def run_w9(ctx: Context, server: FerryProto) -> dict:
+    """W1 over one protocol: one upload in a single PATCH by curl, which must report the HTTP
+    version the variant stands for."""
+    size = ctx.size_w9
+    # the Location's path on this server's base (scheme and authority as the harness reaches it)
+    url = server.base + urllib.parse.urlsplit(tus_create(server.base, size)).path
+    res = timed(server, lambda: {"curl": curl_patch(url, ctx.src_w9, extra=server.curl_args)})
+    st = res.pop("curl")
+    if st["http_version"] != server.http_version:
+        raise BenchError(f"{server.name}: curl {' '.join(server.curl_args) or '(no protocol option)'} used HTTP/{st['http_version']},"
+                         f" not HTTP/{server.http_version}")
+    if st["status"] != 204 or st["sent"] != size:
+        raise BenchError(f"{server.name}: PATCH answered {st['status']} after {st['sent']} of {size} bytes")
+    verify_download(url, ctx.src_w9)
+    res.update(bytes=size, mibps=size / MiB / res["wall_s"], cpu_s_per_gib=res["cpu_s"] / (size / GiB),
+               client_cpu_s_per_gib=st["client_cpu_s"] / (size / GiB), http_version=st["http_version"],
+               vs=server.vs)
+    return res
+
+
 def post_chunk(base: str, file_id: str, chunk_id: str, path: Path) -> str | list:
     out = subprocess.run(["curl", "-sS", "-F", f"chunkId={chunk_id}", "-F", f"fileId={file_id}",
                           "-F", f"file=@{path}", base + "/api/upload"], capture_output=True, text=True)
@@ -903,8 +989,9 @@ def main() -> int:
         "node": shutil.which("node") is not None,
     }
     skipped = []
+    needed = set().union(*(PEERS_OF[w] for w in only))
     for peer in ["nginx", "rustus", "tus-node"]:
-        if (not want or peer in want) and not have[peer]:
+        if (not want or peer in want) and peer in needed and not have[peer]:
             if not args.quick:
                 log(f"bench: {peer} is not installed (scripts/bench/run installs it)")
                 return 2
@@ -942,6 +1029,13 @@ def main() -> int:
             plan.append(("W6", "downloads", ([S["nginx-static"]] if use("nginx") else []) + [S["ferry"]], lambda s: run_w6(ctx, s)))
             for order in ("in-order", "shuffled", "content-range"):
                 plan.append(("W7", order, [S["ferry"]], lambda s, order=order: run_w7(ctx, s, order)))
+            if "W9" in only:
+                ctx.make_cert()
+                w9 = [FerryProto(ctx, "ferry-tls-h1", "ferry, HTTPS, HTTP/1.1 (curl --http1.1)", True, ["--http1.1", "--cacert", str(ctx.tls_cert)], "1.1"),
+                      FerryProto(ctx, "ferry-tls-h2", "ferry, HTTPS, HTTP/2 by ALPN (curl --http2)", True, ["--http2", "--cacert", str(ctx.tls_cert)], "2", vs="ferry-tls-h1"),
+                      FerryProto(ctx, "ferry-h1", "ferry, cleartext, HTTP/1.1 (curl --http1.1)", False, ["--http1.1"], "1.1"),
+                      FerryProto(ctx, "ferry-h2c", "ferry, cleartext, h2c (curl --http2-prior-knowledge)", False, ["--http2-prior-knowledge"], "2", vs="ferry-h1")]
+                plan.append(("W9", "1 PATCH", w9, lambda s: run_w9(ctx, s)))
         for w, variant, servers, fn in plan:
             if w not in only or not servers:
                 continue
@@ -1037,7 +1131,7 @@ def machine_info(ctx: Context, args, started) -> dict:
 METRICS = {
     "W1": ("mibps", "MiB/s", True), "W2": ("mibps", "MiB/s", True), "W3": ("mibps", "MiB/s", True),
     "W4": ("rps", "req/s", True), "W5": ("latency_ms", "ms", False), "W6": ("mibps", "MiB/s", True),
-    "W7": ("mibps", "MiB/s", True),
+    "W7": ("mibps", "MiB/s", True), "W9": ("mibps", "MiB/s", True),
 }
 TITLES = {
     "W1": "W1: one upload in a single tus PATCH (curl)",
@@ -1048,6 +1142,7 @@ TITLES = {
     "W6": "W6: downloads: GET of the whole file (curl) and random 1 MiB Range GETs (wrk)",
     "W7": "W7: chunk-handshake dialect, 5 MiB chunks, 4 in parallel, MD5 verified (ferry)",
     "W8": "W8: durable mode on the real disk (fsync before acknowledgement)",
+    "W9": "W9: HTTP/2 against HTTP/1.1 on the same ferry: one upload in a single tus PATCH (curl)",
 }
 
 
@@ -1093,7 +1188,11 @@ def table_rows(key, servers: dict) -> tuple[list[str], list[list[str]]]:
     ferry = servers.get("ferry")
     fmed = med(r.get(m) for r in ferry if r["ok"]) if ferry else None
     rmed = med(r.get(m) for r in servers[ref_name] if r["ok"]) if ref_name else None
-    if ref_name:
+    # W9: each HTTP/2 row is compared with HTTP/1.1 on the same transport (TLS or cleartext)
+    vs_of = {name: next((r.get("vs") for r in recs if r.get("vs")), None) for name, recs in servers.items()}
+    if any(vs_of.values()):
+        ratio_head = "÷ HTTP/1.1 on the same transport"
+    elif ref_name:
         ratio_head = f"÷ {ref_name}"
     else:
         ratio_head = "ferry ÷ this"
@@ -1111,6 +1210,8 @@ def table_rows(key, servers: dict) -> tuple[list[str], list[list[str]]]:
         extra_cols = [("range_rps", "1 MiB ranges/s"), ("range_p99_ms", "range p99 ms")]
     if metric_w == "W7":
         extra_cols = [("finalize_ms", "last chunk → URL, ms"), ("rehashed_bytes", "bytes re-read for the file digest")]
+    if metric_w == "W9":
+        extra_cols = [("client_cpu_s_per_gib", "curl CPU s/GiB")]
     at = 6 if both else 5
     head[at:at] = [h for _, h in extra_cols]
     rows = []
@@ -1118,7 +1219,11 @@ def table_rows(key, servers: dict) -> tuple[list[str], list[list[str]]]:
         ok = [r for r in recs if r["ok"]]
         vals = [r[m] for r in ok if isinstance(r.get(m), (int, float))]
         v = med(vals)
-        if ref_name:
+        if any(vs_of.values()):
+            vs = vs_of.get(name)
+            base = med(r.get(m) for r in servers.get(vs, []) if r["ok"]) if vs else None
+            ratio_s = fnum(v / base, 2) if (vs and v is not None and base) else "–" if vs else "1"
+        elif ref_name:
             ratio = (v / rmed) if (v is not None and rmed) else None
             ratio_s = "1" if name == ref_name else fnum(ratio, 2)
         else:
@@ -1132,7 +1237,8 @@ def table_rows(key, servers: dict) -> tuple[list[str], list[list[str]]]:
         if both:
             row.insert(4, "" if name == "ferry" or name == ref_name or not v or fmed is None else fnum(fmed / v, 2))
         at = 6 if both else 5
-        row[at:at] = [fnum(med(r.get(k) for r in ok), 0 if k == "rehashed_bytes" else None) for k, _ in extra_cols]
+        row[at:at] = [fnum(med(r.get(k) for r in ok), 0 if k == "rehashed_bytes" else 2 if k == "client_cpu_s_per_gib" else None)
+                      for k, _ in extra_cols]
         rows.append(row)
     return head, rows
 
@@ -1200,6 +1306,12 @@ def targets(data: dict) -> list[tuple[str, str, bool | None]]:
     md5 = (data["meta"].get("openssl_mib_s") or {}).get("md5")
     if f and md5:
         out.append(("W7 in order ≥ 0.9 × single-core MD5 speed", f"{f:.0f} / {md5:.0f} MiB/s = {f / md5:.2f}", f / md5 >= 0.9))
+    for h2, h1, what in (("ferry-tls-h2", "ferry-tls-h1", "HTTP/2 ≥ 0.8 × HTTP/1.1 over TLS"),
+                         ("ferry-h2c", "ferry-h1", "h2c ≥ 0.8 × HTTP/1.1 in cleartext")):
+        f, n = S("W9", "1 PATCH", "tmpfs", h2, "mibps"), S("W9", "1 PATCH", "tmpfs", h1, "mibps")
+        if f and n:
+            # three digits: 0.7996 must not read as a missed 0.80
+            out.append((f"W9 {what} (one PATCH, same ferry)", f"{f:.0f} / {n:.0f} MiB/s = {f / n:.3f}", f / n >= 0.8))
     return out
 
 
@@ -1305,6 +1417,11 @@ NOTES = {
           " 'last chunk → URL' is the finalize: every other chunk first, then the last one alone.",
     "W8": "ferry always fdatasyncs before acknowledging; rustus runs with `--force-fsync true`. @tus/server has no"
           " fsync option and is not in the durable comparison. The nginx sink stores nothing (same as on tmpfs).",
+    "W9": "One ferry binary, four ways in: started with `--tls-cert`/`--tls-key` (a self-signed P-256 certificate,"
+          " curl `--cacert`) for the two HTTPS rows, without for the two cleartext ones; each run on a fresh server,"
+          " the four alternating. curl's `%{http_version}` is checked to be the protocol of the row. Ratio column:"
+          " HTTP/2 ÷ HTTP/1.1 over the same transport. curl CPU: the client's own utime+stime per GiB"
+          " (a client-bound row shows it near the wall time).",
 }
 
 
