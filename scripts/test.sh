@@ -25,6 +25,8 @@ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
 # a CJK font so the page's Chinese text renders in screenshots.
 [ -x /usr/bin/chromium ] || need+=(chromium)
 fc-list 2>/dev/null | grep -qiE 'wqy|noto sans cjk' || need+=(fonts-wqy-microhei)
+# PostgreSQL metadata store tests: a throwaway cluster from Debian's binaries (scripts/pg.sh).
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 if ((${#need[@]})); then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}"
@@ -41,6 +43,13 @@ step "build"
 cargo build --workspace --all-targets --locked
 # The client library as other Rust programs use it: without the server, clap and indicatif.
 cargo build -p ferry --no-default-features --lib --locked
+
+step "throwaway PostgreSQL for the metadata store tests"
+eval "$(scripts/pg.sh start)"
+pg_stop() { scripts/pg.sh stop || true; }
+# Replaced by the cleanup below once a server runs; that one calls pg_stop too.
+trap pg_stop EXIT
+echo "PostgreSQL for the tests: data and log in $FERRY_PG_DIR"
 
 step "Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then
@@ -60,7 +69,7 @@ DATA=$(mktemp -d)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$FERRY_BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" >"$DATA/server.log" 2>&1 &
 SERVER=$!
-cleanup() { kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; rm -rf "$DATA"; }
+cleanup() { kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; rm -rf "$DATA"; pg_stop; }
 trap cleanup EXIT
 for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
 export FERRY_URL="http://127.0.0.1:$PORT"

@@ -2,6 +2,7 @@
 //! optional `ferry.toml`, in that order of precedence (flag > environment > file > default).
 
 use anyhow::{Context, bail};
+use clap::builder::TypedValueParser as _;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, parser::ValueSource};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,9 +16,13 @@ pub struct ServeArgs {
     /// Where the default store and database live.
     #[arg(long, env = "FERRY_DATA_DIR", default_value = "./ferry-data")]
     pub data_dir: PathBuf,
-    /// Upload metadata: `sqlite://PATH` (default `sqlite://<data-dir>/ferry.db`).
-    #[arg(long, env = "FERRY_DATABASE")]
+    /// Upload metadata: `sqlite://PATH` (default `sqlite://<data-dir>/ferry.db`), or
+    /// `postgres://USER:PASSWORD@HOST:PORT/DB` for several nodes sharing one database.
+    #[arg(long, env = "FERRY_DATABASE", hide_env_values = true)]
     pub database: Option<String>,
+    /// Most connections to PostgreSQL this node keeps open.
+    #[arg(long, env = "FERRY_DATABASE_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1000).map(usize::from))]
+    pub database_pool_size: usize,
     /// File bytes: `file://PATH` (default `file://<data-dir>/files`).
     #[arg(long, env = "FERRY_STORAGE")]
     pub storage: Option<String>,
@@ -169,6 +174,7 @@ impl ServeArgs {
             listen,
             data_dir,
             database,
+            database_pool_size,
             storage,
             s3_endpoint,
             max_upload_size,
@@ -226,18 +232,19 @@ impl ServeArgs {
             .with_context(|| format!("--listen {:?}: the host name has no address", self.listen))
     }
 
-    /// The SQLite path of `--database`.
-    pub fn sqlite_path(&self) -> anyhow::Result<PathBuf> {
+    /// What `--database` names.
+    pub fn database_url(&self) -> anyhow::Result<Database> {
         match &self.database {
-            None => Ok(self.data_dir.join("ferry.db")),
+            None => Ok(Database::Sqlite(self.data_dir.join("ferry.db"))),
             Some(url) => match url.strip_prefix("sqlite://") {
-                Some(p) => Ok(PathBuf::from(p)),
+                Some(p) => Ok(Database::Sqlite(PathBuf::from(p))),
                 None if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                    bail!(
-                        "--database {url}: PostgreSQL support is not built into this version yet; use sqlite://PATH"
-                    )
+                    Ok(Database::Postgres(url.clone()))
                 }
-                None => bail!("--database {url}: expected sqlite://PATH"),
+                None => bail!(
+                    "--database {}: expected sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DB",
+                    redact_url(url)
+                ),
             },
         }
     }
@@ -316,6 +323,30 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
+/// Where upload metadata lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Database {
+    Sqlite(PathBuf),
+    /// A `postgres://` URL (it may hold a password: print it with [`redact_url`]).
+    Postgres(String),
+}
+
+/// A URL with the password of its user-info part replaced by `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -358,5 +389,19 @@ mod tests {
         assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86400));
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
         assert!(parse_duration("1y").is_err());
+    }
+
+    #[test]
+    fn database_passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://ferry:s3cret@db:5432/ferry"),
+            "postgres://ferry:***@db:5432/ferry"
+        );
+        assert_eq!(
+            redact_url("postgres://ferry:p@ss@db/x?sslmode=disable"),
+            "postgres://ferry:***@db/x?sslmode=disable"
+        );
+        assert_eq!(redact_url("postgres://ferry@db/x"), "postgres://ferry@db/x");
+        assert_eq!(redact_url("sqlite:///var/x.db"), "sqlite:///var/x.db");
     }
 }

@@ -126,13 +126,40 @@ impl AppState {
     }
 }
 
-/// Opens the default backends (filesystem + SQLite) under the configured paths and builds
-/// the engine and state.
+/// The metadata store `--database` names: SQLite (the default, one node) or PostgreSQL
+/// (shared by several nodes). Errors name the flag and never the password.
+async fn open_meta(db: &config::Database, pool_size: usize) -> anyhow::Result<Meta> {
+    Ok(match db {
+        config::Database::Sqlite(path) => {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let store = ferry_store::sqlite::SqliteMetaStore::open(path)
+                .map_err(|e| anyhow::anyhow!("--database {}: {e}", path.display()))?;
+            Meta(Arc::new(store))
+        }
+        config::Database::Postgres(url) => {
+            let store = ferry_store::postgres::PgMetaStore::connect(url, pool_size)
+                .await
+                .map_err(|e| {
+                    let why = match e {
+                        ferry_core::store::MetaError::Backend(m) => m,
+                        other => other.to_string(),
+                    };
+                    anyhow::anyhow!("--database {}: {why}", config::redact_url(url))
+                })?;
+            Meta(Arc::new(store))
+        }
+    })
+}
+
+/// Opens the backends (filesystem, and SQLite or PostgreSQL) and builds the engine and
+/// state.
 pub async fn state_from_args(args: &ServeArgs) -> anyhow::Result<AppState> {
     // First: a certificate that cannot be used stops the start before anything is created.
     let tls = tls::Tls::from_args(args.tls_cert.as_deref(), args.tls_key.as_deref())?;
     let storage = args.storage_dir()?;
-    let db = args.sqlite_path()?;
+    let db = args.database_url()?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let data_lock = lock_data_dir(&args.data_dir)?;
@@ -145,19 +172,15 @@ pub async fn state_from_args(args: &ServeArgs) -> anyhow::Result<AppState> {
             dir.display()
         );
     }
-    if let Some(parent) = db.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
     let blobs = ferry_store::fs::FsBlobStore::open(storage.clone())
         .with_context(|| format!("opening storage {}", storage.display()))?;
-    let meta = ferry_store::sqlite::SqliteMetaStore::open(&db)
-        .map_err(|e| anyhow::anyhow!("opening database {}: {e}", db.display()))?;
+    let meta = open_meta(&db, args.database_pool_size).await?;
     let spool_dir = args.data_dir.join("spool");
     // Spooled chunks of requests that died with the last process are garbage.
     let _ = std::fs::remove_dir_all(&spool_dir);
     std::fs::create_dir_all(&spool_dir)?;
     let engine = Engine::new(
-        Meta(Arc::new(meta)),
+        meta,
         Blobs(Arc::new(blobs)),
         EngineConfig {
             max_upload_size: args.max_upload_size,

@@ -5,17 +5,22 @@
 //!   finished files published by an atomic rename.
 //! - [`sqlite`] (feature `sqlite`): [`sqlite::SqliteMetaStore`], upload records in one SQLite
 //!   file in WAL mode with a full fsync per commit.
+//! - [`postgres`] (feature `postgres`): [`postgres::PgMetaStore`], upload records in a
+//!   PostgreSQL database that several nodes can share, over a tokio-postgres pool (no TLS
+//!   yet), with migrations serialised by an advisory lock.
 //!
 //! The conformance suites [`meta_store_suite`] and [`blob_store_suite`] exercise the
 //! contract of [`MetaStore`](ferry_core::store::MetaStore) and
 //! [`BlobStore`](ferry_core::store::BlobStore) through the public traits only, so every
-//! backend (these two, and later ones such as PostgreSQL or S3) is held to the same tests.
+//! backend (these, and later ones such as S3) is held to the same tests.
 //! They panic with a message naming the broken promise. They only create uploads with fresh
 //! random ids and keys and only assert about those, so they may run against a store that
 //! already holds data, and several times on the same store.
 
 #[cfg(feature = "fs")]
 pub mod fs;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 

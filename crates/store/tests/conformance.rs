@@ -1,5 +1,7 @@
-//! Runs the shared conformance suites against the filesystem and SQLite backends, plus the
-//! checks only these backends can make (on-disk layout, reopening the database file).
+//! Runs the shared conformance suites against the filesystem, SQLite and PostgreSQL
+//! backends, plus the checks only these backends can make (on-disk layout, reopening the
+//! database, migrations, connection errors). The PostgreSQL tests need a server: see
+//! `scripts/pg.sh`.
 
 #![cfg(all(feature = "fs", feature = "sqlite"))]
 
@@ -279,4 +281,396 @@ async fn sqlite_v3_drops_the_parts_digest_of_finished_concatenations_only() {
     assert_eq!(got.etag(), None);
     let kept = store.get(&plain.id).await.unwrap().unwrap();
     assert_eq!(kept.content_digest, plain.content_digest);
+}
+
+/// The PostgreSQL store, against the throwaway cluster of `scripts/pg.sh` (or any server
+/// whose admin URL is in `FERRY_TEST_DATABASE_URL`). Each test works in a database of its
+/// own, created here and dropped afterwards, so the tests can run in parallel.
+#[cfg(feature = "postgres")]
+mod postgres {
+    use super::sample;
+    use ferry_core::store::{Meta, MetaError, MetaStore};
+    use ferry_core::upload::{UploadId, UploadState};
+    use ferry_store::postgres::{PgMetaStore, SCHEMA_VERSION};
+    use std::sync::Arc;
+    use tokio_postgres::NoTls;
+
+    const URL_VAR: &str = "FERRY_TEST_DATABASE_URL";
+
+    /// The admin URL. Missing is a failure, not a skip: a skipped test in CI is a missing one.
+    fn admin_url() -> String {
+        match std::env::var(URL_VAR) {
+            Ok(url) if !url.is_empty() => url,
+            _ => panic!(
+                "{URL_VAR} is not set: the PostgreSQL tests need a server. Start a throwaway \
+                 one with `eval \"$(scripts/pg.sh start)\"` (and `scripts/pg.sh stop` after); \
+                 scripts/test.sh does this itself"
+            ),
+        }
+    }
+
+    /// `url` (`postgres://[creds@]host[:port][/db][?params]`) with its path set to `db`.
+    fn with_db(url: &str, db: &str) -> String {
+        let start = url.find("://").expect("the test URL has no scheme") + 3;
+        let (head, rest) = url.split_at(start);
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let query = rest.find('?').map(|i| &rest[i..]).unwrap_or("");
+        format!("{head}{}/{db}{query}", &rest[..authority_end])
+    }
+
+    /// `url` with its credentials replaced by `creds` (`user:password`).
+    fn with_credentials(url: &str, creds: &str) -> String {
+        let start = url.find("://").expect("the test URL has no scheme") + 3;
+        let (head, rest) = url.split_at(start);
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let host_start = rest[..authority_end].rfind('@').map_or(0, |i| i + 1);
+        format!("{head}{creds}@{}", &rest[host_start..])
+    }
+
+    /// The user named in `url`.
+    fn user_of(url: &str) -> String {
+        let rest = &url[url.find("://").unwrap() + 3..];
+        let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+        let creds = &authority[..authority.rfind('@').expect("the test URL names no user")];
+        creds.split(':').next().unwrap().to_owned()
+    }
+
+    async fn admin_client(url: &str) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(url, NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {URL_VAR}: {e}"));
+        tokio::spawn(conn);
+        client
+    }
+
+    /// A database of one test's own; dropped (best effort) when this goes out of scope,
+    /// panics included.
+    struct TestDb {
+        name: String,
+        url: String,
+        admin: String,
+    }
+
+    impl TestDb {
+        async fn create() -> TestDb {
+            let admin = admin_url();
+            let name = format!("ferry_test_{}", UploadId::generate());
+            admin_client(&admin)
+                .await
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .await
+                .unwrap_or_else(|e| panic!("CREATE DATABASE {name} failed: {e}"));
+            TestDb {
+                url: with_db(&admin, &name),
+                name,
+                admin,
+            }
+        }
+
+        /// A direct connection to the test database, for looking behind the store.
+        async fn client(&self) -> tokio_postgres::Client {
+            admin_client(&self.url).await
+        }
+
+        async fn connect(&self) -> PgMetaStore {
+            PgMetaStore::connect(&self.url, 4)
+                .await
+                .unwrap_or_else(|e| panic!("connect to a test database failed: {e}"))
+        }
+    }
+
+    impl Drop for TestDb {
+        fn drop(&mut self) {
+            let (admin, name) = (self.admin.clone(), self.name.clone());
+            // Its own thread and runtime: Drop cannot await, and the test's runtime may be
+            // a current-thread one that is blocked right here.
+            let dropped = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    if let Ok((client, conn)) = tokio_postgres::connect(&admin, NoTls).await {
+                        tokio::spawn(conn);
+                        // FORCE ends the store's pooled connections still open.
+                        let _ = client
+                            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                            .await;
+                    }
+                });
+            });
+            let _ = dropped.join();
+        }
+    }
+
+    fn message(result: Result<PgMetaStore, MetaError>) -> String {
+        match result {
+            Err(MetaError::Backend(msg)) => msg,
+            Err(other) => panic!("expected a Backend error, got {other:?}"),
+            Ok(_) => panic!("connect succeeded where it should have failed"),
+        }
+    }
+
+    async fn schema_versions(client: &tokio_postgres::Client) -> Vec<i32> {
+        client
+            .query("SELECT version FROM ferry_schema", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn pg_meta_store_passes_the_suite() {
+        let db = TestDb::create().await;
+        let store = db.connect().await;
+        ferry_store::meta_store_suite(Meta(Arc::new(store.clone()))).await;
+        ferry_store::meta_store_suite(Meta(Arc::new(store))).await;
+    }
+
+    #[tokio::test]
+    async fn pg_fresh_database_migrates_to_the_current_schema() {
+        let db = TestDb::create().await;
+        drop(db.connect().await);
+        let client = db.client().await;
+        assert_eq!(schema_versions(&client).await, [SCHEMA_VERSION]);
+        let columns: Vec<(String, String, String)> = client
+            .query(
+                "SELECT column_name::text, data_type::text, is_nullable::text
+                 FROM information_schema.columns WHERE table_name = 'uploads'
+                 ORDER BY ordinal_position",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        let want = [
+            ("id", "text", "NO"),
+            ("key", "text", "YES"),
+            ("state", "text", "NO"),
+            ("dialect", "text", "NO"),
+            ("updated_at", "bigint", "NO"),
+            ("record", "text", "NO"),
+            ("owner", "text", "YES"),
+            ("size", "bigint", "NO"),
+            ("version", "bigint", "NO"),
+        ];
+        let want: Vec<(String, String, String)> = want
+            .iter()
+            .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+            .collect();
+        assert_eq!(columns, want);
+        let indexes: Vec<String> = client
+            .query(
+                "SELECT indexdef FROM pg_indexes WHERE tablename = 'uploads'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for cols in ["(state, updated_at)", "(owner, state)", "(id)", "(key)"] {
+            assert!(
+                indexes.iter().any(|def| def.ends_with(cols)),
+                "no index on {cols}: {indexes:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn pg_data_survives_reconnecting() {
+        let db = TestDb::create().await;
+        let mut upload = sample(Some("offset:abc"));
+        // A NUL in client metadata: fine in the JSON text of `record`.
+        upload.metadata.insert("nul".to_owned(), "a\0b".to_owned());
+        {
+            let store = db.connect().await;
+            store.insert(&upload).await.unwrap();
+        }
+        // A second connect on a migrated database: nothing to do, data still there.
+        let store = db.connect().await;
+        let again = db.connect().await;
+        assert_eq!(store.get(&upload.id).await.unwrap(), Some(upload.clone()));
+        assert_eq!(
+            again.get_by_key("offset:abc").await.unwrap(),
+            Some(upload.clone())
+        );
+        assert_eq!(
+            store.list_incomplete().await.unwrap(),
+            vec![upload.id.clone()]
+        );
+        let dup = sample(Some("offset:abc"));
+        assert!(matches!(again.insert(&dup).await, Err(MetaError::Conflict)));
+        assert_eq!(schema_versions(&db.client().await).await, [SCHEMA_VERSION]);
+    }
+
+    #[tokio::test]
+    async fn pg_row_version_counts_updates() {
+        let db = TestDb::create().await;
+        let store = db.connect().await;
+        let mut upload = sample(None);
+        store.insert(&upload).await.unwrap();
+        let client = db.client().await;
+        let version = || async {
+            client
+                .query_one(
+                    "SELECT version FROM uploads WHERE id = $1",
+                    &[&upload.id.as_str()],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        };
+        assert_eq!(version().await, 0);
+        upload.state = UploadState::Complete;
+        store.update(&upload).await.unwrap();
+        store.update(&upload).await.unwrap();
+        assert_eq!(version().await, 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pg_racing_connects_both_succeed_and_migrate_once() {
+        let db = TestDb::create().await;
+        let url = db.url.clone();
+        let racers: Vec<_> = (0..4)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move { PgMetaStore::connect(&url, 2).await })
+            })
+            .collect();
+        for racer in racers {
+            let store = racer
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("a racing connect failed: {e}"));
+            store.ping().await.unwrap();
+        }
+        assert_eq!(schema_versions(&db.client().await).await, [SCHEMA_VERSION]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pg_handles_concurrent_writers() {
+        let db = TestDb::create().await;
+        let store = db.connect().await;
+        let tasks: Vec<_> = (0..32)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mut u = sample(Some(&format!("offset:{i}")));
+                    store.insert(&u).await.unwrap();
+                    u.state = UploadState::Complete;
+                    store.update(&u).await.unwrap();
+                    u.id
+                })
+            })
+            .collect();
+        for t in tasks {
+            let id = t.await.unwrap();
+            assert!(store.get(&id).await.unwrap().unwrap().is_complete());
+        }
+        assert!(store.list_incomplete().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn pg_refuses_a_newer_schema_and_leaves_it_alone() {
+        let db = TestDb::create().await;
+        let upload = sample(Some("offset:kept"));
+        db.connect().await.insert(&upload).await.unwrap();
+        let client = db.client().await;
+        client
+            .execute(
+                "UPDATE ferry_schema SET version = $1",
+                &[&(SCHEMA_VERSION + 1)],
+            )
+            .await
+            .unwrap();
+        let msg = message(PgMetaStore::connect(&db.url, 2).await);
+        assert!(
+            msg.contains(&format!(
+                "schema version {}, newer than the {SCHEMA_VERSION} this build understands",
+                SCHEMA_VERSION + 1
+            )),
+            "{msg}"
+        );
+        assert_eq!(schema_versions(&client).await, [SCHEMA_VERSION + 1]);
+        let rows: i64 = client
+            .query_one("SELECT count(*) FROM uploads", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(rows, 1, "the refused database lost its data");
+    }
+
+    #[tokio::test]
+    async fn pg_wrong_password_is_named_and_not_echoed() {
+        let db = TestDb::create().await;
+        let secret = "not-the-Password-42";
+        let user = user_of(&db.url);
+        let url = with_credentials(&db.url, &format!("{user}:{secret}"));
+        let msg = message(PgMetaStore::connect(&url, 2).await);
+        assert!(
+            msg.contains("password authentication failed") && msg.contains(&user),
+            "the message should name authentication and the user (is the server asking for \
+             passwords over TCP, as scripts/pg.sh sets it up?): {msg}"
+        );
+        assert!(!msg.contains(secret), "the password leaked: {msg}");
+        // No password at all, where the server asks for one.
+        let msg = message(PgMetaStore::connect(&with_credentials(&db.url, &user), 2).await);
+        assert!(msg.contains("asks for a password"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn pg_unreachable_server_is_an_error() {
+        // A port nobody listens on: bound, then released.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let secret = "hunter2-secret";
+        let url = format!("postgres://ferry:{secret}@127.0.0.1:{port}/ferry");
+        let msg = message(PgMetaStore::connect(&url, 2).await);
+        assert_eq!(
+            msg,
+            format!("could not connect to PostgreSQL at 127.0.0.1:{port}: connection refused")
+        );
+    }
+
+    #[tokio::test]
+    async fn pg_missing_database_is_named() {
+        let admin = admin_url();
+        let name = format!("ferry_missing_{}", UploadId::generate());
+        let msg = message(PgMetaStore::connect(&with_db(&admin, &name), 2).await);
+        assert!(
+            msg.contains(&format!("database \"{name}\" does not exist")),
+            "{msg}"
+        );
+        assert!(
+            !msg.contains("ferry-test-password"),
+            "the password leaked: {msg}"
+        );
+    }
+
+    #[tokio::test]
+    async fn pg_bad_urls_are_refused_without_echoing_them() {
+        let secret = "s3cr3t-value";
+        for url in [
+            format!("mysql://ferry:{secret}@127.0.0.1/db"),
+            format!("host=127.0.0.1 password={secret}"),
+            format!("postgres://ferry:{secret}@127.0.0.1:notaport/db"),
+            format!("postgres://ferry:{secret}@/db"),
+            format!("postgres://ferry:{secret}@127.0.0.1/db?sslmode=require"),
+            format!("postgres://ferry:{secret}@127.0.0.1/db?bogus=1"),
+        ] {
+            let msg = message(PgMetaStore::connect(&url, 2).await);
+            assert!(!msg.contains(secret), "the password leaked: {msg}");
+            assert!(msg.contains("PostgreSQL URL"), "{msg}");
+        }
+        let msg = message(PgMetaStore::connect("postgres://ferry@127.0.0.1/db", 0).await);
+        assert!(msg.contains("pool size"), "{msg}");
+    }
 }

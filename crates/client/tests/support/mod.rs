@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod chunked;
+pub mod pg;
 pub mod proc;
 
 use std::net::TcpListener;

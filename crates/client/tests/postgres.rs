@@ -1,0 +1,177 @@
+//! `ferry serve --database postgres://…` with the real binary and a real PostgreSQL (the
+//! throwaway cluster of `scripts/test.sh`): every dialect end to end through the CLI, the
+//! records surviving a `kill -9`, a second node sharing the database and the blob directory
+//! serving a file it never saw, and start-up refusals that name `--database` and never the
+//! password.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use support::pg::{TestDb, admin_url, with_db};
+use support::proc::{Server, request};
+use support::{assert_same_bytes, source};
+
+fn upload(root: &Path, port: u16, file: &str, extra: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args([
+            "upload",
+            file,
+            "--server",
+            &format!("http://127.0.0.1:{port}"),
+        ])
+        .args(["-q", "--retry-for", "20s", "--state-file"])
+        .arg(root.join(format!("{file}.state.json")))
+        .args(extra)
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "upload of {file}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn download_path(port: u16, url: &str) -> Vec<u8> {
+    let path = support::proc::path_of(url);
+    let r = request(port, "GET", path, &[], b"");
+    assert_eq!(r.status, 200, "GET {path}: {}", r.text());
+    r.body
+}
+
+#[test]
+fn every_dialect_works_on_postgresql_and_survives_a_kill() {
+    let db = TestDb::create("e2e");
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let mut srv = Server::new(root, &["--database", &db.url]);
+    srv.spawn();
+    let data = source(6 << 20, 91);
+    std::fs::write(root.join("f.bin"), &data).unwrap();
+    let mut urls = Vec::new();
+    for (name, extra) in [
+        ("ranges", vec!["--parallel", "3"]),
+        (
+            "tus",
+            vec![
+                "--protocol",
+                "tus",
+                "--parallel",
+                "3",
+                "--chunk-size",
+                "1MiB",
+            ],
+        ),
+        ("chunk", vec!["--protocol", "chunk", "--chunk-size", "1MiB"]),
+    ] {
+        let file = format!("{name}.bin");
+        std::fs::write(root.join(&file), &data).unwrap();
+        let url = upload(root, srv.port, &file, &extra);
+        assert_same_bytes(&download_path(srv.port, &url), &data, name);
+        urls.push(url);
+    }
+    // An unfinished tus upload, then kill -9: the record is in PostgreSQL, not in the process.
+    let r = request(
+        srv.port,
+        "POST",
+        "/files/",
+        &[
+            ("Tus-Resumable", "1.0.0".into()),
+            ("Upload-Length", "10".into()),
+            ("Content-Type", "application/offset+octet-stream".into()),
+        ],
+        b"01234",
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let loc = support::proc::path_of(r.header("location").unwrap()).to_owned();
+    srv.crash_and_restart();
+    let h = request(
+        srv.port,
+        "HEAD",
+        &loc,
+        &[("Tus-Resumable", "1.0.0".into())],
+        b"",
+    );
+    assert_eq!(
+        h.header("upload-offset"),
+        Some("5"),
+        "held bytes after kill -9"
+    );
+    for url in &urls {
+        assert_same_bytes(&download_path(srv.port, url), &data, url);
+    }
+    srv.kill();
+}
+
+#[test]
+fn a_second_node_on_the_same_database_and_storage_serves_what_the_first_stored() {
+    let db = TestDb::create("nodes");
+    let shared = tempfile::tempdir().unwrap();
+    let storage = format!("file://{}", shared.path().join("files").display());
+    let (ta, tb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = Server::new(ta.path(), &["--database", &db.url, "--storage", &storage]);
+    let mut b = Server::new(tb.path(), &["--database", &db.url, "--storage", &storage]);
+    a.spawn();
+    b.spawn();
+    let data = source(3 << 20, 92);
+    std::fs::write(ta.path().join("x.bin"), &data).unwrap();
+    let url = upload(ta.path(), a.port, "x.bin", &[]);
+    assert_same_bytes(&download_path(b.port, &url), &data, "download from node B");
+    // And the other way round, with tus.
+    std::fs::write(tb.path().join("y.bin"), &data).unwrap();
+    let url = upload(tb.path(), b.port, "y.bin", &["--protocol", "tus"]);
+    assert_same_bytes(&download_path(a.port, &url), &data, "download from node A");
+    a.kill();
+    b.kill();
+}
+
+/// `ferry serve` with `database`: exits non-zero before listening; its output.
+fn refused(database: &str) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut srv = Server::new(tmp.path(), &["--database", database]);
+    let status = srv
+        .try_spawn()
+        .expect_err("the server started with a database it cannot use");
+    assert!(!status.success());
+    std::fs::read_to_string(&srv.log).unwrap()
+}
+
+#[test]
+fn unusable_databases_stop_the_start_with_a_sentence_naming_the_flag() {
+    let admin = admin_url();
+    let db = TestDb::create("bad");
+    let secret = "not-the-password-8d1f";
+    let start = admin.find("://").unwrap() + 3;
+    let at = admin.find('@').unwrap();
+    let user = admin[start..at].split(':').next().unwrap();
+    let wrong = format!("postgres://{user}:{secret}@{}", &db.url[at + 1..]);
+    let cases = [
+        (wrong, "password authentication failed"),
+        (with_db(&admin, "no_such_database_here"), "does not exist"),
+        (
+            format!("postgres://{user}:{secret}@127.0.0.1:1/x"),
+            "connection refused",
+        ),
+        (
+            format!("postgres://{user}:{secret}@127.0.0.1:notaport/x"),
+            "invalid",
+        ),
+    ];
+    for (url, why) in cases {
+        let log = refused(&url);
+        assert!(log.contains("--database"), "{url}: {log}");
+        assert!(log.contains(why), "{url}: expected {why:?} in {log}");
+        assert!(!log.contains(secret), "the password leaked: {log}");
+    }
+    // A schema newer than this build: refused, untouched.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut srv = Server::new(tmp.path(), &["--database", &db.url]);
+    srv.spawn();
+    srv.kill();
+    db.exec("UPDATE ferry_schema SET version = version + 100");
+    let log = refused(&db.url);
+    assert!(log.contains("newer than"), "{log}");
+}

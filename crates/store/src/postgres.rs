@@ -1,0 +1,539 @@
+//! [`PgMetaStore`]: upload records in a PostgreSQL database, shared by several ferry nodes.
+//!
+//! tokio-postgres rather than sqlx: an async driver without compile-time query checking (so
+//! no database at build time) and without the type conversions we do not use, under a small
+//! deadpool pool. Statements are prepared once per pooled connection
+//! (`prepare_cached`), so a call after the first on a connection is one round trip.
+//!
+//! Connections are made without TLS (`NoTls`): use this backend on a trusted network or
+//! over a local socket for now. A URL asking for `sslmode=require` is refused rather than
+//! silently downgraded; TLS to PostgreSQL can come later.
+//!
+//! # Schema
+//!
+//! The same layout as the SQLite store: one table, `uploads`, whose `record` holds the
+//! whole [`Upload`] as JSON text and is the source of truth; `key`, `state`, `dialect`,
+//! `updated_at`, `owner` and `size` are copies of its fields kept as columns for lookups by
+//! key (`UNIQUE`), the sweeps (index on `(state, updated_at)`) and the per-owner usage sums
+//! (index on `(owner, state)`). `record` is `TEXT`, not `JSONB`: the record is opaque to
+//! the database, `JSONB` would refuse a `\u0000` that a client can put in its metadata, and
+//! text stores the bytes serde wrote without a parse on every write. `version` counts the
+//! updates of a row (0 on insert), for compare-and-set updates across nodes later.
+//!
+//! The schema version lives in the one row of `ferry_schema`. Migrations run in one
+//! transaction that first takes a transaction-scoped advisory lock, so nodes starting at
+//! the same time apply them once, one after the other; a database written by a newer build
+//! is refused without any change. Versions count independently of the SQLite store's.
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use ferry_core::crash;
+use ferry_core::store::{MetaError, MetaStore, Usage};
+use ferry_core::upload::{Timestamp, Upload, UploadId, UploadState};
+use std::error::Error as _;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Config, NoTls};
+
+/// Schema version this code writes and understands; stored in `ferry_schema.version`.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// Key of the advisory lock that serialises migrations ("ferry_mi" in ASCII). Advisory
+/// locks are per database, so this only ever contends with other ferry nodes on it.
+const MIGRATION_LOCK: i64 = 0x6665_7272_795f_6d69;
+
+/// Migrations in order: entry `n` takes the schema from version `n` to `n + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 0 → 1: the initial schema, equivalent to version 3 of the SQLite store, plus the
+    // row version for compare-and-set updates.
+    "CREATE TABLE uploads (
+        id         TEXT PRIMARY KEY,
+        key        TEXT UNIQUE,
+        state      TEXT NOT NULL,
+        dialect    TEXT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        record     TEXT NOT NULL,
+        owner      TEXT,
+        size       BIGINT NOT NULL DEFAULT 0,
+        version    BIGINT NOT NULL DEFAULT 0
+    );
+    CREATE INDEX uploads_state_updated_at ON uploads (state, updated_at);
+    CREATE INDEX uploads_owner_state ON uploads (owner, state);",
+];
+
+/// How long opening a TCP connection may take when the URL sets no `connect_timeout`: an
+/// unreachable host then fails start-up (or a request) in seconds, not minutes.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+const INSERT: &str = "INSERT INTO uploads
+    (id, key, state, dialect, updated_at, record, owner, size, version)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0)";
+const UPDATE: &str = "UPDATE uploads
+    SET key = $2, state = $3, dialect = $4, updated_at = $5, record = $6, owner = $7,
+        size = $8, version = version + 1
+    WHERE id = $1";
+const DELETE: &str = "DELETE FROM uploads WHERE id = $1";
+const GET: &str = "SELECT record FROM uploads WHERE id = $1";
+const GET_BY_KEY: &str = "SELECT record FROM uploads WHERE key = $1";
+const LIST_STALE: &str = "SELECT id FROM uploads WHERE state = $1 AND updated_at < $2
+    ORDER BY updated_at, id";
+const LIST_INCOMPLETE: &str = "SELECT id FROM uploads WHERE state = $1 ORDER BY updated_at, id";
+// Two statements rather than `owner IS NOT DISTINCT FROM $1`, which no index serves.
+const USAGE_OF: &str = "SELECT COUNT(*) FILTER (WHERE state = $2), COALESCE(SUM(size), 0)::BIGINT
+    FROM uploads WHERE owner = $1";
+const USAGE_OF_NOBODY: &str =
+    "SELECT COUNT(*) FILTER (WHERE state = $1), COALESCE(SUM(size), 0)::BIGINT
+    FROM uploads WHERE owner IS NULL";
+const PING: &str = "SELECT version FROM ferry_schema";
+
+/// Metadata store on PostgreSQL. Cheap to clone; clones share the pool.
+#[derive(Clone)]
+pub struct PgMetaStore {
+    pool: Pool,
+    target: Arc<Target>,
+}
+
+/// What error messages say about the server: never the password.
+struct Target {
+    /// `host:port` (or socket path) of each server the URL names.
+    at: String,
+    user: String,
+    dbname: String,
+}
+
+impl PgMetaStore {
+    /// Connects to the database at `url` (`postgres://user:password@host:port/dbname`, or
+    /// `postgresql://`) with a pool of at most `pool_size` connections, checks out one
+    /// connection (so a wrong password, an unreachable server or a missing database fail
+    /// here, with a sentence saying which) and brings the schema up to date.
+    pub async fn connect(url: &str, pool_size: usize) -> Result<Self, MetaError> {
+        let (config, target) = parse_url(url)?;
+        if pool_size == 0 {
+            return Err(MetaError::Backend(
+                "the PostgreSQL pool size must be at least 1".to_owned(),
+            ));
+        }
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                // A closed connection is dropped; no query on checkout, and no `DISCARD
+                // ALL`, which would throw away the prepared statements.
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size)
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| MetaError::Backend(format!("cannot build the PostgreSQL pool: {e}")))?;
+        let store = PgMetaStore {
+            pool,
+            target: Arc::new(target),
+        };
+        let mut client = store.client().await?;
+        migrate(&mut client).await.map_err(|e| match e {
+            Migration::Refused(msg) => MetaError::Backend(msg),
+            Migration::Db(e) => MetaError::Backend(format!(
+                "migrating the metadata schema at {} failed: {}",
+                store.target.at,
+                chain(&e)
+            )),
+        })?;
+        Ok(store)
+    }
+
+    /// Checks out a pooled connection, opening one if needed.
+    async fn client(&self) -> Result<deadpool_postgres::Object, MetaError> {
+        self.pool.get().await.map_err(|e| match e {
+            PoolError::Backend(e) => MetaError::Backend(connect_error(&self.target, &e)),
+            other => MetaError::Backend(format!(
+                "no connection to PostgreSQL at {}: {other}",
+                self.target.at
+            )),
+        })
+    }
+}
+
+/// Parses the URL and describes its target for error messages.
+fn parse_url(url: &str) -> Result<(Config, Target), MetaError> {
+    // Only the URL form: the key=value form would parse too, but its errors could quote
+    // the string back, password included.
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(MetaError::Backend(
+            "the PostgreSQL URL must start with postgres:// or postgresql://".to_owned(),
+        ));
+    }
+    // tokio-postgres' parse errors name the offending option, never a value.
+    let mut config: Config = url
+        .parse()
+        .map_err(|e| MetaError::Backend(format!("the PostgreSQL URL is invalid: {}", chain(&e))))?;
+    if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
+        return Err(MetaError::Backend(
+            "the PostgreSQL URL names no host".to_owned(),
+        ));
+    }
+    if config.get_ssl_mode() == SslMode::Require {
+        return Err(MetaError::Backend(
+            "the PostgreSQL URL asks for sslmode=require, but this build connects without TLS"
+                .to_owned(),
+        ));
+    }
+    // Prefer (the default) would ask the server for TLS first and fall back; say what we do.
+    config.ssl_mode(SslMode::Disable);
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("ferry");
+    }
+    let ports = config.get_ports();
+    let port = |i: usize| match ports {
+        [] => 5432,
+        [one] => *one,
+        many => many.get(i).copied().unwrap_or(5432),
+    };
+    let at: Vec<String> = if config.get_hosts().is_empty() {
+        config
+            .get_hostaddrs()
+            .iter()
+            .enumerate()
+            .map(|(i, ip)| match ip {
+                std::net::IpAddr::V6(v6) => format!("[{v6}]:{}", port(i)),
+                v4 => format!("{v4}:{}", port(i)),
+            })
+            .collect()
+    } else {
+        config
+            .get_hosts()
+            .iter()
+            .enumerate()
+            .map(|(i, host)| match host {
+                Host::Tcp(name) if name.contains(':') => format!("[{name}]:{}", port(i)),
+                Host::Tcp(name) => format!("{name}:{}", port(i)),
+                Host::Unix(dir) => format!("{}/.s.PGSQL.{}", dir.display(), port(i)),
+            })
+            .collect()
+    };
+    let user = config
+        .get_user()
+        .map(str::to_owned)
+        .unwrap_or_else(|| "(the login name)".to_owned());
+    let dbname = config
+        .get_dbname()
+        .map(str::to_owned)
+        .unwrap_or_else(|| user.clone());
+    let target = Target {
+        at: at.join(", "),
+        user,
+        dbname,
+    };
+    Ok((config, target))
+}
+
+/// A sentence for a failure to open a connection: which of server, credentials or
+/// database is wrong. Built from the server's answer and the socket error, never the URL.
+fn connect_error(target: &Target, e: &tokio_postgres::Error) -> String {
+    let Target { at, user, dbname } = target;
+    if let Some(db) = e.as_db_error() {
+        let code = db.code();
+        return if *code == SqlState::INVALID_PASSWORD {
+            format!("PostgreSQL at {at}: password authentication failed for user {user:?}")
+        } else if *code == SqlState::INVALID_CATALOG_NAME {
+            format!("PostgreSQL at {at}: database {dbname:?} does not exist")
+        } else if *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
+            format!("PostgreSQL at {at} refused user {user:?}: {}", db.message())
+        } else {
+            format!(
+                "PostgreSQL at {at} refused the connection: {}",
+                db.message()
+            )
+        };
+    }
+    let mut source = e.source();
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            let why = match io.kind() {
+                io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+                io::ErrorKind::TimedOut => "timed out".to_owned(),
+                io::ErrorKind::NotFound => "no such socket".to_owned(),
+                io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+                _ => io.to_string(),
+            };
+            return format!("could not connect to PostgreSQL at {at}: {why}");
+        }
+        source = err.source();
+    }
+    let why = chain(e);
+    if why.ends_with("password missing") {
+        return format!(
+            "PostgreSQL at {at} asks for a password for user {user:?}, and the URL has none"
+        );
+    }
+    // A connection closed during the handshake, an authentication method the driver
+    // lacks, ...
+    format!("could not connect to PostgreSQL at {at} as user {user:?}: {why}")
+}
+
+/// `e` and its causes: tokio-postgres' own `Display` names only the kind of failure ("db
+/// error", "invalid connection string") and leaves the server's message to the source.
+fn chain(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(err) = source {
+        text.push_str(": ");
+        text.push_str(&err.to_string());
+        source = err.source();
+    }
+    text
+}
+
+enum Migration {
+    /// Refused on purpose, with the sentence to show.
+    Refused(String),
+    Db(tokio_postgres::Error),
+}
+
+impl From<tokio_postgres::Error> for Migration {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Migration::Db(e)
+    }
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`] in one transaction under the migration lock,
+/// refusing a database written by a newer version rather than guessing at its layout.
+async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), Migration> {
+    let tx = client.transaction().await?;
+    // Held until commit or rollback: a second node starting now waits here, then finds
+    // the schema current.
+    tx.batch_execute(&format!(
+        "SELECT pg_advisory_xact_lock({MIGRATION_LOCK});
+         CREATE TABLE IF NOT EXISTS ferry_schema (version INT NOT NULL);"
+    ))
+    .await?;
+    let rows = tx.query("SELECT version FROM ferry_schema", &[]).await?;
+    let current: i32 = match rows.as_slice() {
+        [] => 0,
+        [row] => row.try_get(0)?,
+        more => {
+            return Err(Migration::Refused(format!(
+                "the metadata database's ferry_schema table has {} rows instead of one",
+                more.len()
+            )));
+        }
+    };
+    // Returning drops `tx`, which rolls back: nothing changes in a refused database.
+    if current > SCHEMA_VERSION {
+        return Err(Migration::Refused(format!(
+            "the metadata database has schema version {current}, newer than the {SCHEMA_VERSION} this build understands"
+        )));
+    }
+    if current < 0 {
+        return Err(Migration::Refused(format!(
+            "the metadata database has an invalid schema version {current}"
+        )));
+    }
+    for sql in MIGRATIONS.iter().skip(current as usize) {
+        tx.batch_execute(sql).await?;
+    }
+    if current < SCHEMA_VERSION {
+        let sql = if rows.is_empty() {
+            "INSERT INTO ferry_schema (version) VALUES ($1)"
+        } else {
+            "UPDATE ferry_schema SET version = $1"
+        };
+        tx.execute(sql, &[&SCHEMA_VERSION]).await?;
+    }
+    tx.commit().await?;
+    if current < SCHEMA_VERSION {
+        tracing::info!(
+            from = current,
+            to = SCHEMA_VERSION,
+            "migrated the PostgreSQL metadata schema"
+        );
+    }
+    Ok(())
+}
+
+fn backend(e: tokio_postgres::Error) -> MetaError {
+    MetaError::Backend(format!("metadata database: {}", chain(&e)))
+}
+
+/// Maps a uniqueness failure (duplicate id or key) to [`MetaError::Conflict`].
+fn write_error(e: tokio_postgres::Error) -> MetaError {
+    if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+        MetaError::Conflict
+    } else {
+        backend(e)
+    }
+}
+
+fn state_name(state: UploadState) -> &'static str {
+    match state {
+        UploadState::Receiving => "receiving",
+        UploadState::Complete => "complete",
+    }
+}
+
+/// The column values of one record.
+struct Row {
+    record: String,
+    state: &'static str,
+    dialect: &'static str,
+    size: i64,
+}
+
+impl Row {
+    fn of(upload: &Upload) -> Result<Self, MetaError> {
+        Ok(Row {
+            record: serde_json::to_string(upload).map_err(|e| {
+                MetaError::Backend(format!("cannot encode upload {}: {e}", upload.id))
+            })?,
+            state: state_name(upload.state),
+            dialect: upload.dialect.name(),
+            size: i64::try_from(upload.length.unwrap_or_else(|| upload.held.prefix_end()))
+                .unwrap_or(i64::MAX),
+        })
+    }
+}
+
+fn decode(json: &str) -> Result<Upload, MetaError> {
+    serde_json::from_str(json)
+        .map_err(|e| MetaError::Backend(format!("stored upload record is unreadable: {e}")))
+}
+
+fn parse_id(s: &str) -> Result<UploadId, MetaError> {
+    UploadId::parse(s)
+        .ok_or_else(|| MetaError::Backend(format!("stored upload id {s:?} is malformed")))
+}
+
+impl PgMetaStore {
+    /// Writes `upload` with `sql` (INSERT or UPDATE, same parameters); returns rows changed.
+    async fn write(&self, sql: &str, upload: &Upload) -> Result<u64, MetaError> {
+        let row = Row::of(upload)?;
+        let client = self.client().await?;
+        let st = client.prepare_cached(sql).await.map_err(backend)?;
+        client
+            .execute(
+                &st,
+                &[
+                    &upload.id.as_str(),
+                    &upload.key,
+                    &row.state,
+                    &row.dialect,
+                    &upload.updated_at.0,
+                    &row.record,
+                    &upload.owner,
+                    &row.size,
+                ],
+            )
+            .await
+            .map_err(write_error)
+    }
+
+    async fn get_where(&self, sql: &str, value: &str) -> Result<Option<Upload>, MetaError> {
+        let client = self.client().await?;
+        let st = client.prepare_cached(sql).await.map_err(backend)?;
+        let row = client.query_opt(&st, &[&value]).await.map_err(backend)?;
+        match row {
+            Some(row) => decode(row.try_get::<_, &str>(0).map_err(backend)?).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn ids(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<UploadId>, MetaError> {
+        let client = self.client().await?;
+        let st = client.prepare_cached(sql).await.map_err(backend)?;
+        let rows = client.query(&st, params).await.map_err(backend)?;
+        rows.iter()
+            .map(|row| parse_id(row.try_get::<_, &str>(0).map_err(backend)?))
+            .collect()
+    }
+}
+
+#[async_trait]
+impl MetaStore for PgMetaStore {
+    async fn insert(&self, upload: &Upload) -> Result<(), MetaError> {
+        self.write(INSERT, upload).await?;
+        crash::event("meta.insert", || upload.id.to_string());
+        Ok(())
+    }
+
+    async fn get(&self, id: &UploadId) -> Result<Option<Upload>, MetaError> {
+        self.get_where(GET, id.as_str()).await
+    }
+
+    async fn get_by_key(&self, key: &str) -> Result<Option<Upload>, MetaError> {
+        self.get_where(GET_BY_KEY, key).await
+    }
+
+    async fn update(&self, upload: &Upload) -> Result<(), MetaError> {
+        // Zero rows changed means the upload was deleted meanwhile, which the contract
+        // makes a no-op. A key taken by another upload is a conflict, as on insert.
+        self.write(UPDATE, upload).await?;
+        crash::event("meta.update", || upload.id.to_string());
+        Ok(())
+    }
+
+    async fn delete(&self, id: &UploadId) -> Result<(), MetaError> {
+        let client = self.client().await?;
+        let st = client.prepare_cached(DELETE).await.map_err(backend)?;
+        client
+            .execute(&st, &[&id.as_str()])
+            .await
+            .map_err(backend)?;
+        crash::event("meta.delete", || id.to_string());
+        Ok(())
+    }
+
+    async fn list_stale(&self, before: Timestamp) -> Result<Vec<UploadId>, MetaError> {
+        let receiving = state_name(UploadState::Receiving);
+        self.ids(LIST_STALE, &[&receiving, &before.0]).await
+    }
+
+    async fn list_incomplete(&self) -> Result<Vec<UploadId>, MetaError> {
+        let receiving = state_name(UploadState::Receiving);
+        self.ids(LIST_INCOMPLETE, &[&receiving]).await
+    }
+
+    async fn usage(&self, owner: Option<&str>) -> Result<Usage, MetaError> {
+        let receiving = state_name(UploadState::Receiving);
+        let client = self.client().await?;
+        let row = match owner {
+            Some(owner) => {
+                let st = client.prepare_cached(USAGE_OF).await.map_err(backend)?;
+                client.query_one(&st, &[&owner, &receiving]).await
+            }
+            None => {
+                let st = client
+                    .prepare_cached(USAGE_OF_NOBODY)
+                    .await
+                    .map_err(backend)?;
+                client.query_one(&st, &[&receiving]).await
+            }
+        }
+        .map_err(backend)?;
+        let incomplete: i64 = row.try_get(0).map_err(backend)?;
+        let stored_bytes: i64 = row.try_get(1).map_err(backend)?;
+        Ok(Usage {
+            incomplete: incomplete.max(0) as u64,
+            stored_bytes: stored_bytes.max(0) as u64,
+        })
+    }
+
+    async fn ping(&self) -> Result<(), MetaError> {
+        // Touches the schema, so a database that lost its tables fails here rather than on
+        // the next upload.
+        let client = self.client().await?;
+        let st = client.prepare_cached(PING).await.map_err(backend)?;
+        client.query(&st, &[]).await.map_err(backend)?;
+        Ok(())
+    }
+}
