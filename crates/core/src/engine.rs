@@ -104,6 +104,10 @@ impl Stats {
     }
 }
 
+/// How often a commit re-reads a record another node changed meanwhile before giving up
+/// with [`EngineError::Busy`].
+const STALE_RETRIES: u32 = 16;
+
 /// What a front asks for when it creates an upload.
 #[derive(Clone, Debug)]
 pub struct NewUpload {
@@ -315,6 +319,7 @@ impl Engine {
             created_at: now,
             updated_at: now,
             completed_at: None,
+            version: 0,
         };
         self.0.blobs.create(&upload.id).await?;
         match self.0.meta.insert(&upload).await {
@@ -383,7 +388,7 @@ impl Engine {
             }
             u.length = Some(length);
             u.updated_at = Timestamp::now();
-            self.0.meta.update(&u).await?;
+            self.save(&mut u).await?;
             u
         };
         drop(lock);
@@ -419,7 +424,7 @@ impl Engine {
         let stale_staging = u.chunks.as_ref().is_some_and(|c| !c.staged.is_empty());
         u.chunks = Some(layout);
         u.updated_at = Timestamp::now();
-        self.0.meta.update(&u).await?;
+        self.save(&mut u).await?;
         if stale_staging {
             tracing::debug!(id = %u.id, "layout replaced; staged chunks of the old layout are dropped");
         }
@@ -1092,25 +1097,51 @@ impl Engine {
         &self,
         id: &UploadId,
         lock: &Arc<UploadLock>,
-        change: impl FnOnce(&mut Upload) -> Result<(), EngineError>,
+        mut change: impl FnMut(&mut Upload) -> Result<(), EngineError>,
         hasher: Option<&Hasher>,
     ) -> Result<Upload, EngineError> {
         crash::point("engine.commit");
         let _c = lock.commit.lock().await;
-        let mut u = self.get(id).await?;
-        change(&mut u)?;
-        if let Some(h) = hasher {
-            let stored = u.hash_progress.as_ref().map_or(0, |p| p.position);
-            if h.position() > stored || u.hash_progress.is_none() {
-                u.hash_progress = Some(HashProgress {
-                    position: h.position(),
-                    state_hex: hex::encode(h.save()),
-                });
+        // The commit mutex serialises this process; the record's version serialises
+        // processes sharing the database: a stale read is read again and the change
+        // re-applied (changes are range insertions and state steps, safe to re-apply).
+        let mut tries = 0;
+        loop {
+            let mut u = self.get(id).await?;
+            change(&mut u)?;
+            if let Some(h) = hasher {
+                let stored = u.hash_progress.as_ref().map_or(0, |p| p.position);
+                if h.position() > stored || u.hash_progress.is_none() {
+                    u.hash_progress = Some(HashProgress {
+                        position: h.position(),
+                        state_hex: hex::encode(h.save()),
+                    });
+                }
+            }
+            u.updated_at = Timestamp::now();
+            match self.0.meta.update(&u).await {
+                Ok(()) => {
+                    u.version += 1;
+                    return Ok(u);
+                }
+                Err(MetaError::Stale) if tries < STALE_RETRIES => tries += 1,
+                Err(MetaError::Stale) => return Err(EngineError::Busy),
+                Err(e) => return Err(e.into()),
             }
         }
-        u.updated_at = Timestamp::now();
-        self.0.meta.update(&u).await?;
-        Ok(u)
+    }
+
+    /// Writes a record read under the commit mutex; a record another node changed since
+    /// is [`EngineError::Busy`] (the client's retry finds the new state).
+    async fn save(&self, u: &mut Upload) -> Result<(), EngineError> {
+        match self.0.meta.update(u).await {
+            Ok(()) => {
+                u.version += 1;
+                Ok(())
+            }
+            Err(MetaError::Stale) => Err(EngineError::Busy),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// After a commit: finish the upload when every byte is held, otherwise let the hasher
@@ -1316,7 +1347,13 @@ impl Engine {
         if let Some(c) = u.chunks.as_mut() {
             c.staged.clear();
         }
-        self.0.meta.update(&u).await?;
+        if let Err(e) = self.save(&mut u).await {
+            // Another node may have completed it meanwhile, which is what we wanted.
+            return match self.get(id).await {
+                Ok(done) if done.is_complete() => Ok(done),
+                _ => Err(e),
+            };
+        }
         Stats::add(&self.0.stats.completed, u.dialect, 1);
         tracing::info!(%id, length = len, rehashed = rehash, finalize_ms = started.elapsed().as_millis() as u64, "upload complete");
         Ok(u)
@@ -1373,7 +1410,7 @@ impl Engine {
                     if let Some(Concat::Partial { finals }) = part.concat.as_mut()
                         && !finals.contains(&final_id)
                     {
-                        finals.push(final_id);
+                        finals.push(final_id.clone());
                     }
                     Ok(())
                 },
@@ -1437,7 +1474,12 @@ impl Engine {
         u.content_digest = Some(digest);
         u.completed_at = Some(now);
         u.updated_at = now;
-        self.0.meta.update(&u).await?;
+        if let Err(e) = self.save(&mut u).await {
+            return match self.get(id).await {
+                Ok(done) if done.is_complete() => Ok(done),
+                _ => Err(e),
+            };
+        }
         Stats::add(&self.0.stats.completed, u.dialect, 1);
         tracing::info!(%id, length = offset, parts = loaded.len(), assemble_ms = started.elapsed().as_millis() as u64, "final upload assembled");
         crash::point("engine.assemble.committed");

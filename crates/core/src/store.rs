@@ -18,6 +18,10 @@ pub enum MetaError {
     /// `insert` found another upload with the same id or key.
     #[error("an upload with this key already exists")]
     Conflict,
+    /// `update` found the record changed since it was read (another request, maybe on
+    /// another node, updated it first): read it again and re-apply the change.
+    #[error("the upload record changed since it was read")]
+    Stale,
     #[error("metadata backend failed: {0}")]
     Backend(String),
 }
@@ -39,7 +43,10 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn insert(&self, upload: &Upload) -> Result<(), MetaError>;
     async fn get(&self, id: &UploadId) -> Result<Option<Upload>, MetaError>;
     async fn get_by_key(&self, key: &str) -> Result<Option<Upload>, MetaError>;
-    /// Replaces the stored record of `upload.id` (no-op if it was deleted meanwhile).
+    /// Replaces the stored record of `upload.id` if it is still at `upload.version`, and
+    /// moves it to `upload.version + 1`; [`MetaError::Stale`] when another update came
+    /// first; a no-op if the upload was deleted meanwhile. (Compare-and-set: the only way
+    /// several nodes can share one database without losing each other's changes.)
     async fn update(&self, upload: &Upload) -> Result<(), MetaError>;
     async fn delete(&self, id: &UploadId) -> Result<(), MetaError>;
     /// Incomplete uploads not updated since `before`.

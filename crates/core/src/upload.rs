@@ -189,6 +189,11 @@ pub struct Upload {
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub completed_at: Option<Timestamp>,
+    /// How many times the stored record was updated, as read. An update applies only to the
+    /// version it was read at ([`crate::store::MetaStore::update`]), so two nodes changing
+    /// one upload never lose each other's change. Kept by the store beside the record.
+    #[serde(skip)]
+    pub version: u64,
 }
 
 impl Upload {

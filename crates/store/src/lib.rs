@@ -84,6 +84,7 @@ fn full_upload() -> Upload {
         created_at: Timestamp(1_700_000_000_000),
         updated_at: Timestamp(1_700_000_100_000),
         completed_at: None,
+        version: 0,
         id,
     }
 }
@@ -110,6 +111,7 @@ fn plain_upload(state: UploadState, updated_at: Timestamp) -> Upload {
         created_at: updated_at,
         updated_at,
         completed_at: (state == UploadState::Complete).then_some(updated_at),
+        version: 0,
     }
 }
 
@@ -195,10 +197,25 @@ pub async fn meta_store_suite(store: Meta) {
     let new_key = format!("offset:{}", UploadId::generate());
     updated.key = Some(new_key.clone());
     store.update(&updated).await.expect("update failed");
+    updated.version += 1;
     assert_eq!(
         store.get(&full.id).await.expect("get failed").as_ref(),
         Some(&updated),
-        "get after update did not return the updated record"
+        "get after update did not return the updated record (at the next version)"
+    );
+
+    // Compare-and-set: an update from a copy read before that one is stale and changes
+    // nothing; re-read, it applies.
+    let mut late = full.clone();
+    late.metadata.insert("late".to_owned(), "x".to_owned());
+    assert!(
+        matches!(store.update(&late).await, Err(MetaError::Stale)),
+        "an update of a record changed since it was read must be refused as stale"
+    );
+    assert_eq!(
+        store.get(&full.id).await.expect("get failed").as_ref(),
+        Some(&updated),
+        "a stale update changed the record"
     );
     assert_eq!(
         store
@@ -299,6 +316,7 @@ pub async fn meta_store_suite(store: Meta) {
     let mut refreshed = old_receiving.clone();
     refreshed.updated_at = Timestamp(4_000_000);
     store.update(&refreshed).await.expect("update failed");
+    refreshed.version += 1;
     let stale = store.list_stale(cut).await.expect("list_stale failed");
     assert!(
         !stale.contains(&old_receiving.id),
@@ -390,6 +408,7 @@ pub async fn meta_store_suite(store: Meta) {
     let mut grown = owned[1].clone();
     grown.length = Some(2_000);
     store.update(&grown).await.expect("update failed");
+    grown.version += 1;
     assert_eq!(
         store.usage(Some(&owner)).await.unwrap().stored_bytes,
         8_000,

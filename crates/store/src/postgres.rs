@@ -71,13 +71,18 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const INSERT: &str = "INSERT INTO uploads
     (id, key, state, dialect, updated_at, record, owner, size, version)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0)";
-const UPDATE: &str = "UPDATE uploads
-    SET key = $2, state = $3, dialect = $4, updated_at = $5, record = $6, owner = $7,
-        size = $8, version = version + 1
-    WHERE id = $1";
+// One round trip that also tells a stale version (the row exists, the update did not
+// apply) from a deleted upload (no row): the `EXISTS` reads the snapshot before the update.
+const UPDATE: &str = "WITH changed AS (
+        UPDATE uploads
+        SET key = $2, state = $3, dialect = $4, updated_at = $5, record = $6, owner = $7,
+            size = $8, version = version + 1
+        WHERE id = $1 AND version = $9
+        RETURNING 1)
+    SELECT (SELECT count(*) FROM changed), EXISTS (SELECT 1 FROM uploads WHERE id = $1)";
 const DELETE: &str = "DELETE FROM uploads WHERE id = $1";
-const GET: &str = "SELECT record FROM uploads WHERE id = $1";
-const GET_BY_KEY: &str = "SELECT record FROM uploads WHERE key = $1";
+const GET: &str = "SELECT record, version FROM uploads WHERE id = $1";
+const GET_BY_KEY: &str = "SELECT record, version FROM uploads WHERE key = $1";
 const LIST_STALE: &str = "SELECT id FROM uploads WHERE state = $1 AND updated_at < $2
     ORDER BY updated_at, id";
 const LIST_INCOMPLETE: &str = "SELECT id FROM uploads WHERE state = $1 ORDER BY updated_at, id";
@@ -439,7 +444,11 @@ impl PgMetaStore {
         let st = client.prepare_cached(sql).await.map_err(backend)?;
         let row = client.query_opt(&st, &[&value]).await.map_err(backend)?;
         match row {
-            Some(row) => decode(row.try_get::<_, &str>(0).map_err(backend)?).map(Some),
+            Some(row) => {
+                let mut u = decode(row.try_get::<_, &str>(0).map_err(backend)?)?;
+                u.version = row.try_get::<_, i64>(1).map_err(backend)?.max(0) as u64;
+                Ok(Some(u))
+            }
             None => Ok(None),
         }
     }
@@ -475,9 +484,34 @@ impl MetaStore for PgMetaStore {
     }
 
     async fn update(&self, upload: &Upload) -> Result<(), MetaError> {
-        // Zero rows changed means the upload was deleted meanwhile, which the contract
-        // makes a no-op. A key taken by another upload is a conflict, as on insert.
-        self.write(UPDATE, upload).await?;
+        // A key taken by another upload is a conflict, as on insert; a deleted upload is a
+        // no-op; a row at another version is stale.
+        let row = Row::of(upload)?;
+        let version = i64::try_from(upload.version).unwrap_or(i64::MAX);
+        let client = self.client().await?;
+        let st = client.prepare_cached(UPDATE).await.map_err(backend)?;
+        let answer = client
+            .query_one(
+                &st,
+                &[
+                    &upload.id.as_str(),
+                    &upload.key,
+                    &row.state,
+                    &row.dialect,
+                    &upload.updated_at.0,
+                    &row.record,
+                    &upload.owner,
+                    &row.size,
+                    &version,
+                ],
+            )
+            .await
+            .map_err(write_error)?;
+        let changed: i64 = answer.try_get(0).map_err(backend)?;
+        let exists: bool = answer.try_get(1).map_err(backend)?;
+        if changed == 0 && exists {
+            return Err(MetaError::Stale);
+        }
         crash::event("meta.update", || upload.id.to_string());
         Ok(())
     }

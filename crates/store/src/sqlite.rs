@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// Schema version this code writes and understands; stored in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Migrations in order: entry `n` takes the schema from version `n` to `n + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -50,6 +50,8 @@ const MIGRATIONS: &[&str] = &[
     // ETag of their id); files assembled from now on carry a digest of their bytes.
     "UPDATE uploads SET record = json_remove(record, '$.content_digest')
      WHERE state = 'complete' AND json_extract(record, '$.concat.final') IS NOT NULL;",
+    // 3 → 4: the record's version, for compare-and-set updates (`MetaStore::update`).
+    "ALTER TABLE uploads ADD COLUMN version INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// How long a statement waits for a lock held by another connection (an operator's
@@ -210,12 +212,21 @@ fn decode(json: &str) -> Result<Upload, MetaError> {
 }
 
 fn get_where(conn: &Connection, column: &str, value: &str) -> Result<Option<Upload>, MetaError> {
-    let sql = format!("SELECT record FROM uploads WHERE {column} = ?1");
-    let json: Option<String> = conn
+    let sql = format!("SELECT record, version FROM uploads WHERE {column} = ?1");
+    let found: Option<(String, i64)> = conn
         .prepare_cached(&sql)
-        .and_then(|mut st| st.query_row([value], |row| row.get(0)).optional())
+        .and_then(|mut st| {
+            st.query_row([value], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()
+        })
         .map_err(backend)?;
-    json.as_deref().map(decode).transpose()
+    found
+        .map(|(json, version)| {
+            let mut u = decode(&json)?;
+            u.version = version.max(0) as u64;
+            Ok(u)
+        })
+        .transpose()
 }
 
 fn ids(
@@ -279,28 +290,40 @@ impl MetaStore for SqliteMetaStore {
     async fn update(&self, upload: &Upload) -> Result<(), MetaError> {
         let row = Row::of(upload)?;
         let (id, key, updated_at) = (upload.id.clone(), upload.key.clone(), upload.updated_at.0);
+        let version = i64::try_from(upload.version).unwrap_or(i64::MAX);
         self.with_conn(move |conn| {
             // Zero rows changed means the upload was deleted meanwhile, which the contract
             // makes a no-op. A key taken by another upload is a conflict, as on insert.
-            conn.prepare_cached(
-                "UPDATE uploads
-                 SET key = ?2, state = ?3, dialect = ?4, updated_at = ?5, record = ?6,
-                     owner = ?7, size = ?8
-                 WHERE id = ?1",
-            )
-            .and_then(|mut st| {
-                st.execute(params![
-                    id.as_str(),
-                    key,
-                    row.state,
-                    row.dialect,
-                    updated_at,
-                    row.record,
-                    row.owner,
-                    row.size
-                ])
-            })
-            .map_err(write_error)?;
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE uploads
+                     SET key = ?2, state = ?3, dialect = ?4, updated_at = ?5, record = ?6,
+                         owner = ?7, size = ?8, version = version + 1
+                     WHERE id = ?1 AND version = ?9",
+                )
+                .and_then(|mut st| {
+                    st.execute(params![
+                        id.as_str(),
+                        key,
+                        row.state,
+                        row.dialect,
+                        updated_at,
+                        row.record,
+                        row.owner,
+                        row.size,
+                        version
+                    ])
+                })
+                .map_err(write_error)?;
+            if changed == 0 {
+                let exists = conn
+                    .prepare_cached("SELECT 1 FROM uploads WHERE id = ?1")
+                    .and_then(|mut st| st.exists([id.as_str()]))
+                    .map_err(backend)?;
+                if exists {
+                    return Err(MetaError::Stale);
+                }
+            }
             crash::event("meta.update", || id.to_string());
             Ok(())
         })

@@ -34,6 +34,7 @@ fn sample(key: Option<&str>) -> Upload {
         created_at: Timestamp(1),
         updated_at: Timestamp(2),
         completed_at: None,
+        version: 0,
     }
 }
 
@@ -270,11 +271,12 @@ async fn sqlite_v3_drops_the_parts_digest_of_finished_concatenations_only() {
         store.insert(&fin).await.unwrap();
         store.insert(&plain).await.unwrap();
     }
-    // Back to version 2, as a database written by the previous release.
-    rusqlite::Connection::open(&path)
-        .unwrap()
-        .pragma_update(None, "user_version", 2)
+    // Back to version 2, as a database written by that release.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("ALTER TABLE uploads DROP COLUMN version")
         .unwrap();
+    conn.pragma_update(None, "user_version", 2).unwrap();
+    drop(conn);
     let store = SqliteMetaStore::open(&path).unwrap();
     let got = store.get(&fin.id).await.unwrap().unwrap();
     assert_eq!(got.content_digest, None, "the composite digest survived");
@@ -528,6 +530,7 @@ mod postgres {
         assert_eq!(version().await, 0);
         upload.state = UploadState::Complete;
         store.update(&upload).await.unwrap();
+        upload.version += 1;
         store.update(&upload).await.unwrap();
         assert_eq!(version().await, 2);
     }
