@@ -4,6 +4,8 @@
 #   eval "$(scripts/pg.sh start)"   # starts one; prints `export FERRY_TEST_DATABASE_URL=...`
 #                                   # (an admin URL, database `postgres`) and `export FERRY_PG_DIR=...`
 #   scripts/pg.sh stop              # stops the cluster in $FERRY_PG_DIR and removes its files
+#   scripts/pg.sh restart           # restarts the cluster in $FERRY_PG_DIR (fast shutdown: open
+#                                   # connections are cut), same port and files
 #
 # Debian's PostgreSQL binaries (the highest version under /usr/lib/postgresql; the
 # `postgresql` package), data and socket in a fresh temp dir, listening on a free port of
@@ -110,8 +112,20 @@ stop() {
   rm -rf "$dir"
 }
 
+restart() {
+  local dir=${FERRY_PG_DIR:-}
+  [ -n "$dir" ] || die "FERRY_PG_DIR is not set; nothing to restart"
+  [ -f "$dir/$MARKER" ] || die "$dir is not a cluster made by pg.sh; not touching it"
+  running "$dir" || die "no cluster of ours is running in $dir"
+  OWNER=$(stat -c %U "$dir")
+  # pg_ctl restart keeps the options of the last start (postmaster.opts: the port).
+  (cd "$dir" && as_owner "$(bindir)/pg_ctl" -D "$dir/data" -l "$dir/server.log" -m fast -w \
+    -t 30 restart >/dev/null) || { tail -n 20 "$dir/server.log" >&2; die "pg_ctl restart failed"; }
+}
+
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
-  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+  restart) restart ;;
+  *) echo "usage: $0 start|stop|restart" >&2; exit 2 ;;
 esac

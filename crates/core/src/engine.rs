@@ -15,6 +15,7 @@
 //!
 //! Architecture Invariant: nothing here knows about HTTP, SQL or S3.
 
+use crate::coord::{Coordinator, LeaseGuard};
 use crate::crash;
 use crate::error::EngineError;
 use crate::hash::{HashAlg, Hasher};
@@ -85,6 +86,8 @@ pub struct Stats {
     pub failed: [AtomicU64; 3],
     /// Bytes re-read to finish the whole-file digest (out-of-order arrival).
     pub rehashed_bytes: AtomicU64,
+    /// Incomplete uploads this node removed for being idle (each is removed by one node).
+    pub expired: AtomicU64,
 }
 
 fn slot(d: Dialect) -> usize {
@@ -103,6 +106,9 @@ impl Stats {
         counter[slot(d)].fetch_add(n, Ordering::Relaxed);
     }
 }
+
+/// With several nodes on one store, the start-up sweep leaves blobs younger than this alone.
+const SHARED_SWEEP_GRACE: Duration = Duration::from_secs(600);
 
 /// How often a commit re-reads a record another node changed meanwhile before giving up
 /// with [`EngineError::Busy`].
@@ -215,6 +221,7 @@ struct Inner {
     cfg: EngineConfig,
     stats: Stats,
     quota: QuotaLocks,
+    coord: Option<Arc<dyn Coordinator>>,
 }
 
 /// The upload engine; cheap to clone.
@@ -222,7 +229,18 @@ struct Inner {
 pub struct Engine(Arc<Inner>);
 
 impl Engine {
-    pub fn new(meta: Meta, blobs: Blobs, mut cfg: EngineConfig) -> Self {
+    pub fn new(meta: Meta, blobs: Blobs, cfg: EngineConfig) -> Self {
+        Self::with_coordinator(meta, blobs, cfg, None)
+    }
+
+    /// An engine for one of several nodes sharing `meta` and `blobs`: writes also lease
+    /// their ranges from `coord` ([`crate::coord`]).
+    pub fn with_coordinator(
+        meta: Meta,
+        blobs: Blobs,
+        mut cfg: EngineConfig,
+        coord: Option<Arc<dyn Coordinator>>,
+    ) -> Self {
         cfg.max_upload_size = cfg.max_upload_size.min(MAX_SUPPORTED_SIZE);
         Engine(Arc::new(Inner {
             meta,
@@ -231,7 +249,27 @@ impl Engine {
             cfg,
             stats: Stats::default(),
             quota: QuotaLocks::default(),
+            coord,
         }))
+    }
+
+    /// Stops local appends other nodes ask to preempt (a client that gave up on a request
+    /// hanging here and resumed there). Runs until the coordinator goes away.
+    pub fn follow_preemptions(&self) {
+        let Some(coord) = self.0.coord.clone() else {
+            return;
+        };
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let mut asks = coord.preemptions();
+            loop {
+                match asks.recv().await {
+                    Ok(id) => engine.preempt_here(&id).await,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
     }
 
     pub(crate) fn quota_locks(&self) -> &QuotaLocks {
@@ -482,7 +520,7 @@ impl Engine {
         self.check_space()?;
         let max = self.0.cfg.max_upload_size;
         let (u, planned) = self
-            .reserve_fresh(owner, id, |u| {
+            .reserve_fresh(owner, id, matches!(mode, WriteMode::Append { .. }), |u| {
                 let (start, limit) = plan_raw(u, mode, max)?;
                 Ok(Some((
                     (start, limit),
@@ -593,6 +631,11 @@ impl Engine {
             .map(|w| start + w.start..start + w.end.min(received))
             .collect();
         let accepted: u64 = accepted_ranges.iter().map(|r| r.end - r.start).sum();
+        if !reservation.lease_held() {
+            // Another node may own these bytes by now: acknowledge nothing, free nothing.
+            claim.abandon();
+            return Err(EngineError::Busy);
+        }
         let committed = if received > 0 {
             let synced;
             (worker, synced) = sync_worker(worker).await;
@@ -691,7 +734,7 @@ impl Engine {
         let max = self.0.cfg.max_upload_size;
         let ulock = self.0.locks.entry(id);
         let (u, planned) = self
-            .reserve_fresh(owner, id, |u| {
+            .reserve_fresh(owner, id, false, |u| {
                 let zero_open = ulock.zero_open.load(Ordering::Acquire);
                 Ok(plan_chunk(u, chunk_id, max, zero_open)?.map(|p| {
                     let ranges = p.reserve.clone();
@@ -790,6 +833,10 @@ impl Engine {
             claim.abandon();
             return Err(e.into());
         }
+        if !reservation.lease_held() {
+            claim.abandon();
+            return Err(EngineError::Busy);
+        }
         let whole = worker.whole.take();
         let n = layout.ids.len();
         let result = self
@@ -837,6 +884,11 @@ impl Engine {
     /// to a connection the client has given up on, and waiting for the server to notice the
     /// dead connection could take minutes. Reads (HEAD, status) never preempt.
     pub async fn preempt(&self, id: &UploadId) {
+        self.preempt_here(id).await;
+    }
+
+    /// [`Engine::preempt`] on this node only.
+    async fn preempt_here(&self, id: &UploadId) {
         if !self.is_streaming(id) {
             return;
         }
@@ -857,13 +909,18 @@ impl Engine {
     /// committed after its client went away), waits up to [`RESERVE_WAIT`] for it to end
     /// rather than failing at once. The plan is recomputed from the record read *after* the
     /// reservation, so it never rests on state another writer changed meanwhile.
+    ///
+    /// With a coordinator the ranges are also leased across nodes; an `append` that finds
+    /// them leased elsewhere asks the holder to stop once, then waits like for a local one.
     async fn reserve_fresh<P: PartialEq>(
         &self,
         owner: Option<&Option<String>>,
         id: &UploadId,
+        append: bool,
         plan: impl Fn(&Upload) -> Result<Option<(P, Vec<Range<u64>>)>, EngineError>,
     ) -> Result<(Upload, Option<(P, Reservation)>), EngineError> {
         let deadline = Instant::now() + RESERVE_WAIT;
+        let mut asked = false;
         loop {
             let u = self.get(id).await?;
             // The owner never changes, so checking the first read covers the second.
@@ -873,7 +930,28 @@ impl Engine {
             let Some((p, ranges)) = plan(&u)? else {
                 return Ok((u, None));
             };
-            match self.0.locks.reserve(id, ranges.clone()) {
+            let reserved = match self.0.locks.reserve(id, ranges.clone()) {
+                Some(res) => match &self.0.coord {
+                    Some(coord) if !ranges.is_empty() => {
+                        match coord.acquire(id, &ranges, append).await? {
+                            Some(lease) => {
+                                Some(res.with_lease(LeaseGuard::new(coord.clone(), lease)))
+                            }
+                            None => {
+                                drop(res);
+                                if append && !asked {
+                                    asked = true;
+                                    coord.preempt(id).await?;
+                                }
+                                None
+                            }
+                        }
+                    }
+                    _ => Some(res),
+                },
+                None => None,
+            };
+            match reserved {
                 Some(res) => {
                     let fresh = self.get(id).await?;
                     match plan(&fresh)? {
@@ -1338,21 +1416,31 @@ impl Engine {
         crash::point("engine.finalize.verified");
         self.0.blobs.publish(id).await?;
         crash::point("engine.finalize.published");
-        let now = Timestamp::now();
-        u.state = UploadState::Complete;
-        u.content_digest = Some(digest);
-        u.hash_progress = None;
-        u.completed_at = Some(now);
-        u.updated_at = now;
-        if let Some(c) = u.chunks.as_mut() {
-            c.staged.clear();
-        }
-        if let Err(e) = self.save(&mut u).await {
-            // Another node may have completed it meanwhile, which is what we wanted.
-            return match self.get(id).await {
-                Ok(done) if done.is_complete() => Ok(done),
-                _ => Err(e),
-            };
+        let mut tries = 0;
+        loop {
+            let now = Timestamp::now();
+            u.state = UploadState::Complete;
+            u.content_digest = Some(digest.clone());
+            u.hash_progress = None;
+            u.completed_at = Some(now);
+            u.updated_at = now;
+            if let Some(c) = u.chunks.as_mut() {
+                c.staged.clear();
+            }
+            match self.save(&mut u).await {
+                Ok(()) => break,
+                // A late commit (a catch-up pass, a duplicate chunk, another node) updated
+                // the record after it was read: completion is re-applied on the fresh one,
+                // unless someone completed it meanwhile, which is what we wanted.
+                Err(EngineError::Busy) if tries < STALE_RETRIES => {
+                    tries += 1;
+                    u = self.get(id).await?;
+                    if u.is_complete() {
+                        return Ok(u);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         }
         Stats::add(&self.0.stats.completed, u.dialect, 1);
         tracing::info!(%id, length = len, rehashed = rehash, finalize_ms = started.elapsed().as_millis() as u64, "upload complete");
@@ -1553,12 +1641,20 @@ impl Engine {
         let before = Timestamp::from(SystemTime::now() - idle);
         let mut removed = 0;
         for id in self.0.meta.list_stale(before).await? {
-            // An upload with a request in flight is not idle, whatever its record says.
+            // An upload with a request in flight is not idle, whatever its record says; with
+            // several nodes, the whole upload is leased so that no node starts writing it
+            // meanwhile and only one node removes (and counts) it.
             let Some(res) = self.0.locks.reserve(&id, vec![0..u64::MAX]) else {
                 continue;
             };
+            let res = match &self.0.coord {
+                Some(coord) => match coord.acquire(&id, &[0..u64::MAX], false).await? {
+                    Some(lease) => res.with_lease(LeaseGuard::new(coord.clone(), lease)),
+                    None => continue,
+                },
+                None => res,
+            };
             let u = self.get(&id).await;
-            drop(res);
             if let Ok(u) = u
                 && u.updated_at < before
                 && !u.is_complete()
@@ -1566,9 +1662,11 @@ impl Engine {
             {
                 self.delete(&id).await?;
                 Stats::add(&self.0.stats.failed, u.dialect, 1);
+                self.0.stats.expired.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(%id, "expired incomplete upload removed");
                 removed += 1;
             }
+            drop(res);
         }
         Ok(removed)
     }
@@ -1639,11 +1737,23 @@ impl Engine {
     ///
     /// Only safe while nobody creates uploads (a blob exists briefly before its record):
     /// recovery calls it before the server takes requests, and the data directory's lock
-    /// keeps a second process away.
+    /// keeps a second process away. With nodes sharing the store (a coordinator), blobs
+    /// touched within [`SHARED_SWEEP_GRACE`] are left alone for that reason.
     pub async fn sweep(&self) -> Result<usize, EngineError> {
         let mut records: BTreeMap<UploadId, Option<Upload>> = BTreeMap::new();
         let mut removed = 0;
         for blob in self.0.blobs.list().await? {
+            // Nodes sharing the store: another one may be between creating a blob and
+            // recording it right now, so only blobs idle for a while are anyone's leftovers.
+            if self.0.coord.is_some() {
+                let recent = match self.0.blobs.modified(&blob.id).await {
+                    Ok(t) => t.elapsed().map_or(true, |age| age < SHARED_SWEEP_GRACE),
+                    Err(_) => true,
+                };
+                if recent {
+                    continue;
+                }
+            }
             let record = match records.get(&blob.id) {
                 Some(r) => r.clone(),
                 None => {

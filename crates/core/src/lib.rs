@@ -5,9 +5,11 @@
 //! - [`http_range`]: RFC 9110 `Range` / `Content-Range` codecs shared by server and client.
 //! - [`upload`]: the upload record the metadata store persists.
 //! - [`store`]: the storage traits (`BlobStore`, `MetaStore`) backends implement.
+//! - [`coord`]: leases and preemption across nodes sharing one database.
 //! - [`tus`]: tus 1.0.0 header codecs (`Upload-Metadata`, `Upload-Checksum`, `Upload-Concat`).
 //! - [`engine`]: the upload engine every protocol front drives.
 
+pub mod coord;
 pub mod crash;
 pub mod engine;
 pub mod error;

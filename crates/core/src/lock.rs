@@ -120,7 +120,11 @@ impl Locks {
             }
             inflight.extend(ranges.iter().cloned());
         }
-        Some(Reservation { lock, ranges })
+        Some(Reservation {
+            lock,
+            ranges,
+            lease: None,
+        })
     }
 
     /// Number of live entries (for tests and metrics).
@@ -134,6 +138,22 @@ impl Locks {
 pub struct Reservation {
     pub lock: Arc<UploadLock>,
     ranges: Vec<Range<u64>>,
+    /// The same ranges leased from the nodes' coordinator, when there is one.
+    lease: Option<crate::coord::LeaseGuard>,
+}
+
+impl Reservation {
+    pub fn with_lease(mut self, lease: crate::coord::LeaseGuard) -> Reservation {
+        self.lease = Some(lease);
+        self
+    }
+
+    /// Whether the ranges are still this request's across nodes (always, on one node).
+    pub fn lease_held(&self) -> bool {
+        self.lease
+            .as_ref()
+            .is_none_or(crate::coord::LeaseGuard::held)
+    }
 }
 
 impl Drop for Reservation {

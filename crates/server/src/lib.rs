@@ -128,7 +128,10 @@ impl AppState {
 
 /// The metadata store `--database` names: SQLite (the default, one node) or PostgreSQL
 /// (shared by several nodes). Errors name the flag and never the password.
-async fn open_meta(db: &config::Database, pool_size: usize) -> anyhow::Result<Meta> {
+async fn open_meta(
+    db: &config::Database,
+    pool_size: usize,
+) -> anyhow::Result<(Meta, Option<Arc<dyn ferry_core::coord::Coordinator>>)> {
     Ok(match db {
         config::Database::Sqlite(path) => {
             if let Some(parent) = path.parent() {
@@ -136,7 +139,7 @@ async fn open_meta(db: &config::Database, pool_size: usize) -> anyhow::Result<Me
             }
             let store = ferry_store::sqlite::SqliteMetaStore::open(path)
                 .map_err(|e| anyhow::anyhow!("--database {}: {e}", path.display()))?;
-            Meta(Arc::new(store))
+            (Meta(Arc::new(store)), None)
         }
         config::Database::Postgres(url) => {
             let store = ferry_store::postgres::PgMetaStore::connect(url, pool_size)
@@ -148,7 +151,14 @@ async fn open_meta(db: &config::Database, pool_size: usize) -> anyhow::Result<Me
                     };
                     anyhow::anyhow!("--database {}: {why}", config::redact_url(url))
                 })?;
-            Meta(Arc::new(store))
+            // Several nodes may share this database: writes lease their ranges in it.
+            let coord = ferry_store::postgres::coord::PgCoordinator::start(&store)
+                .await
+                .map_err(|e| anyhow::anyhow!("--database {}: {e}", config::redact_url(url)))?;
+            (
+                Meta(Arc::new(store)),
+                Some(coord as Arc<dyn ferry_core::coord::Coordinator>),
+            )
         }
     })
 }
@@ -174,19 +184,21 @@ pub async fn state_from_args(args: &ServeArgs) -> anyhow::Result<AppState> {
     }
     let blobs = ferry_store::fs::FsBlobStore::open(storage.clone())
         .with_context(|| format!("opening storage {}", storage.display()))?;
-    let meta = open_meta(&db, args.database_pool_size).await?;
+    let (meta, coord) = open_meta(&db, args.database_pool_size).await?;
     let spool_dir = args.data_dir.join("spool");
     // Spooled chunks of requests that died with the last process are garbage.
     let _ = std::fs::remove_dir_all(&spool_dir);
     std::fs::create_dir_all(&spool_dir)?;
-    let engine = Engine::new(
+    let engine = Engine::with_coordinator(
         meta,
         Blobs(Arc::new(blobs)),
         EngineConfig {
             max_upload_size: args.max_upload_size,
             min_free_space: args.min_free_space.unwrap_or(0),
         },
+        coord,
     );
+    engine.follow_preemptions();
     Ok(AppState {
         engine,
         metrics: Arc::default(),

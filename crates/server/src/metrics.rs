@@ -133,6 +133,11 @@ impl Metrics {
             "# HELP ferry_rehashed_bytes_total Bytes read back to finish whole-file digests.\n# TYPE ferry_rehashed_bytes_total counter\nferry_rehashed_bytes_total {}",
             stats.rehashed_bytes.load(Ordering::Relaxed)
         );
+        let _ = writeln!(
+            out,
+            "# HELP ferry_uploads_expired_total Incomplete uploads this node removed after --expire-incomplete idle.\n# TYPE ferry_uploads_expired_total counter\nferry_uploads_expired_total {}",
+            stats.expired.load(Ordering::Relaxed)
+        );
         let name = "ferry_http_request_duration_seconds";
         let _ = writeln!(
             out,

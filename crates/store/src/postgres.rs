@@ -38,8 +38,10 @@ use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Config, NoTls};
 
+pub mod coord;
+
 /// Schema version this code writes and understands; stored in `ferry_schema.version`.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Key of the advisory lock that serialises migrations ("ferry_mi" in ASCII). Advisory
 /// locks are per database, so this only ever contends with other ferry nodes on it.
@@ -62,6 +64,41 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX uploads_state_updated_at ON uploads (state, updated_at);
     CREATE INDEX uploads_owner_state ON uploads (owner, state);",
+    // 1 → 2: leases on byte ranges, for nodes sharing the database (`coord`). A lease is
+    // one or more rows with the same token; `ferry_take_lease` takes one in a single round
+    // trip under the upload's advisory lock: expired rows go, an overlap refuses (NULL).
+    "CREATE TABLE ferry_leases (
+        token      BIGINT NOT NULL,
+        upload_id  TEXT NOT NULL,
+        first_byte BIGINT NOT NULL,
+        end_byte   BIGINT NOT NULL,
+        node       TEXT NOT NULL,
+        append     BOOLEAN NOT NULL,
+        expires_at TIMESTAMPTZ NOT NULL
+    );
+    CREATE INDEX ferry_leases_upload ON ferry_leases (upload_id);
+    CREATE INDEX ferry_leases_token ON ferry_leases (token);
+    CREATE SEQUENCE ferry_lease_tokens;
+    CREATE FUNCTION ferry_take_lease(p_upload TEXT, p_firsts BIGINT[], p_ends BIGINT[],
+                                     p_node TEXT, p_append BOOLEAN, p_ttl_ms INT)
+    RETURNS BIGINT LANGUAGE plpgsql AS $$
+    DECLARE t BIGINT;
+    BEGIN
+        PERFORM pg_advisory_xact_lock(hashtextextended(p_upload, 7));
+        DELETE FROM ferry_leases
+            WHERE upload_id = p_upload AND expires_at < clock_timestamp();
+        IF EXISTS (SELECT 1 FROM ferry_leases l, unnest(p_firsts, p_ends) AS r(f, e)
+                   WHERE l.upload_id = p_upload AND l.first_byte < r.e AND r.f < l.end_byte)
+        THEN
+            RETURN NULL;
+        END IF;
+        t := nextval('ferry_lease_tokens');
+        INSERT INTO ferry_leases
+            SELECT t, p_upload, r.f, r.e, p_node, p_append,
+                   clock_timestamp() + p_ttl_ms * interval '1 millisecond'
+            FROM unnest(p_firsts, p_ends) AS r(f, e);
+        RETURN t;
+    END $$;",
 ];
 
 /// How long opening a TCP connection may take when the URL sets no `connect_timeout`: an
@@ -99,6 +136,8 @@ const PING: &str = "SELECT version FROM ferry_schema";
 pub struct PgMetaStore {
     pool: Pool,
     target: Arc<Target>,
+    /// For connections of their own (the coordinator's `LISTEN`).
+    config: Arc<Config>,
 }
 
 /// What error messages say about the server: never the password.
@@ -122,7 +161,7 @@ impl PgMetaStore {
             ));
         }
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 // A closed connection is dropped; no query on checkout, and no `DISCARD
@@ -138,6 +177,7 @@ impl PgMetaStore {
         let store = PgMetaStore {
             pool,
             target: Arc::new(target),
+            config: Arc::new(config),
         };
         let mut client = store.client().await?;
         migrate(&mut client).await.map_err(|e| match e {
@@ -152,7 +192,7 @@ impl PgMetaStore {
     }
 
     /// Checks out a pooled connection, opening one if needed.
-    async fn client(&self) -> Result<deadpool_postgres::Object, MetaError> {
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, MetaError> {
         self.pool.get().await.map_err(|e| match e {
             PoolError::Backend(e) => MetaError::Backend(connect_error(&self.target, &e)),
             other => MetaError::Backend(format!(
@@ -363,7 +403,7 @@ async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), Migration
     Ok(())
 }
 
-fn backend(e: tokio_postgres::Error) -> MetaError {
+pub(crate) fn backend(e: tokio_postgres::Error) -> MetaError {
     MetaError::Backend(format!("metadata database: {}", chain(&e)))
 }
 
