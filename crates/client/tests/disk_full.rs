@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use support::proc::{Server, request};
-use support::source;
+use support::{allocated, source};
 
 struct Mount(std::path::PathBuf);
 
@@ -93,26 +93,12 @@ fn a_full_disk_answers_507_the_cli_stops_and_resumes_once_space_is_freed() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(request(srv.port, "GET", "/healthz", &[], b"").status, 200);
-    let url = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["event"] == "result")
-        .and_then(|v| v["url"].as_str().map(str::to_owned))
-        .expect("a result line with the URL");
+    let url = support::result_url(&String::from_utf8_lossy(&out.stdout));
     let path = support::proc::path_of(&url).to_owned();
     let got = request(srv.port, "GET", &path, &[], b"");
     assert_eq!(got.status, 200);
     support::assert_same_bytes(&got.body, &data, "download after the disk was full");
     srv.kill();
-}
-
-/// Bytes allocated to the files directly in `dir`.
-fn allocated(dir: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().blocks() * 512)
-        .sum()
 }
 
 #[test]

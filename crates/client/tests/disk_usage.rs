@@ -7,27 +7,12 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use support::proc::Server;
-use support::{assert_same_bytes, source};
+use support::{allocated, assert_same_bytes, result_url, source};
 
 const SIZE: usize = 300 << 20;
-
-/// Bytes allocated under `dir` (st_blocks × 512), every file and directory.
-fn allocated(dir: &Path) -> u64 {
-    let mut total = 0;
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let entry = entry.unwrap();
-        let meta = entry.metadata().unwrap();
-        total += meta.blocks() * 512;
-        if meta.is_dir() {
-            total += allocated(&entry.path());
-        }
-    }
-    total
-}
 
 fn upload_cmd(root: &Path, srv: &Server, file: &Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
@@ -40,16 +25,6 @@ fn upload_cmd(root: &Path, srv: &Server, file: &Path, extra: &[&str]) -> Command
         .args(extra)
         .current_dir(root);
     cmd
-}
-
-/// The URL from `ferry upload --json`'s result line.
-fn result_url(stdout: &str) -> String {
-    stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["event"] == "result")
-        .and_then(|v| v["url"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| panic!("no result URL in:\n{stdout}"))
 }
 
 /// Runs an upload to the end; `(URL, bytes the server held when it started)`.

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::proc::Server;
-use support::{assert_same_bytes, free_port, source};
+use support::{assert_same_bytes, free_port, result_url, source};
 
 /// `cert.pem` and `key.pem` for `localhost` and 127.0.0.1 in `dir`.
 fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
@@ -130,15 +130,6 @@ fn ferry(root: &Path, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-fn result_url(stdout: &str) -> String {
-    stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["event"] == "result")
-        .and_then(|v| v["url"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| panic!("no result URL in:\n{stdout}"))
 }
 
 /// Uploads `data` to `base` with `extra` flags, downloads it back over 3 connections, and

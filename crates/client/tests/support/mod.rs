@@ -64,3 +64,29 @@ pub fn free_port() -> u16 {
         }
     }
 }
+
+/// The URL of `ferry upload --json`'s result line.
+#[track_caller]
+pub fn result_url(stdout: &str) -> String {
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "result")
+        .and_then(|v| v["url"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| panic!("no result URL in:\n{stdout}"))
+}
+
+/// Bytes allocated under `dir` (st_blocks × 512), every file and directory, recursively.
+pub fn allocated(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let meta = entry.metadata().unwrap();
+        total += meta.blocks() * 512;
+        if meta.is_dir() {
+            total += allocated(&entry.path());
+        }
+    }
+    total
+}
