@@ -124,6 +124,36 @@ fn a_second_node_on_the_same_database_and_storage_serves_what_the_first_stored()
     std::fs::write(tb.path().join("y.bin"), &data).unwrap();
     let url = upload(tb.path(), b.port, "y.bin", &["--protocol", "tus"]);
     assert_same_bytes(&download_path(a.port, &url), &data, "download from node A");
+    // Instant upload across nodes: the chunk dialect's file stored through A is known to B.
+    std::fs::write(ta.path().join("z.bin"), &data).unwrap();
+    std::fs::write(tb.path().join("z.bin"), &data).unwrap();
+    let first = upload(ta.path(), a.port, "z.bin", &["--protocol", "chunk"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args([
+            "upload",
+            "z.bin",
+            "--protocol",
+            "chunk",
+            "--json",
+            "--server",
+        ])
+        .arg(format!("http://127.0.0.1:{}", b.port))
+        .arg("--state-file")
+        .arg(tb.path().join("fresh.json"))
+        .current_dir(tb.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!("\"resumed_from\":{}", data.len())),
+        "node B did not answer the known file as an instant upload:\n{stdout}"
+    );
+    assert_eq!(
+        support::proc::path_of(&support::result_url(&stdout)),
+        support::proc::path_of(&first),
+        "the instant upload names the same file"
+    );
     a.kill();
     b.kill();
 }
