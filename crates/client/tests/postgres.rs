@@ -154,6 +154,38 @@ fn a_second_node_on_the_same_database_and_storage_serves_what_the_first_stored()
         support::proc::path_of(&first),
         "the instant upload names the same file"
     );
+    // The IETF draft: created on A with the first half, finished on B, read from A.
+    let half = data.len() / 2;
+    let ietf = [("Upload-Draft-Interop-Version", "6".to_owned())];
+    let mut h = ietf.to_vec();
+    h.push(("Upload-Complete", "?0".into()));
+    let r = request(a.port, "POST", "/files/", &h, &data[..half]);
+    assert_eq!(r.status, 201, "IETF creation on A: {}", r.text());
+    let loc = support::proc::path_of(r.header("location").unwrap()).to_owned();
+    let r = request(b.port, "HEAD", &loc, &ietf, b"");
+    assert_eq!(
+        r.header("upload-offset"),
+        Some(half.to_string().as_str()),
+        "offset on B"
+    );
+    let mut h = ietf.to_vec();
+    h.extend([
+        ("Upload-Offset", half.to_string()),
+        ("Upload-Complete", "?1".into()),
+        ("Content-Type", "application/partial-upload".into()),
+    ]);
+    let r = request(b.port, "PATCH", &loc, &h, &data[half..]);
+    assert!(
+        r.status / 100 == 2,
+        "IETF append on B: {} {}",
+        r.status,
+        r.text()
+    );
+    assert_same_bytes(
+        &download_path(a.port, &loc),
+        &data,
+        "IETF upload read from A",
+    );
     a.kill();
     b.kill();
 }
