@@ -3,9 +3,10 @@
 # builds once, runs the Rust tests (unit, integration, crash tests of the real binary), then
 # the end-to-end checks with real clients (the README's curl tour, tus-js-client, tuspy, a
 # curl pass of the IETF draft, the seed articles' spark-md5 / byte-offset / Content-Range
-# clients in Node) against a real server, then the browser SDK's unit tests (Node), the
-# upload page and SDK in Debian's Chromium driven by playwright-core (with Uppy interop),
-# and smoke runs of the benchmark harnesses.
+# clients in Node) against a real server, tus-js-client across two nodes on a throwaway
+# PostgreSQL (which the Rust tests use too) with one node killed mid-upload, then the
+# browser SDK's unit tests (Node), the upload page and SDK in Debian's Chromium driven by
+# playwright-core (with Uppy interop), and smoke runs of the benchmark harnesses.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -79,6 +80,10 @@ scripts/curl-tour.sh "$FERRY_URL"
 
 step "real tus clients: tus-js-client (Node), tuspy (Python), curl IETF draft interop 8"
 scripts/tus-clients.sh "$FERRY_URL"
+
+step "tus-js-client through a load balancer over two nodes on PostgreSQL, kill -9 of one mid-upload"
+# Its own two servers and database (on the cluster started above); node_modules from the step above.
+(cd web/tests/tus-clients && node nodes.mjs)
 
 if [ -d web/tests/seed-clients ]; then
   step "seed-article clients (spark-md5, byte-offset, Content-Range) in Node"

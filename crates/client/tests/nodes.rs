@@ -2,7 +2,8 @@
 //! blob directory (ARCHITECTURE.md, "Many nodes"): racing appends at the same offset on both
 //! nodes never both succeed and never interleave; a node killed or abandoned mid-write frees
 //! the upload for the other within 5 s; chunks spread over both nodes complete the file once;
-//! and the CLI rides out a restart of PostgreSQL under it.
+//! the CLI rides out a restart of PostgreSQL under it; and an idle upload is expired (and
+//! counted) by exactly one node, while one kept busy on the other node stays.
 
 mod support;
 
@@ -40,10 +41,16 @@ struct Nodes {
 
 impl Nodes {
     fn start(database_url: &str) -> Nodes {
+        Nodes::start_with(database_url, &[])
+    }
+
+    /// [`Nodes::start`] with more `serve` arguments, the same on both nodes.
+    fn start_with(database_url: &str, extra: &[&str]) -> Nodes {
         let shared = tempfile::tempdir().unwrap();
         let storage = format!("file://{}", shared.path().join("files").display());
         let (ta, tb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let args = ["--database", database_url, "--storage", &storage];
+        let mut args = vec!["--database", database_url, "--storage", &storage];
+        args.extend_from_slice(extra);
         let mut a = Server::new(ta.path(), &args);
         let mut b = Server::new(tb.path(), &args);
         a.spawn();
@@ -823,4 +830,267 @@ fn postgresql_restarted_mid_upload_the_cli_rides_it_out() {
     );
     assert_same_bytes(&download(n.b.port, url), &src, "download from B");
     assert_same_bytes(&download(n.a.port, url), &src, "download from A");
+}
+
+// ---------------------------------------------------------------------------------------
+// 6. Expiry of idle uploads, once over both nodes
+// ---------------------------------------------------------------------------------------
+
+/// `ferry_uploads_expired_total` of one node's `/metrics`, and the whole exposition (for
+/// failure messages).
+fn expired_total(port: u16) -> (Option<u64>, String) {
+    match try_request(port, "GET", "/metrics", &[], b"") {
+        Ok(r) if r.status == 200 => {
+            let text = r.text();
+            let n = text.lines().find_map(|l| {
+                l.strip_prefix("ferry_uploads_expired_total ")
+                    .and_then(|v| v.trim().parse().ok())
+            });
+            (n, text)
+        }
+        Ok(r) => (None, format!("GET /metrics answered {}", brief(&r))),
+        Err(e) => (None, format!("GET /metrics: {e}")),
+    }
+}
+
+/// Both nodes' counters and, for messages, their `ferry_uploads_*` lines.
+fn expired_on_both(a: u16, b: u16) -> (Option<u64>, String) {
+    let (na, ta) = expired_total(a);
+    let (nb, tb) = expired_total(b);
+    let pick = |t: &str| {
+        let lines: Vec<&str> = t
+            .lines()
+            .filter(|l| l.starts_with("ferry_uploads_") || !l.starts_with("ferry_"))
+            .filter(|l| !l.starts_with('#'))
+            .collect();
+        if lines.is_empty() {
+            t.to_owned()
+        } else {
+            lines.join("\n")
+        }
+    };
+    let report = format!(
+        "ferry_uploads_expired_total: A {na:?}, B {nb:?}\n--- /metrics of A ---\n{}\n\
+         --- /metrics of B ---\n{}",
+        pick(&ta),
+        pick(&tb)
+    );
+    (na.zip(nb).map(|(x, y)| x + y), report)
+}
+
+/// The tus `HEAD` status of `path` on `port` (`None`: no answer).
+fn head_status(port: u16, path: &str) -> Option<u16> {
+    try_request(port, "HEAD", path, &tus(&[]), b"")
+        .ok()
+        .map(|r| r.status)
+}
+
+#[test]
+fn an_idle_upload_expires_once_across_nodes() {
+    const LIMIT: Duration = Duration::from_secs(2);
+    /// How long the idle uploads may take to go, after their last byte.
+    const GRACE: Duration = Duration::from_secs(30);
+    const KEEP_ALIVE_FOR: Duration = Duration::from_secs(6);
+    const EVERY: Duration = Duration::from_millis(500);
+    const LEN: usize = MIB;
+    const FIRST: usize = 64 * KIB;
+    const PIECE: usize = KIB;
+    let db = TestDb::create("expiry");
+    let n = Nodes::start_with(&db.url, &["--expire-incomplete", "2s"]);
+    let (a, b) = (n.a.port, n.b.port);
+    let src = source(LEN, 75);
+
+    let started = |port: u16, what: &str| {
+        let path = create(port, LEN);
+        let r = request(port, "PATCH", &path, &patch_headers(0), &src[..FIRST]);
+        assert_eq!(r.status, 204, "{what}: first PATCH: {}", brief(&r));
+        assert_eq!(upload_offset(&r), Some(FIRST), "{what}: first PATCH");
+        path
+    };
+    let kept = started(a, "kept-alive upload (A)");
+    let idle: Vec<(String, String)> = vec![
+        ("idle upload 1 (A)".into(), started(a, "idle upload 1 (A)")),
+        ("idle upload 2 (A)".into(), started(a, "idle upload 2 (A)")),
+        ("idle upload 3 (B)".into(), started(b, "idle upload 3 (B)")),
+    ];
+    let idle_since = Instant::now();
+    let deadline = idle_since + LIMIT + GRACE;
+
+    // The kept-alive upload is written on B (the other node) every 500 ms, until told to stop
+    // and for at least KEEP_ALIVE_FOR.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let keep_log: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let keep_failed = std::sync::atomic::AtomicBool::new(false);
+    let kept_offset = thread::scope(|sc| {
+        let keeper = sc.spawn(|| {
+            let began = Instant::now();
+            let mut offset = FIRST;
+            while !(stop.load(Ordering::SeqCst) && began.elapsed() >= KEEP_ALIVE_FOR) {
+                sleep(EVERY);
+                let at = began.elapsed();
+                let r = exchange(
+                    b,
+                    "PATCH",
+                    &kept,
+                    &patch_headers(offset),
+                    &src[offset..offset + PIECE],
+                );
+                let line = match &r {
+                    Ok(r) => format!("{at:.1?}: PATCH at {offset} on B: {}", brief(r)),
+                    Err(e) => format!("{at:.1?}: PATCH at {offset} on B: no answer ({e})"),
+                };
+                keep_log.lock().unwrap().push(line);
+                match r {
+                    Ok(r) if r.status == 204 && upload_offset(&r) == Some(offset + PIECE) => {
+                        offset += PIECE;
+                    }
+                    _ => {
+                        keep_failed.store(true, Ordering::SeqCst);
+                        return offset;
+                    }
+                }
+            }
+            offset
+        });
+        let keeper_failed = || {
+            keep_failed.load(Ordering::SeqCst).then(|| {
+                format!(
+                    "keeping {kept} alive with PATCHes on B failed: {:#?}",
+                    keep_log.lock().unwrap()
+                )
+            })
+        };
+
+        // The idle ones go, from both nodes' point of view.
+        let mut gone_at = Vec::new();
+        loop {
+            if let Some(m) = keeper_failed() {
+                stop.store(true, Ordering::SeqCst);
+                panic!("{m}");
+            }
+            let states: Vec<(&str, Option<u16>, Option<u16>)> = idle
+                .iter()
+                .map(|(what, p)| (what.as_str(), head_status(a, p), head_status(b, p)))
+                .collect();
+            if states
+                .iter()
+                .all(|(_, x, y)| *x == Some(404) && *y == Some(404))
+            {
+                gone_at.push(idle_since.elapsed());
+                break;
+            }
+            if Instant::now() >= deadline {
+                stop.store(true, Ordering::SeqCst);
+                panic!(
+                    "the idle uploads are not gone on both nodes {:?} after their last byte \
+                     (limit {LIMIT:?}): HEAD status (A, B): {states:?}\n{}",
+                    idle_since.elapsed(),
+                    expired_on_both(a, b).1
+                );
+            }
+            sleep(Duration::from_millis(200));
+        }
+        let gone = gone_at[0];
+
+        // Counted once: the sum reaches 3 (the counter follows the deletion) and stays there
+        // over a few more expiry passes (every second with a 2 s limit) on both nodes.
+        let counted = loop {
+            let (sum, report) = expired_on_both(a, b);
+            match sum {
+                Some(s) if s == idle.len() as u64 => break report,
+                Some(s) if s > idle.len() as u64 => {
+                    stop.store(true, Ordering::SeqCst);
+                    panic!(
+                        "{s} expiries counted over both nodes for {} idle uploads (each must \
+                         be counted once):\n{report}",
+                        idle.len()
+                    );
+                }
+                _ if Instant::now() >= deadline => {
+                    stop.store(true, Ordering::SeqCst);
+                    panic!(
+                        "the idle uploads are gone, but the expiry counters do not add up to \
+                         {}:\n{report}",
+                        idle.len()
+                    );
+                }
+                _ => sleep(Duration::from_millis(100)),
+            }
+        };
+        sleep(Duration::from_millis(2500));
+        let (sum, report) = expired_on_both(a, b);
+        if sum != Some(idle.len() as u64) {
+            stop.store(true, Ordering::SeqCst);
+            panic!(
+                "the expiry counters moved after the idle uploads were gone (before: \
+                 {counted}):\n{report}"
+            );
+        }
+        eprintln!(
+            "idle uploads gone on both nodes {gone:?} after their last byte (limit {LIMIT:?}); \
+             {report}"
+        );
+
+        // The kept-alive one is still there, on both nodes, while it is written.
+        if let Some(m) = keeper_failed() {
+            stop.store(true, Ordering::SeqCst);
+            panic!("{m}");
+        }
+        for (node, port) in [("A", a), ("B", b)] {
+            let r = try_request(port, "HEAD", &kept, &tus(&[]), b"");
+            if !matches!(&r, Ok(r) if r.status == 200) {
+                stop.store(true, Ordering::SeqCst);
+                panic!(
+                    "the kept-alive upload {kept} is gone on {node} ({:?}) though it was \
+                     written every {EVERY:?}: {:#?}\n{}",
+                    r.map(|r| brief(&r)),
+                    keep_log.lock().unwrap(),
+                    expired_on_both(a, b).1
+                );
+            }
+        }
+        stop.store(true, Ordering::SeqCst);
+        keeper.join().unwrap()
+    });
+    if let Some(m) = keep_failed
+        .load(Ordering::SeqCst)
+        .then(|| format!("{:#?}", keep_log.lock().unwrap()))
+    {
+        panic!("keeping {kept} alive with PATCHes on B failed: {m}");
+    }
+    let patches = keep_log.lock().unwrap().len();
+    for (node, port) in [("A", a), ("B", b)] {
+        assert_eq!(
+            head_offset(port, &kept, "the kept-alive upload"),
+            kept_offset,
+            "HEAD of the kept-alive upload on {node} after {patches} PATCHes on B"
+        );
+    }
+
+    // Left alone, it expires too, and is counted once more: 4 in all.
+    let left = Instant::now();
+    let deadline = left + LIMIT + GRACE;
+    loop {
+        let (sum, report) = expired_on_both(a, b);
+        let states = (head_status(a, &kept), head_status(b, &kept));
+        if states == (Some(404), Some(404)) && sum == Some(idle.len() as u64 + 1) {
+            eprintln!(
+                "the kept-alive upload ({patches} PATCHes on B) expired {:?} after its last \
+                 PATCH; counted once more",
+                left.elapsed()
+            );
+            break;
+        }
+        assert!(
+            sum.is_none_or(|s| s <= idle.len() as u64 + 1),
+            "more expiries counted than uploads existed:\n{report}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the kept-alive upload, left alone, is not gone and counted once within \
+             {:?}: HEAD (A, B) {states:?}\n{report}",
+            LIMIT + GRACE
+        );
+        sleep(Duration::from_millis(200));
+    }
 }

@@ -237,3 +237,47 @@ fn unusable_databases_stop_the_start_with_a_sentence_naming_the_flag() {
     let log = refused(&db.url);
     assert!(log.contains("newer than"), "{log}");
 }
+
+/// A PATCH that streams for longer than a lease lives (3 s) keeps its lease renewed and is
+/// acknowledged whole.
+#[test]
+fn a_patch_longer_than_a_lease_is_acknowledged() {
+    let db = TestDb::create("longpatch");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut srv = Server::new(tmp.path(), &["--database", &db.url]);
+    srv.spawn();
+    let data = source(4 << 20, 93);
+    let r = request(
+        srv.port,
+        "POST",
+        "/files/",
+        &[
+            ("Tus-Resumable", "1.0.0".into()),
+            ("Upload-Length", data.len().to_string()),
+        ],
+        b"",
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let path = support::proc::path_of(r.header("location").unwrap()).to_owned();
+    let mut s = support::proc::connect(srv.port).unwrap();
+    support::proc::write_head(
+        &mut s,
+        srv.port,
+        "PATCH",
+        &path,
+        &[
+            ("Tus-Resumable", "1.0.0".into()),
+            ("Upload-Offset", "0".into()),
+            ("Content-Type", "application/offset+octet-stream".into()),
+        ],
+        data.len(),
+    )
+    .unwrap();
+    // About 6 s of body: two lease lifetimes.
+    support::proc::send_in_pieces(&mut s, &data, 8, std::time::Duration::from_millis(750)).unwrap();
+    let r = support::proc::read_response(&mut s).unwrap();
+    assert_eq!(r.status, 204, "a long PATCH: {}", r.text());
+    assert_eq!(r.header("upload-offset"), Some("4194304"));
+    assert_same_bytes(&download_path(srv.port, &path), &data, "long PATCH");
+    srv.kill();
+}

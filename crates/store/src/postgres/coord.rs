@@ -34,7 +34,7 @@ const MARGIN: Duration = Duration::from_millis(700);
 const TAKE: &str = "SELECT ferry_take_lease($1, $2, $3, $4, $5, $6)";
 const RELEASE: &str = "DELETE FROM ferry_leases WHERE token = $1";
 const RENEW: &str = "UPDATE ferry_leases
-    SET expires_at = clock_timestamp() + $2 * interval '1 millisecond'
+    SET expires_at = clock_timestamp() + $2::int4 * interval '1 millisecond'
     WHERE token = ANY($1) AND expires_at >= clock_timestamp()
     RETURNING token";
 const LEASED: &str = "SELECT EXISTS (SELECT 1 FROM ferry_leases WHERE upload_id = $1 AND expires_at >= clock_timestamp())";
