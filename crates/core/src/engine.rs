@@ -642,9 +642,10 @@ impl Engine {
             synced?;
             let whole = worker.whole.take();
             let u = self
-                .commit(
+                .commit_on(
                     id,
                     &reservation.lock,
+                    Some(u.clone()),
                     |u| {
                         for r in &accepted_ranges {
                             u.held.insert(r.clone());
@@ -840,9 +841,10 @@ impl Engine {
         let whole = worker.whole.take();
         let n = layout.ids.len();
         let result = self
-            .commit(
+            .commit_on(
                 id,
                 &reservation.lock,
+                Some(u.clone()),
                 |u| match &dest {
                     ChunkDest::Spans(spans) => {
                         for s in spans {
@@ -1175,6 +1177,20 @@ impl Engine {
         &self,
         id: &UploadId,
         lock: &Arc<UploadLock>,
+        change: impl FnMut(&mut Upload) -> Result<(), EngineError>,
+        hasher: Option<&Hasher>,
+    ) -> Result<Upload, EngineError> {
+        self.commit_on(id, lock, None, change, hasher).await
+    }
+
+    /// [`Engine::commit`] that first tries the change on `base`, the record the write read
+    /// when it reserved its ranges, saving a read per request; when anything updated the
+    /// record since, the compare-and-set refuses it and the loop reads it afresh.
+    async fn commit_on(
+        &self,
+        id: &UploadId,
+        lock: &Arc<UploadLock>,
+        mut base: Option<Upload>,
         mut change: impl FnMut(&mut Upload) -> Result<(), EngineError>,
         hasher: Option<&Hasher>,
     ) -> Result<Upload, EngineError> {
@@ -1185,8 +1201,17 @@ impl Engine {
         // re-applied (changes are range insertions and state steps, safe to re-apply).
         let mut tries = 0;
         loop {
-            let mut u = self.get(id).await?;
-            change(&mut u)?;
+            let (mut u, from_base) = match base.take() {
+                Some(u) => (u, true),
+                None => (self.get(id).await?, false),
+            };
+            if let Err(e) = change(&mut u) {
+                if from_base {
+                    // Maybe only the older copy refuses the change: ask the stored record.
+                    continue;
+                }
+                return Err(e);
+            }
             if let Some(h) = hasher {
                 let stored = u.hash_progress.as_ref().map_or(0, |p| p.position);
                 if h.position() > stored || u.hash_progress.is_none() {
