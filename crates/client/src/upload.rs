@@ -360,6 +360,23 @@ impl Uploader {
         out
     }
 
+    /// A file an earlier run finished: said, counted as all there, nothing sent.
+    fn already_uploaded(&self, src: &Source, url: String) -> Uploaded {
+        let file = src.display.as_str();
+        self.note(file, "already uploaded: the server has the whole file");
+        self.emit(Event::Started {
+            file: file.to_owned(),
+            total: src.size,
+            resumed_from: src.size,
+        });
+        self.meter(src).set(src.size);
+        Uploaded {
+            file: file.to_owned(),
+            url,
+            resumed_from: src.size,
+        }
+    }
+
     fn meter(&self, src: &Source) -> Arc<Meter> {
         Arc::new(Meter {
             file: src.display.clone(),
@@ -465,20 +482,7 @@ impl Uploader {
         let _ = metadata.insert("filename", src.name());
 
         let parts = match self.tus_earlier(src, &fp, &caps, &mut r).await? {
-            Earlier::Finished(url) => {
-                self.note(file, "already uploaded: the server has the whole file");
-                self.emit(Event::Started {
-                    file: file.to_owned(),
-                    total: src.size,
-                    resumed_from: src.size,
-                });
-                self.meter(src).set(src.size);
-                return Ok(Uploaded {
-                    file: file.to_owned(),
-                    url: url.to_string(),
-                    resumed_from: src.size,
-                });
-            }
+            Earlier::Finished(url) => return Ok(self.already_uploaded(src, url.to_string())),
             Earlier::Parts(parts) => parts,
             Earlier::Nothing => {
                 // Several connections for one file: partial uploads over equal slices,
@@ -849,20 +853,9 @@ impl Uploader {
             file_id: file_id.to_string(),
         });
         if held.complete
-            && let Some(url) = &held.url
+            && let Some(url) = held.url.clone()
         {
-            self.note(file, "already uploaded: the server has the whole file");
-            self.emit(Event::Started {
-                file: file.to_owned(),
-                total: src.size,
-                resumed_from: src.size,
-            });
-            self.meter(src).set(src.size);
-            return Ok(Uploaded {
-                file: file.to_owned(),
-                url: url.clone(),
-                resumed_from: src.size,
-            });
+            return Ok(self.already_uploaded(src, url));
         }
         self.state_put(file, rec.clone()).await;
 

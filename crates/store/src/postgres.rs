@@ -107,7 +107,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 const INSERT: &str = "INSERT INTO uploads
     (id, key, state, dialect, updated_at, record, owner, size, version)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0)";
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 // One round trip that also tells a stale version (the row exists, the update did not
 // apply) from a deleted upload (no row): the `EXISTS` reads the snapshot before the update.
 const UPDATE: &str = "WITH changed AS (
@@ -424,16 +424,18 @@ fn state_name(state: UploadState) -> &'static str {
 }
 
 /// The column values of one record.
-struct Row {
+struct Row<'a> {
+    id: &'a str,
     record: String,
     state: &'static str,
     dialect: &'static str,
     size: i64,
 }
 
-impl Row {
-    fn of(upload: &Upload) -> Result<Self, MetaError> {
+impl<'a> Row<'a> {
+    fn of(upload: &'a Upload) -> Result<Self, MetaError> {
         Ok(Row {
+            id: upload.id.as_str(),
             record: serde_json::to_string(upload).map_err(|e| {
                 MetaError::Backend(format!("cannot encode upload {}: {e}", upload.id))
             })?,
@@ -442,6 +444,28 @@ impl Row {
             size: i64::try_from(upload.length.unwrap_or_else(|| upload.held.prefix_end()))
                 .unwrap_or(i64::MAX),
         })
+    }
+}
+
+impl Row<'_> {
+    /// The parameters of INSERT and UPDATE, `$1`..`$9` (`$9`: the version; stored on
+    /// insert, expected on update).
+    fn params<'a>(
+        &'a self,
+        upload: &'a Upload,
+        version: &'a i64,
+    ) -> [&'a (dyn tokio_postgres::types::ToSql + Sync); 9] {
+        [
+            &self.id,
+            &upload.key,
+            &self.state,
+            &self.dialect,
+            &upload.updated_at.0,
+            &self.record,
+            &upload.owner,
+            &self.size,
+            version,
+        ]
     }
 }
 
@@ -456,29 +480,6 @@ fn parse_id(s: &str) -> Result<UploadId, MetaError> {
 }
 
 impl PgMetaStore {
-    /// Writes `upload` with `sql` (INSERT or UPDATE, same parameters); returns rows changed.
-    async fn write(&self, sql: &str, upload: &Upload) -> Result<u64, MetaError> {
-        let row = Row::of(upload)?;
-        let client = self.client().await?;
-        let st = client.prepare_cached(sql).await.map_err(backend)?;
-        client
-            .execute(
-                &st,
-                &[
-                    &upload.id.as_str(),
-                    &upload.key,
-                    &row.state,
-                    &row.dialect,
-                    &upload.updated_at.0,
-                    &row.record,
-                    &upload.owner,
-                    &row.size,
-                ],
-            )
-            .await
-            .map_err(write_error)
-    }
-
     async fn get_where(&self, sql: &str, value: &str) -> Result<Option<Upload>, MetaError> {
         let client = self.client().await?;
         let st = client.prepare_cached(sql).await.map_err(backend)?;
@@ -510,7 +511,13 @@ impl PgMetaStore {
 #[async_trait]
 impl MetaStore for PgMetaStore {
     async fn insert(&self, upload: &Upload) -> Result<(), MetaError> {
-        self.write(INSERT, upload).await?;
+        let row = Row::of(upload)?;
+        let client = self.client().await?;
+        let st = client.prepare_cached(INSERT).await.map_err(backend)?;
+        client
+            .execute(&st, &row.params(upload, &0))
+            .await
+            .map_err(write_error)?;
         crash::event("meta.insert", || upload.id.to_string());
         Ok(())
     }
@@ -531,20 +538,7 @@ impl MetaStore for PgMetaStore {
         let client = self.client().await?;
         let st = client.prepare_cached(UPDATE).await.map_err(backend)?;
         let answer = client
-            .query_one(
-                &st,
-                &[
-                    &upload.id.as_str(),
-                    &upload.key,
-                    &row.state,
-                    &row.dialect,
-                    &upload.updated_at.0,
-                    &row.record,
-                    &upload.owner,
-                    &row.size,
-                    &version,
-                ],
-            )
+            .query_one(&st, &row.params(upload, &version))
             .await
             .map_err(write_error)?;
         let changed: i64 = answer.try_get(0).map_err(backend)?;
