@@ -1763,7 +1763,7 @@ impl Engine {
     /// Only safe while nobody creates uploads (a blob exists briefly before its record):
     /// recovery calls it before the server takes requests, and the data directory's lock
     /// keeps a second process away. With nodes sharing the store (a coordinator), blobs
-    /// touched within [`SHARED_SWEEP_GRACE`] are left alone for that reason.
+    /// touched within `SHARED_SWEEP_GRACE` (10 minutes) are left alone for that reason.
     pub async fn sweep(&self) -> Result<usize, EngineError> {
         let mut records: BTreeMap<UploadId, Option<Upload>> = BTreeMap::new();
         let mut removed = 0;
