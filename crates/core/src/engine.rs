@@ -500,15 +500,20 @@ impl Engine {
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
         E: Display,
     {
-        self.write_checked_as(None, id, mode, check, body).await
+        self.write_checked_as(None, id, None, mode, check, body)
+            .await
     }
 
     /// [`Engine::write_checked`] that first checks, on the record it reads anyway, that the
     /// upload belongs to `owner` (`NotFound` otherwise); `None` checks nothing.
+    ///
+    /// `known` is the record as the caller just read it, if it did: the plan starts from it
+    /// instead of reading it again (it is read afresh after the ranges are reserved anyway).
     pub(crate) async fn write_checked_as<S, E>(
         &self,
         owner: Option<&Option<String>>,
         id: &UploadId,
+        known: Option<Upload>,
         mode: WriteMode,
         check: Option<BodyCheck>,
         body: S,
@@ -520,13 +525,19 @@ impl Engine {
         self.check_space()?;
         let max = self.0.cfg.max_upload_size;
         let (u, planned) = self
-            .reserve_fresh(owner, id, matches!(mode, WriteMode::Append { .. }), |u| {
-                let (start, limit) = plan_raw(u, mode, max)?;
-                Ok(Some((
-                    (start, limit),
-                    vec![start..start.saturating_add(limit)],
-                )))
-            })
+            .reserve_fresh(
+                owner,
+                id,
+                known,
+                matches!(mode, WriteMode::Append { .. }),
+                |u| {
+                    let (start, limit) = plan_raw(u, mode, max)?;
+                    Ok(Some((
+                        (start, limit),
+                        vec![start..start.saturating_add(limit)],
+                    )))
+                },
+            )
             .await?;
         let ((start, limit), reservation) = planned.expect("raw writes always plan a range");
         let range = start..start.saturating_add(limit);
@@ -735,7 +746,7 @@ impl Engine {
         let max = self.0.cfg.max_upload_size;
         let ulock = self.0.locks.entry(id);
         let (u, planned) = self
-            .reserve_fresh(owner, id, false, |u| {
+            .reserve_fresh(owner, id, None, false, |u| {
                 let zero_open = ulock.zero_open.load(Ordering::Acquire);
                 Ok(plan_chunk(u, chunk_id, max, zero_open)?.map(|p| {
                     let ranges = p.reserve.clone();
@@ -918,13 +929,17 @@ impl Engine {
         &self,
         owner: Option<&Option<String>>,
         id: &UploadId,
+        mut first: Option<Upload>,
         append: bool,
         plan: impl Fn(&Upload) -> Result<Option<(P, Vec<Range<u64>>)>, EngineError>,
     ) -> Result<(Upload, Option<(P, Reservation)>), EngineError> {
         let deadline = Instant::now() + RESERVE_WAIT;
         let mut asked = false;
         loop {
-            let u = self.get(id).await?;
+            let u = match first.take() {
+                Some(u) => u,
+                None => self.get(id).await?,
+            };
             // The owner never changes, so checking the first read covers the second.
             if owner.is_some_and(|o| u.owner != *o) {
                 return Err(EngineError::NotFound);

@@ -214,7 +214,7 @@ impl<'a> Scoped<'a> {
         E: Display,
     {
         self.engine
-            .write_checked_as(Some(&self.actor.tenant), id, mode, None, body)
+            .write_checked_as(Some(&self.actor.tenant), id, None, mode, None, body)
             .await
     }
 
@@ -230,7 +230,34 @@ impl<'a> Scoped<'a> {
         E: Display,
     {
         self.engine
-            .write_checked_as(Some(&self.actor.tenant), id, mode, check, body)
+            .write_checked_as(Some(&self.actor.tenant), id, None, mode, check, body)
+            .await
+    }
+
+    /// [`Scoped::write_checked`] of an upload the caller has just read (through this
+    /// scope, so it is the actor's): the engine plans from that record instead of reading it
+    /// again.
+    pub async fn write_checked_from<S, E>(
+        &self,
+        known: Upload,
+        mode: WriteMode,
+        check: Option<BodyCheck>,
+        body: S,
+    ) -> Result<WriteOutcome, EngineError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: Display,
+    {
+        let id = known.id.clone();
+        self.engine
+            .write_checked_as(
+                Some(&self.actor.tenant),
+                &id,
+                Some(known),
+                mode,
+                check,
+                body,
+            )
             .await
     }
 

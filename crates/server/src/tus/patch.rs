@@ -95,8 +95,8 @@ async fn append(
     let out = state
         .engine
         .scoped(actor)
-        .write_checked(
-            id,
+        .write_checked_from(
+            u,
             WriteMode::Append { offset },
             check,
             body.into_data_stream(),
