@@ -431,6 +431,24 @@ impl Uploader {
         }
     }
 
+    /// What the state file remembers of this file on this server for `protocol`; a state
+    /// file that cannot be read is said, and counts as remembering nothing.
+    async fn saved_record(
+        &self,
+        file: &str,
+        protocol: Protocol,
+        fp: &Fingerprint,
+    ) -> Option<Record> {
+        self.opts
+            .state
+            .find(&self.server_key, protocol, &fp.path)
+            .await
+            .unwrap_or_else(|e| {
+                self.note(file, format!("could not read the resume state: {e}"));
+                None
+            })
+    }
+
     fn record(&self, protocol: Protocol, fp: &Fingerprint) -> Record {
         Record {
             server: self.server_key.clone(),
@@ -547,16 +565,7 @@ impl Uploader {
         r: &mut Retrier,
     ) -> Result<Earlier> {
         let file = src.display.as_str();
-        let found = self
-            .opts
-            .state
-            .find(&self.server_key, Protocol::Tus, &fp.path)
-            .await
-            .unwrap_or_else(|e| {
-                self.note(file, format!("could not read the resume state: {e}"));
-                None
-            });
-        let Some(rec) = found else {
+        let Some(rec) = self.saved_record(file, Protocol::Tus, fp).await else {
             return Ok(Earlier::Nothing);
         };
         let saved = rec.tus.map(|t| t.parts).unwrap_or_default();
@@ -812,15 +821,7 @@ impl Uploader {
             .chunk_size
             .unwrap_or(DEFAULT_TUS_CHUNK_SIZE)
             .max(1);
-        let earlier = self
-            .opts
-            .state
-            .find(&self.server_key, Protocol::Ranges, &fp.path)
-            .await
-            .unwrap_or_else(|e| {
-                self.note(file, format!("could not read the resume state: {e}"));
-                None
-            });
+        let earlier = self.saved_record(file, Protocol::Ranges, &fp).await;
         let mut held = Held::default();
         let file_id = match earlier {
             Some(rec) if rec.file == fp => match rec.ranges {

@@ -180,6 +180,21 @@ fn round_trip(root: &Path, base: &str, cert: &Path, name: &str, data: &[u8], ext
     assert_same_bytes(&std::fs::read(root.join(&out)).unwrap(), data, &url);
 }
 
+/// [`round_trip`] with the default protocol (byte ranges, 3 connections) and with tus
+/// (3 partial uploads in 1 MiB PATCHes).
+fn ranges_and_tus(root: &Path, base: &str, cert: &Path, data: &[u8]) {
+    round_trip(root, base, cert, "ranges.bin", data, &["--parallel", "3"]);
+    let tus = [
+        "--protocol",
+        "tus",
+        "--parallel",
+        "3",
+        "--chunk-size",
+        "1MiB",
+    ];
+    round_trip(root, base, cert, "tus.bin", data, &tus);
+}
+
 #[test]
 fn the_cli_uploads_and_downloads_over_ferrys_own_tls() {
     let tmp = tempfile::tempdir().unwrap();
@@ -197,29 +212,7 @@ fn the_cli_uploads_and_downloads_over_ferrys_own_tls() {
     srv.spawn();
     let base = format!("https://localhost:{}", srv.port);
     let data = source(9 << 20, 81);
-    round_trip(
-        root,
-        &base,
-        &cert,
-        "ranges.bin",
-        &data,
-        &["--parallel", "3"],
-    );
-    round_trip(
-        root,
-        &base,
-        &cert,
-        "tus.bin",
-        &data,
-        &[
-            "--protocol",
-            "tus",
-            "--parallel",
-            "3",
-            "--chunk-size",
-            "1MiB",
-        ],
-    );
+    ranges_and_tus(root, &base, &cert, &data);
     round_trip(
         root,
         &base,
@@ -275,27 +268,5 @@ fn the_cli_uploads_and_downloads_through_nginx_terminating_tls() {
     let _nginx = nginx(&root.join("nginx"), port, srv.port, &cert, &key);
     let base = format!("https://localhost:{port}");
     let data = source(9 << 20, 82);
-    round_trip(
-        root,
-        &base,
-        &cert,
-        "ranges.bin",
-        &data,
-        &["--parallel", "3"],
-    );
-    round_trip(
-        root,
-        &base,
-        &cert,
-        "tus.bin",
-        &data,
-        &[
-            "--protocol",
-            "tus",
-            "--parallel",
-            "3",
-            "--chunk-size",
-            "1MiB",
-        ],
-    );
+    ranges_and_tus(root, &base, &cert, &data);
 }
