@@ -16,7 +16,7 @@
 //! One node alone needs none of this: the engine runs without a coordinator.
 
 use crate::store::MetaError;
-use crate::upload::UploadId;
+use crate::upload::{Upload, UploadId};
 use async_trait::async_trait;
 use std::ops::Range;
 use std::sync::Arc;
@@ -29,11 +29,31 @@ pub struct Lease {
     pub token: i64,
     /// False once the coordinator could not renew it in time (it may have expired).
     valid: Arc<AtomicBool>,
+    /// The upload's record as it stood once the lease was in place, when the coordinator
+    /// read it in the same round trip ([`Lease::with_record`]).
+    record: Option<Upload>,
 }
 
 impl Lease {
     pub fn new(token: i64, valid: Arc<AtomicBool>) -> Lease {
-        Lease { token, valid }
+        Lease {
+            token,
+            valid,
+            record: None,
+        }
+    }
+
+    /// A lease that carries the upload's record, read after the lease was taken: no write
+    /// by another node can have changed the leased ranges since, so the engine plans from it
+    /// instead of reading the record again.
+    pub fn with_record(mut self, record: Upload) -> Lease {
+        self.record = Some(record);
+        self
+    }
+
+    /// The record read with the lease, once.
+    pub fn take_record(&mut self) -> Option<Upload> {
+        self.record.take()
     }
 
     /// Whether this node still holds the lease, as far as it knows: renewed in time.
@@ -53,8 +73,9 @@ pub trait Coordinator: Send + Sync + 'static {
         ranges: &[Range<u64>],
         append: bool,
     ) -> Result<Option<Lease>, MetaError>;
-    /// Gives a lease back. Best effort: a lease that is never released expires.
-    async fn release(&self, lease: &Lease);
+    /// Gives a lease back. Never waits: the coordinator may send it with its next statement
+    /// or shortly after. Best effort: a lease that is never released expires.
+    fn release(&self, lease: &Lease);
     /// Whether any node holds a live lease on `id` (expiry leaves such uploads alone).
     async fn is_leased(&self, id: &UploadId) -> Result<bool, MetaError>;
     /// Asks whichever node holds an append lease on `id` to stop that append.
@@ -84,11 +105,8 @@ impl LeaseGuard {
 
 impl Drop for LeaseGuard {
     fn drop(&mut self) {
-        let (Some(lease), Ok(rt)) = (self.lease.take(), tokio::runtime::Handle::try_current())
-        else {
-            return;
-        };
-        let coord = self.coord.clone();
-        rt.spawn(async move { coord.release(&lease).await });
+        if let Some(lease) = self.lease.take() {
+            self.coord.release(&lease);
+        }
     }
 }

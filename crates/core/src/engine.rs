@@ -947,11 +947,14 @@ impl Engine {
             let Some((p, ranges)) = plan(&u)? else {
                 return Ok((u, None));
             };
+            // The record as read once the ranges are ours, when the lease brought it.
+            let mut leased_record = None;
             let reserved = match self.0.locks.reserve(id, ranges.clone()) {
                 Some(res) => match &self.0.coord {
                     Some(coord) if !ranges.is_empty() => {
                         match coord.acquire(id, &ranges, append).await? {
-                            Some(lease) => {
+                            Some(mut lease) => {
+                                leased_record = lease.take_record();
                                 Some(res.with_lease(LeaseGuard::new(coord.clone(), lease)))
                             }
                             None => {
@@ -970,7 +973,10 @@ impl Engine {
             };
             match reserved {
                 Some(res) => {
-                    let fresh = self.get(id).await?;
+                    let fresh = match leased_record {
+                        Some(u) => u,
+                        None => self.get(id).await?,
+                    };
                     match plan(&fresh)? {
                         Some((p2, r2)) if p2 == p && r2 == ranges => {
                             return Ok((fresh, Some((p, res))));

@@ -41,7 +41,7 @@ use tokio_postgres::{Config, NoTls};
 pub mod coord;
 
 /// Schema version this code writes and understands; stored in `ferry_schema.version`.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// Key of the advisory lock that serialises migrations ("ferry_mi" in ASCII). Advisory
 /// locks are per database, so this only ever contends with other ferry nodes on it.
@@ -98,6 +98,40 @@ const MIGRATIONS: &[&str] = &[
                    clock_timestamp() + p_ttl_ms * interval '1 millisecond'
             FROM unnest(p_firsts, p_ends) AS r(f, e);
         RETURN t;
+    END $$;",
+    // 2 → 3: taking a lease also gives back leases this node released since its last take
+    // (`p_released`: a release costs no statement of its own) and returns the upload's
+    // record as read under the advisory lock, after the lease is in place (the read a write
+    // makes after reserving its ranges rides on the same round trip). One row: the token
+    // (NULL when an overlapping lease refuses) and the record and version (NULL when there
+    // is no such upload).
+    // The six-argument version stays for nodes of the previous build still running during
+    // a rolling upgrade.
+    "CREATE FUNCTION ferry_take_lease(p_upload TEXT, p_firsts BIGINT[], p_ends BIGINT[],
+                                     p_node TEXT, p_append BOOLEAN, p_ttl_ms INT,
+                                     p_released BIGINT[])
+    RETURNS TABLE (o_token BIGINT, o_record TEXT, o_version BIGINT)
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        IF cardinality(p_released) > 0 THEN
+            DELETE FROM ferry_leases WHERE token = ANY(p_released);
+        END IF;
+        PERFORM pg_advisory_xact_lock(hashtextextended(p_upload, 7));
+        DELETE FROM ferry_leases
+            WHERE upload_id = p_upload AND expires_at < clock_timestamp();
+        IF EXISTS (SELECT 1 FROM ferry_leases l, unnest(p_firsts, p_ends) AS r(f, e)
+                   WHERE l.upload_id = p_upload AND l.first_byte < r.e AND r.f < l.end_byte)
+        THEN
+            RETURN NEXT;
+            RETURN;
+        END IF;
+        o_token := nextval('ferry_lease_tokens');
+        INSERT INTO ferry_leases
+            SELECT o_token, p_upload, r.f, r.e, p_node, p_append,
+                   clock_timestamp() + p_ttl_ms * interval '1 millisecond'
+            FROM unnest(p_firsts, p_ends) AS r(f, e);
+        SELECT u.record, u.version INTO o_record, o_version FROM uploads u WHERE u.id = p_upload;
+        RETURN NEXT;
     END $$;",
 ];
 
@@ -469,7 +503,7 @@ impl Row<'_> {
     }
 }
 
-fn decode(json: &str) -> Result<Upload, MetaError> {
+pub(crate) fn decode(json: &str) -> Result<Upload, MetaError> {
     serde_json::from_str(json)
         .map_err(|e| MetaError::Backend(format!("stored upload record is unreadable: {e}")))
 }

@@ -535,6 +535,66 @@ mod postgres {
         assert_eq!(version().await, 2);
     }
 
+    #[tokio::test]
+    async fn pg_leases_bring_the_record_and_releases_ride_on_the_next_take() {
+        use ferry_core::coord::Coordinator;
+        use ferry_store::postgres::coord::{PgCoordinator, RELEASE_DELAY};
+        let db = TestDb::create().await;
+        let store = db.connect().await;
+        let (a, b) = (
+            PgCoordinator::start(&store).await.unwrap(),
+            PgCoordinator::start(&store).await.unwrap(),
+        );
+        let mut upload = sample(None);
+        store.insert(&upload).await.unwrap();
+        upload.state = UploadState::Complete;
+        store.update(&upload).await.unwrap();
+        let client = db.client().await;
+        let rows = |token: i64| {
+            let client = &client;
+            async move {
+                client
+                    .query_one(
+                        "SELECT count(*) FROM ferry_leases WHERE token = $1",
+                        &[&token],
+                    )
+                    .await
+                    .unwrap()
+                    .get::<_, i64>(0)
+            }
+        };
+
+        let mut first = a.acquire(&upload.id, &[0..100], true).await.unwrap().unwrap();
+        let record = first.take_record().expect("the take read the record");
+        assert_eq!(record.id, upload.id);
+        assert_eq!(record.state, UploadState::Complete);
+        assert_eq!(record.version, 1, "the row version comes with the record");
+        assert!(first.take_record().is_none(), "the record is handed out once");
+        assert!(b.acquire(&upload.id, &[50..150], false).await.unwrap().is_none());
+        let second = b.acquire(&upload.id, &[100..200], false).await.unwrap().unwrap();
+        assert!(first.held() && second.held());
+
+        // A's release is carried by A's next take, of any upload.
+        a.release(&first);
+        let missing = UploadId::generate();
+        let mut other = a.acquire(&missing, &[0..1], false).await.unwrap().unwrap();
+        assert!(other.take_record().is_none(), "no record for an unknown upload");
+        assert_eq!(rows(first.token).await, 0, "the next take deleted the released lease");
+        assert!(b.acquire(&upload.id, &[0..100], false).await.unwrap().is_some());
+
+        // With no take to carry it, a release is flushed shortly after.
+        b.release(&second);
+        let deadline = std::time::Instant::now() + RELEASE_DELAY * 40;
+        while rows(second.token).await != 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a released lease was still there after {:?}",
+                RELEASE_DELAY * 40
+            );
+            tokio::time::sleep(RELEASE_DELAY).await;
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn pg_racing_connects_both_succeed_and_migrate_once() {
         let db = TestDb::create().await;
