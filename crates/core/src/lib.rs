@@ -5,6 +5,7 @@
 //! - [`http_range`]: RFC 9110 `Range` / `Content-Range` codecs shared by server and client.
 //! - [`upload`]: the upload record the metadata store persists.
 //! - [`store`]: the storage traits (`BlobStore`, `MetaStore`) backends implement.
+//! - [`parts`]: how a part-based store (S3 multipart) cuts an upload into parts.
 //! - [`coord`]: leases and preemption across nodes sharing one database.
 //! - [`tus`]: tus 1.0.0 header codecs (`Upload-Metadata`, `Upload-Checksum`, `Upload-Concat`).
 //! - [`engine`]: the upload engine every protocol front drives.
@@ -17,6 +18,7 @@ pub mod handshake;
 pub mod hash;
 pub mod http_range;
 pub mod lock;
+pub mod parts;
 pub mod ranges;
 pub mod store;
 pub mod tenant;
