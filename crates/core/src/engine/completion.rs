@@ -1,0 +1,290 @@
+//! Completion: finishing an upload whose bytes are all held (digest checked, blob published
+//! atomically), and final uploads assembled from their parts (tus concatenation).
+
+use super::hashing::load_hasher;
+use super::{Engine, NewUpload, STALE_RETRIES, Stats};
+use crate::crash;
+use crate::error::EngineError;
+use crate::hash::Hasher;
+use crate::store::BlobKind;
+use crate::upload::{Concat, Timestamp, Upload, UploadId, UploadState};
+use std::time::Instant;
+
+impl Engine {
+    /// After a commit: finish the upload when every byte is held, otherwise let the hasher
+    /// catch up with bytes that arrived out of order.
+    pub(super) async fn after_commit(&self, u: Upload) -> Result<Upload, EngineError> {
+        if let Some(len) = u.length
+            && u.held.is_complete(len)
+            && !u.is_complete()
+        {
+            return self.finalize(&u.id).await;
+        }
+        let hashed = u.hash_progress.as_ref().map_or(0, |p| p.position);
+        if u.held.prefix_end() > hashed {
+            let engine = self.clone();
+            let id = u.id.clone();
+            tokio::spawn(async move {
+                if let Err(e) = engine.catch_up(&id).await {
+                    tracing::debug!(%id, error = %e, "hash catch-up deferred");
+                }
+            });
+        }
+        Ok(u)
+    }
+
+    /// Completes an upload whose bytes are all held: finishes the whole-file digest, checks
+    /// it against the declared one, publishes the blob atomically, and records completion.
+    /// Idempotent, so recovery after a crash at any point simply calls it again.
+    pub async fn finalize(&self, id: &UploadId) -> Result<Upload, EngineError> {
+        let u = self.finalize_one(id).await?;
+        // A completed part may be the last one some final upload was waiting for.
+        if let Some(Concat::Partial { finals }) = &u.concat {
+            for f in finals {
+                if let Err(e) = self.assemble(f).await {
+                    tracing::warn!(final_id = %f, error = %e, "could not assemble a final upload");
+                }
+            }
+        }
+        Ok(u)
+    }
+
+    async fn finalize_one(&self, id: &UploadId) -> Result<Upload, EngineError> {
+        let started = Instant::now();
+        let lock = self.0.locks.entry(id);
+        let mut hslot = lock.hasher.lock().await;
+        let _c = lock.commit.lock().await;
+        let mut u = self.get(id).await?;
+        if u.is_complete() {
+            return Ok(u);
+        }
+        let len = u
+            .length
+            .ok_or_else(|| EngineError::Invalid("length unknown".into()))?;
+        if !u.held.is_complete(len) {
+            return Ok(u);
+        }
+        let mut hasher = match hslot.take() {
+            Some(h) => h,
+            None => load_hasher(&u)?,
+        };
+        let rehash = len - hasher.position().min(len);
+        if hasher.position() < len {
+            // After a crash between publish and the metadata commit the bytes are already in
+            // the complete blob.
+            let blob = match self.0.blobs.open(id, BlobKind::Partial).await {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    self.0.blobs.open(id, BlobKind::Complete).await?
+                }
+                Err(e) => return Err(e.into()),
+            };
+            hasher = self.hash_range(blob, hasher, len).await?;
+        }
+        let digest = hasher.finalize_hex();
+        if let Some(declared) = &u.declared
+            && declared.hex != digest
+        {
+            tracing::warn!(%id, expected = %declared.hex, actual = %digest, "whole-file digest mismatch; upload discarded");
+            // Forgotten first, removed second: the record never points at removed bytes.
+            self.0.meta.delete(id).await?;
+            crash::point("engine.discard.forgotten");
+            self.0.blobs.delete(id).await?;
+            Stats::add(&self.0.stats.failed, u.dialect, 1);
+            return Err(EngineError::FileDigestMismatch {
+                expected: declared.hex.clone(),
+                actual: digest,
+            });
+        }
+        crash::point("engine.finalize.verified");
+        self.0.blobs.publish(id).await?;
+        crash::point("engine.finalize.published");
+        let mut tries = 0;
+        loop {
+            let now = Timestamp::now();
+            u.state = UploadState::Complete;
+            u.content_digest = Some(digest.clone());
+            u.hash_progress = None;
+            u.completed_at = Some(now);
+            u.updated_at = now;
+            if let Some(c) = u.chunks.as_mut() {
+                c.staged.clear();
+            }
+            match self.save(&mut u).await {
+                Ok(()) => break,
+                // A late commit (a catch-up pass, a duplicate chunk, another node) updated
+                // the record after it was read: completion is re-applied on the fresh one,
+                // unless someone completed it meanwhile, which is what we wanted.
+                Err(EngineError::Busy) if tries < STALE_RETRIES => {
+                    tries += 1;
+                    u = self.get(id).await?;
+                    if u.is_complete() {
+                        return Ok(u);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Stats::add(&self.0.stats.completed, u.dialect, 1);
+        tracing::info!(%id, length = len, rehashed = rehash, finalize_ms = started.elapsed().as_millis() as u64, "upload complete");
+        Ok(u)
+    }
+
+    /// Creates a final upload: the concatenation of `parts`, in order (tus concatenation).
+    /// Every part must be a partial upload. When all parts are complete the final is
+    /// assembled at once; otherwise ("unfinished concatenation") it is assembled when the
+    /// last part completes.
+    pub async fn create_final(
+        &self,
+        mut new: NewUpload,
+        parts: Vec<UploadId>,
+    ) -> Result<Upload, EngineError> {
+        if parts.is_empty() {
+            return Err(EngineError::Invalid(
+                "a final upload needs at least one partial upload".into(),
+            ));
+        }
+        let mut length = Some(0u64);
+        for p in &parts {
+            let part = match self.get(p).await {
+                Ok(u) => u,
+                Err(EngineError::NotFound) => return Err(EngineError::UnknownPart(p.to_string())),
+                Err(e) => return Err(e),
+            };
+            if !matches!(part.concat, Some(Concat::Partial { .. })) {
+                return Err(EngineError::Invalid(format!(
+                    "upload {p} was not created as a partial upload (Upload-Concat: partial)"
+                )));
+            }
+            length = match (length, part.length) {
+                (Some(a), Some(b)) => a.checked_add(b),
+                _ => None,
+            };
+        }
+        if let Some(len) = length {
+            self.check_size(len)?;
+        }
+        new.length = length;
+        new.concat = Some(Concat::Final {
+            parts: parts.clone(),
+        });
+        let (u, _) = self.create(new).await?;
+        // Register the final with every part still receiving, so its completion triggers
+        // the assembly.
+        for p in &parts {
+            let lock = self.0.locks.entry(p);
+            let final_id = u.id.clone();
+            self.commit(
+                p,
+                &lock,
+                |part| {
+                    if let Some(Concat::Partial { finals }) = part.concat.as_mut()
+                        && !finals.contains(&final_id)
+                    {
+                        finals.push(final_id.clone());
+                    }
+                    Ok(())
+                },
+                None,
+            )
+            .await?;
+        }
+        self.assemble(&u.id).await
+    }
+
+    /// Assembles a final upload whose parts are all complete: the backend copies each part
+    /// into place (a kernel copy, which shares extents on file systems that reflink), the
+    /// assembled bytes are hashed (one read: the parts' digests cannot be combined into the
+    /// content's), then the final is published like any upload, with a content digest a
+    /// client can check.
+    pub(super) async fn assemble(&self, id: &UploadId) -> Result<Upload, EngineError> {
+        let lock = self.0.locks.entry(id);
+        let _h = lock.hasher.lock().await;
+        let _c = lock.commit.lock().await;
+        let mut u = self.get(id).await?;
+        let Some(Concat::Final { parts }) = u.concat.clone() else {
+            return Ok(u);
+        };
+        if u.is_complete() {
+            return Ok(u);
+        }
+        let mut loaded = Vec::with_capacity(parts.len());
+        for p in &parts {
+            let part = self.get(p).await?;
+            if !part.is_complete() {
+                return Ok(u);
+            }
+            loaded.push(part);
+        }
+        let started = Instant::now();
+        let mut offset = 0u64;
+        for part in &loaded {
+            let len = part.length.unwrap_or(0);
+            if len > 0 {
+                self.0
+                    .blobs
+                    .copy_complete(&part.id, id, offset, len)
+                    .await?;
+            }
+            offset += len;
+        }
+        self.check_size(offset)?;
+        crash::point("engine.assemble.copied");
+        let blob = self.0.blobs.open(id, BlobKind::Partial).await?;
+        let digest = self
+            .hash_range(blob, Hasher::new(u.content_alg), offset)
+            .await?
+            .finalize_hex();
+        self.0.blobs.publish(id).await?;
+        crash::point("engine.assemble.published");
+        let now = Timestamp::now();
+        u.length = Some(offset);
+        u.held = Default::default();
+        u.held.insert(0..offset);
+        u.state = UploadState::Complete;
+        u.content_digest = Some(digest);
+        u.completed_at = Some(now);
+        u.updated_at = now;
+        if let Err(e) = self.save(&mut u).await {
+            return match self.get(id).await {
+                Ok(done) if done.is_complete() => Ok(done),
+                _ => Err(e),
+            };
+        }
+        Stats::add(&self.0.stats.completed, u.dialect, 1);
+        tracing::info!(%id, length = offset, parts = loaded.len(), assemble_ms = started.elapsed().as_millis() as u64, "final upload assembled");
+        crash::point("engine.assemble.committed");
+        self.release_parts(&loaded).await;
+        Ok(u)
+    }
+
+    /// Removes the parts of a final upload once it is assembled (tus "Concatenation" lets a
+    /// server do so), so a file uploaded in parallel costs its size once, not twice. A part
+    /// some other final still waits for is kept. Failures only cost space: the file is
+    /// complete either way.
+    async fn release_parts(&self, parts: &[Upload]) {
+        for part in parts {
+            let finals = match &part.concat {
+                Some(Concat::Partial { finals }) => finals.clone(),
+                _ => continue,
+            };
+            let mut needed = false;
+            for f in &finals {
+                if !matches!(self.get(f).await, Ok(fin) if fin.is_complete()) {
+                    needed = true;
+                }
+            }
+            if needed {
+                continue;
+            }
+            match self.delete(&part.id).await {
+                Ok(()) | Err(EngineError::NotFound) => {
+                    tracing::debug!(part = %part.id, "part released after concatenation")
+                }
+                Err(e) => {
+                    tracing::warn!(part = %part.id, error = %e, "could not release a part after concatenation")
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,491 @@
+//! The raw byte write path: a body streamed batch by batch into the partial blob at its final
+//! offsets, hashed on the way, made durable, then committed.
+
+use super::hashing::HashClaim;
+use super::{BodyCheck, Engine, Stats, WriteMode, WriteOutcome};
+use crate::error::EngineError;
+use crate::hash::Hasher;
+use crate::store::BlobWrite;
+use crate::upload::{Concat, Dialect, Upload, UploadId};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use std::fmt::Display;
+use std::ops::Range;
+use std::sync::Arc;
+use tokio::task::{JoinHandle, spawn_blocking};
+
+/// Bytes gathered from the body before one positional write: large enough that the per-write
+/// cost (a blocking-pool hop, a syscall) is amortised, small enough to keep memory flat.
+const BATCH_BYTES: usize = 512 << 10;
+/// Why a preempted write ended.
+const SUPERSEDED: &str = "superseded by a newer request for the same upload";
+
+/// Plan for one streamed body.
+#[derive(PartialEq)]
+pub(super) struct Plan {
+    /// Offsets where stream byte 0 lands (several for duplicate chunks).
+    pub(super) targets: Vec<u64>,
+    /// Most bytes the body may carry.
+    pub(super) limit: u64,
+    /// Stream-relative parts that may be written (bytes already held are skipped).
+    pub(super) writable: Vec<Range<u64>>,
+}
+
+pub(super) struct Worker {
+    pub(super) writer: Box<dyn BlobWrite>,
+    pub(super) whole: Option<Hasher>,
+    pub(super) chunk: Option<Hasher>,
+}
+
+pub(super) enum PumpEnd {
+    Complete,
+    Body(String),
+    TooLong,
+}
+
+pub(super) struct Pumped {
+    pub(super) worker: Worker,
+    /// Bytes of the body accepted (written where writable), ≤ plan.limit.
+    pub(super) received: u64,
+    pub(super) end: PumpEnd,
+}
+
+impl Engine {
+    /// Streams a raw body into an upload (byte-offset dialect, tus PATCH).
+    ///
+    /// Whatever part of the body arrived before it was cut off is kept durably and reported
+    /// in [`EngineError::BodyInterrupted`], like tusd does: the client resumes from there.
+    pub async fn write<S, E>(
+        &self,
+        id: &UploadId,
+        mode: WriteMode,
+        body: S,
+    ) -> Result<WriteOutcome, EngineError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: Display,
+    {
+        self.write_checked(id, mode, None, body).await
+    }
+
+    /// [`Engine::write`] with an optional digest the whole body must have. With a check the
+    /// write is all or nothing (tus checksum extension: a mismatch keeps nothing of the
+    /// request); without one, a body cut off mid-way keeps what arrived.
+    pub async fn write_checked<S, E>(
+        &self,
+        id: &UploadId,
+        mode: WriteMode,
+        check: Option<BodyCheck>,
+        body: S,
+    ) -> Result<WriteOutcome, EngineError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: Display,
+    {
+        self.write_checked_as(None, id, None, mode, check, body)
+            .await
+    }
+
+    /// [`Engine::write_checked`] that first checks, on the record it reads anyway, that the
+    /// upload belongs to `owner` (`NotFound` otherwise); `None` checks nothing.
+    ///
+    /// `known` is the record as the caller just read it, if it did: the plan starts from it
+    /// instead of reading it again (it is read afresh after the ranges are reserved anyway).
+    pub(crate) async fn write_checked_as<S, E>(
+        &self,
+        owner: Option<&Option<String>>,
+        id: &UploadId,
+        known: Option<Upload>,
+        mode: WriteMode,
+        check: Option<BodyCheck>,
+        body: S,
+    ) -> Result<WriteOutcome, EngineError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: Display,
+    {
+        self.check_space()?;
+        let max = self.0.cfg.max_upload_size;
+        let (u, planned) = self
+            .reserve_fresh(
+                owner,
+                id,
+                known,
+                matches!(mode, WriteMode::Append { .. }),
+                |u| {
+                    let (start, limit) = plan_raw(u, mode, max)?;
+                    Ok(Some((
+                        (start, limit),
+                        vec![start..start.saturating_add(limit)],
+                    )))
+                },
+            )
+            .await?;
+        let ((start, limit), reservation) = planned.expect("raw writes always plan a range");
+        let range = start..start.saturating_add(limit);
+        let bound = u.length.unwrap_or(max);
+        let writable: Vec<Range<u64>> = u
+            .held
+            .gaps_in(range.clone())
+            .into_iter()
+            .map(|g| g.start - start..g.end - start)
+            .collect();
+        let fully_new = !u.held.intersects(range.clone());
+        let ulock = reservation.lock.clone();
+        // An append is the upload's only writer by definition (it must start at the held
+        // offset), so a newer request may preempt it; range and chunk writes run in parallel
+        // legitimately and are never preempted.
+        let preempt = matches!(mode, WriteMode::Append { .. }).then(|| ulock.preempt.subscribe());
+        let plan = Plan {
+            targets: vec![start],
+            limit,
+            writable,
+        };
+        let writer = self.0.blobs.writer(id).await?;
+        let (claim, whole) = if fully_new {
+            self.claim_hasher(&ulock, &u, start).await
+        } else {
+            (HashClaim::none(), None)
+        };
+        let body_hasher = check.as_ref().map(|c| Hasher::new(c.alg));
+        let pumped = self
+            .pump(
+                u.dialect,
+                Worker {
+                    writer,
+                    whole,
+                    chunk: body_hasher,
+                },
+                &plan,
+                preempt,
+                body,
+            )
+            .await;
+        let Pumped {
+            mut worker,
+            received,
+            end,
+        } = match pumped {
+            Ok(p) => p,
+            Err(e) => {
+                claim.abandon();
+                // Nothing of this request was acknowledged: give its bytes' space back (a
+                // full disk must not stay full of a refused body).
+                self.discard(id, &plan, start).await;
+                return Err(e);
+            }
+        };
+        if let Some(check) = &check {
+            // All or nothing: verify before anything becomes held.
+            let verdict = match &end {
+                PumpEnd::Complete => {
+                    let actual = worker
+                        .chunk
+                        .take()
+                        .map(Hasher::finalize)
+                        .unwrap_or_default();
+                    if actual == check.digest {
+                        Ok(())
+                    } else {
+                        Err(EngineError::ChecksumMismatch {
+                            alg: check.alg,
+                            expected: hex::encode(&check.digest),
+                            actual: hex::encode(actual),
+                        })
+                    }
+                }
+                PumpEnd::Body(reason) if reason == SUPERSEDED => {
+                    Err(EngineError::Superseded { held: u.offset() })
+                }
+                PumpEnd::Body(reason) => Err(EngineError::BodyInterrupted {
+                    received: 0,
+                    reason: format!("{reason} (a checksummed body is kept only whole)"),
+                }),
+                PumpEnd::TooLong => match mode {
+                    WriteMode::Append { .. } => Err(EngineError::PastLength {
+                        length: u.length.unwrap_or(max),
+                        end: start + limit + 1,
+                    }),
+                    WriteMode::At { len, .. } => Err(EngineError::Invalid(format!(
+                        "the body is longer than the {len} bytes of its range; nothing was stored"
+                    ))),
+                },
+            };
+            if let Err(e) = verdict {
+                claim.abandon();
+                self.discard(id, &plan, start).await;
+                return Err(e);
+            }
+        }
+        let accepted_ranges: Vec<Range<u64>> = plan
+            .writable
+            .iter()
+            .filter(|w| w.start < received)
+            .map(|w| start + w.start..start + w.end.min(received))
+            .collect();
+        let accepted: u64 = accepted_ranges.iter().map(|r| r.end - r.start).sum();
+        if !reservation.lease_held() {
+            // Another node may own these bytes by now: acknowledge nothing, free nothing.
+            claim.abandon();
+            return Err(EngineError::Busy);
+        }
+        let committed = if received > 0 {
+            let synced;
+            (worker, synced) = sync_worker(worker).await;
+            synced?;
+            let whole = worker.whole.take();
+            let u = self
+                .commit_on(
+                    id,
+                    &reservation.lock,
+                    Some(u.clone()),
+                    |u| {
+                        for r in &accepted_ranges {
+                            u.held.insert(r.clone());
+                        }
+                        Ok(())
+                    },
+                    whole.as_ref(),
+                )
+                .await;
+            claim.settle(u.is_ok(), whole);
+            Some(u?)
+        } else {
+            claim.abandon();
+            None
+        };
+        drop(reservation);
+        let upload = match committed {
+            Some(u) => self.after_commit(u).await?,
+            None => self.get(id).await?,
+        };
+        match end {
+            PumpEnd::Complete => Ok(WriteOutcome { upload, accepted }),
+            PumpEnd::Body(reason) if reason == SUPERSEDED => {
+                tracing::info!(%id, received, "write superseded by a newer request; kept what arrived");
+                Err(EngineError::Superseded {
+                    held: upload.offset(),
+                })
+            }
+            PumpEnd::Body(reason) => {
+                tracing::info!(%id, received, %reason, "body cut off; kept what arrived");
+                Err(EngineError::BodyInterrupted { received, reason })
+            }
+            PumpEnd::TooLong => match mode {
+                WriteMode::Append { .. } => Err(EngineError::PastLength {
+                    length: upload.length.unwrap_or(bound),
+                    end: start + limit + 1,
+                }),
+                WriteMode::At { len, .. } => Err(EngineError::Invalid(format!(
+                    "the body is longer than the {len} bytes of its range; bytes past the range were not stored"
+                ))),
+            },
+        }
+    }
+
+    /// Frees the space of the bytes a refused raw write may have stored: its writable ranges
+    /// (the bytes it did not hold before), while its reservation still keeps others away.
+    async fn discard(&self, id: &UploadId, plan: &Plan, start: u64) {
+        let ranges = plan
+            .writable
+            .iter()
+            .map(|w| start + w.start..start + w.end.min(plan.limit))
+            .collect();
+        if let Err(e) = self.0.blobs.discard(id, ranges).await {
+            tracing::warn!(%id, error = %e, "could not free the space of a refused write");
+        }
+    }
+
+    /// Moves body bytes into the blob, batch by batch: while one batch is written and
+    /// hashed on a blocking thread, the next is read from the socket.
+    pub(super) async fn pump<S, E>(
+        &self,
+        dialect: Dialect,
+        worker: Worker,
+        plan: &Plan,
+        mut preempt: Option<tokio::sync::watch::Receiver<u64>>,
+        mut body: S,
+    ) -> Result<Pumped, EngineError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: Display,
+    {
+        let mut idle = Some(worker);
+        let mut pending: Option<JoinHandle<(Worker, std::io::Result<()>)>> = None;
+        let mut batch: Vec<Bytes> = Vec::new();
+        let mut batch_len = 0usize;
+        let mut batch_pos = 0u64;
+        let mut received = 0u64;
+        let mut end = PumpEnd::Complete;
+        let targets: Arc<[u64]> = plan.targets.clone().into();
+        let writable: Arc<[Range<u64>]> = plan.writable.clone().into();
+
+        loop {
+            let next: Option<Result<Bytes, String>> = match preempt.as_mut() {
+                None => body.next().await.map(|r| r.map_err(|e| e.to_string())),
+                Some(rx) => tokio::select! {
+                    biased;
+                    // A newer request for this upload arrived: this one is stale (its client
+                    // reconnected). End it like a cut-off body: what arrived is kept, and the
+                    // newer request takes over from there.
+                    _ = rx.changed() => Some(Err(SUPERSEDED.to_owned())),
+                    n = body.next() => n.map(|r| r.map_err(|e| e.to_string())),
+                },
+            };
+            let mut last = false;
+            match next {
+                Some(Ok(mut bytes)) => {
+                    Stats::add(&self.0.stats.bytes_received, dialect, bytes.len() as u64);
+                    let room = plan.limit - received;
+                    if bytes.len() as u64 > room {
+                        bytes.truncate(room as usize);
+                        end = PumpEnd::TooLong;
+                        last = true;
+                    }
+                    received += bytes.len() as u64;
+                    batch_len += bytes.len();
+                    if !bytes.is_empty() {
+                        batch.push(bytes);
+                    }
+                }
+                Some(Err(e)) => {
+                    end = PumpEnd::Body(e.to_string());
+                    last = true;
+                }
+                None => last = true,
+            }
+            if batch_len >= BATCH_BYTES || (last && batch_len > 0) {
+                let worker = match pending.take() {
+                    Some(h) => {
+                        let (w, r) = h.await.map_err(|e| std::io::Error::other(e.to_string()))?;
+                        r?;
+                        w
+                    }
+                    None => idle.take().expect("worker is idle when nothing is pending"),
+                };
+                let bufs = std::mem::take(&mut batch);
+                let pos = batch_pos;
+                batch_pos += batch_len as u64;
+                batch_len = 0;
+                let (targets, writable) = (targets.clone(), writable.clone());
+                pending = Some(spawn_blocking(move || {
+                    let mut w = worker;
+                    let r = write_batch(&mut w, &targets, &writable, pos, &bufs);
+                    (w, r)
+                }));
+            }
+            if last {
+                break;
+            }
+        }
+        let worker = match pending.take() {
+            Some(h) => {
+                let (w, r) = h.await.map_err(|e| std::io::Error::other(e.to_string()))?;
+                r?;
+                w
+            }
+            None => idle.take().expect("worker is idle when nothing is pending"),
+        };
+        Ok(Pumped {
+            worker,
+            received,
+            end,
+        })
+    }
+}
+
+/// Where a raw write starts and how many bytes it may carry.
+fn plan_raw(u: &Upload, mode: WriteMode, max: u64) -> Result<(u64, u64), EngineError> {
+    if matches!(u.concat, Some(Concat::Final { .. })) {
+        return Err(EngineError::FinalUpload);
+    }
+    if u.is_complete() {
+        return Err(EngineError::AlreadyComplete);
+    }
+    let bound = u.length.unwrap_or(max);
+    match mode {
+        WriteMode::Append { offset } => {
+            let held = u.offset();
+            if offset != held {
+                return Err(EngineError::OffsetMismatch { held, got: offset });
+            }
+            Ok((offset, bound.saturating_sub(offset)))
+        }
+        WriteMode::At { start, len } => {
+            let end = start
+                .checked_add(len)
+                .ok_or_else(|| EngineError::Invalid("the range overflows".into()))?;
+            if end > bound {
+                return match u.length {
+                    Some(length) => Err(EngineError::PastLength { length, end }),
+                    None => Err(EngineError::TooLarge {
+                        size: end,
+                        max: bound,
+                    }),
+                };
+            }
+            Ok((start, len))
+        }
+    }
+}
+
+/// Writes one batch (stream offset `pos`) at every target, skipping non-writable parts, and
+/// feeds the hashers.
+fn write_batch(
+    w: &mut Worker,
+    targets: &[u64],
+    writable: &[Range<u64>],
+    pos: u64,
+    bufs: &[Bytes],
+) -> std::io::Result<()> {
+    let len: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+    let span = pos..pos + len;
+    for part in writable {
+        let s = part.start.max(span.start);
+        let e = part.end.min(span.end);
+        if s >= e {
+            continue;
+        }
+        let slices = slice_bufs(bufs, s - pos, e - pos);
+        for &t in targets {
+            w.writer.write_at(t + s, &slices)?;
+        }
+    }
+    for b in bufs {
+        if let Some(h) = w.whole.as_mut() {
+            h.update(b);
+        }
+        if let Some(h) = w.chunk.as_mut() {
+            h.update(b);
+        }
+    }
+    Ok(())
+}
+
+/// The bytes `from..to` (relative to the batch start) of a batch, without copying.
+fn slice_bufs(bufs: &[Bytes], from: u64, to: u64) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let mut at = 0u64;
+    for b in bufs {
+        let (bs, be) = (at, at + b.len() as u64);
+        at = be;
+        let s = from.max(bs);
+        let e = to.min(be);
+        if s < e {
+            out.push(b.slice((s - bs) as usize..(e - bs) as usize));
+        }
+    }
+    out
+}
+
+pub(super) async fn sync_worker(mut w: Worker) -> (Worker, std::io::Result<()>) {
+    match spawn_blocking(move || {
+        let r = w.writer.sync();
+        (w, r)
+    })
+    .await
+    {
+        Ok(x) => x,
+        Err(e) => panic!("sync task failed: {e}"),
+    }
+}
