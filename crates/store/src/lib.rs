@@ -8,6 +8,8 @@
 //! - [`postgres`] (feature `postgres`): [`postgres::PgMetaStore`], upload records in a
 //!   PostgreSQL database that several nodes can share, over a tokio-postgres pool (no TLS
 //!   yet), with migrations serialised by an advisory lock.
+//! - [`s3`] (feature `s3`): file bytes in an S3-compatible bucket; so far the signed,
+//!   retried requests ([`s3::S3Client`]) and the configuration with its start-up check.
 //!
 //! The conformance suites [`meta_store_suite`] and [`blob_store_suite`] exercise the
 //! contract of [`MetaStore`](ferry_core::store::MetaStore) and
@@ -21,6 +23,8 @@
 pub mod fs;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "s3")]
+pub mod s3;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
