@@ -206,6 +206,76 @@ impl CellPlan {
     }
 }
 
+/// What a part store keeps about one upload, in its record: where the acknowledged bytes
+/// are. The filesystem needs none of this (its bytes are at their offsets in one file).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BlobState {
+    /// The store's id of the upload's multipart upload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multipart: Option<String>,
+    /// How the upload is cut into parts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cells: Option<CellPlan>,
+    /// Parts sent: cell index → the part.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub parts: std::collections::BTreeMap<u32, Part>,
+    /// Objects holding acknowledged bytes that are not in a part yet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pieces: Vec<Piece>,
+}
+
+/// A part of the multipart upload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Part {
+    pub etag: String,
+    pub len: u64,
+}
+
+/// An object holding bytes `start..start + len` of the upload (`start` is `None` for a
+/// staged chunk whose offset is not known yet; `index` is then the chunk's).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Piece {
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    pub len: u64,
+}
+
+/// What one write added to (and took from) a [`BlobState`]; the commit that acknowledges
+/// the write's bytes applies it. Applying it twice changes nothing (a commit re-applies its
+/// change when another node updated the record first).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BlobDelta {
+    pub parts: Vec<(u32, Part)>,
+    pub pieces: Vec<Piece>,
+    /// Keys of pieces whose bytes are now in a part.
+    pub spent: Vec<String>,
+}
+
+impl BlobDelta {
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty() && self.pieces.is_empty() && self.spent.is_empty()
+    }
+}
+
+impl BlobState {
+    /// Applies what a write stored.
+    pub fn apply(&mut self, delta: &BlobDelta) {
+        for (cell, part) in &delta.parts {
+            self.parts.insert(*cell, part.clone());
+        }
+        for piece in &delta.pieces {
+            if !self.pieces.iter().any(|p| p.key == piece.key) {
+                self.pieces.push(piece.clone());
+            }
+        }
+        self.pieces.retain(|p| !delta.spent.contains(&p.key));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,6 +374,41 @@ mod tests {
         assert_eq!(plan, CellPlan::Fixed { size: 105 << 20 });
         assert!(plan.capacity(equal.max_parts) >= DEFERRED_CAPACITY);
         check(&plan, &equal, DEFERRED_CAPACITY);
+    }
+
+    #[test]
+    fn a_delta_applies_once_however_often_it_is_applied() {
+        let piece = |key: &str, start| Piece {
+            key: key.into(),
+            start: Some(start),
+            index: None,
+            len: 10,
+        };
+        let mut state = BlobState {
+            pieces: vec![piece("a", 0)],
+            ..BlobState::default()
+        };
+        let delta = BlobDelta {
+            parts: vec![(
+                0,
+                Part {
+                    etag: "e".into(),
+                    len: 20,
+                },
+            )],
+            pieces: vec![piece("b", 10)],
+            spent: vec!["a".into(), "b".into()],
+        };
+        state.apply(&delta);
+        let once = state.clone();
+        state.apply(&delta);
+        assert_eq!(state, once);
+        assert!(state.pieces.is_empty());
+        assert_eq!(state.parts[&0].len, 20);
+        assert_eq!(
+            serde_json::from_str::<BlobState>(&serde_json::to_string(&state).unwrap()).unwrap(),
+            state
+        );
     }
 
     #[test]

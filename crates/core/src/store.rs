@@ -4,6 +4,7 @@
 //! Both are used through cheap-clone handles ([`Blobs`], [`Meta`]) wrapping an `Arc<dyn _>`,
 //! so the engine and the HTTP state stay non-generic.
 
+use crate::parts::{BlobDelta, BlobState, PartLimits};
 use crate::upload::{Timestamp, Upload, UploadId};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -86,8 +87,33 @@ pub trait BlobWrite: Send + 'static {
     fn write_at(&mut self, offset: u64, bufs: &[Bytes]) -> io::Result<()>;
     /// Makes everything written so far durable (fdatasync or equivalent).
     fn sync(&mut self) -> io::Result<()>;
-    /// Reads back bytes already written (used to catch up the whole-file hasher).
+    /// Reads back bytes already written (used to catch up the whole-file hasher). Only
+    /// called when the store's [`Capabilities::positional`] says unfinished bytes can be read.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    /// What the bytes made durable by the last [`BlobWrite::sync`] added to the upload's
+    /// [`BlobState`] (parts sent, pieces stored); the engine commits it with the ranges it
+    /// acknowledges. Positional stores keep no such state.
+    fn stored(&mut self) -> BlobDelta {
+        BlobDelta::default()
+    }
+}
+
+/// What a blob store can do, so the engine takes only paths the store supports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Writes at any offset and of any size land in place, and unfinished bytes can be read
+    /// back (a local file system). Without it the store is part-based ([`Capabilities::parts`]).
+    pub positional: bool,
+    /// The part rules of a part-based store.
+    pub parts: Option<PartLimits>,
+}
+
+impl Capabilities {
+    /// A local file system.
+    pub const POSITIONAL: Capabilities = Capabilities {
+        positional: true,
+        parts: None,
+    };
 }
 
 /// Where a blob lives: the partial object being written, a staging object for a chunk whose
@@ -113,12 +139,36 @@ pub struct StoredBlob {
 /// of the bytes), and staging blobs hold single chunks until their offset is known.
 #[async_trait]
 pub trait BlobStore: Send + Sync + 'static {
+    /// What the engine may ask of this store.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::POSITIONAL
+    }
     /// Creates the empty partial blob (idempotent).
     async fn create(&self, id: &UploadId) -> io::Result<()>;
+    /// Creates the blobs of a new upload and returns the state to keep in its record (a
+    /// part store's multipart upload and part plan). The engine calls this; the default
+    /// is [`BlobStore::create`] and no state.
+    async fn begin(&self, upload: &Upload) -> io::Result<Option<BlobState>> {
+        self.create(&upload.id).await.map(|()| None)
+    }
     /// Opens the partial blob for writing.
     async fn writer(&self, id: &UploadId) -> io::Result<Box<dyn BlobWrite>>;
+    /// Opens the partial blob for a write planned from `upload` (read after the write's
+    /// ranges were reserved), so a part store knows the parts and pieces already stored.
+    /// The default is [`BlobStore::writer`].
+    async fn writer_for(&self, upload: &Upload) -> io::Result<Box<dyn BlobWrite>> {
+        self.writer(&upload.id).await
+    }
     /// Opens a staging blob for one chunk (created empty, truncating an earlier attempt).
     async fn staging_writer(&self, id: &UploadId, index: usize) -> io::Result<Box<dyn BlobWrite>>;
+    /// [`BlobStore::staging_writer`] for a write planned from `upload`.
+    async fn staging_writer_for(
+        &self,
+        upload: &Upload,
+        index: usize,
+    ) -> io::Result<Box<dyn BlobWrite>> {
+        self.staging_writer(&upload.id, index).await
+    }
     /// Copies staging chunk `index` into the partial blob at `offset` (the kernel copies
     /// where it can) and makes it durable. The staging blob stays: the engine removes it with
     /// [`BlobStore::remove_staged`] only after the metadata stopped listing it, so a crash

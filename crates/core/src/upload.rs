@@ -189,6 +189,9 @@ pub struct Upload {
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub completed_at: Option<Timestamp>,
+    /// Where a part-based blob store keeps the acknowledged bytes (`None` on the filesystem).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob: Option<crate::parts::BlobState>,
     /// How many times the stored record was updated, as read. An update applies only to the
     /// version it was read at ([`crate::store::MetaStore::update`]), so two nodes changing
     /// one upload never lose each other's change. Kept by the store beside the record.

@@ -88,6 +88,24 @@ fn full_upload() -> Upload {
         created_at: Timestamp(1_700_000_000_000),
         updated_at: Timestamp(1_700_000_100_000),
         completed_at: None,
+        // A part store's state round-trips too (multipart id, cells, parts, pieces).
+        blob: Some(ferry_core::parts::BlobState {
+            multipart: Some("mp-0001".to_owned()),
+            cells: Some(ferry_core::parts::CellPlan::Fixed { size: 5 << 20 }),
+            parts: BTreeMap::from([(
+                0,
+                ferry_core::parts::Part {
+                    etag: "\"9b2cf535f27731c974343645a3985328\"".to_owned(),
+                    len: 5 << 20,
+                },
+            )]),
+            pieces: vec![ferry_core::parts::Piece {
+                key: "pieces/x/5242880".to_owned(),
+                start: Some(5 << 20),
+                index: None,
+                len: 10,
+            }],
+        }),
         version: 0,
         id,
     }
@@ -115,6 +133,7 @@ fn plain_upload(state: UploadState, updated_at: Timestamp) -> Upload {
         created_at: updated_at,
         updated_at,
         completed_at: (state == UploadState::Complete).then_some(updated_at),
+        blob: None,
         version: 0,
     }
 }

@@ -34,6 +34,7 @@ fn sample(key: Option<&str>) -> Upload {
         created_at: Timestamp(1),
         updated_at: Timestamp(2),
         completed_at: None,
+        blob: None,
         version: 0,
     }
 }

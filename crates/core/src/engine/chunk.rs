@@ -3,7 +3,7 @@
 //! placed once their offset is known, and the layout learnt from the chunks themselves.
 
 use super::hashing::HashClaim;
-use super::write::{Plan, PumpEnd, Pumped, Worker, sync_worker};
+use super::write::{Plan, PumpEnd, Pumped, Worker, record_stored, sync_worker};
 use super::{Engine, READ_BLOCK, STAGING_BASE, WriteOutcome};
 use crate::crash;
 use crate::error::EngineError;
@@ -123,8 +123,8 @@ impl Engine {
         } = planned;
         let _zero_open = matches!(dest, ChunkDest::OpenAtZero).then(|| ZeroOpen::set(&ulock));
         let writer = match staged_index {
-            Some(i) => self.0.blobs.staging_writer(id, i).await?,
-            None => self.0.blobs.writer(id).await?,
+            Some(i) => self.0.blobs.staging_writer_for(&u, i).await?,
+            None => self.0.blobs.writer_for(&u).await?,
         };
         let (claim, whole) = match (&dest, plan.targets.first()) {
             (ChunkDest::Staged(_), _) | (_, None) => (HashClaim::none(), None),
@@ -187,10 +187,13 @@ impl Engine {
         }
         let synced;
         (worker, synced) = sync_worker(worker).await;
-        if let Err(e) = synced {
-            claim.abandon();
-            return Err(e.into());
-        }
+        let stored = match synced {
+            Ok(stored) => stored,
+            Err(e) => {
+                claim.abandon();
+                return Err(e.into());
+            }
+        };
         if !reservation.lease_held() {
             claim.abandon();
             return Err(EngineError::Busy);
@@ -202,24 +205,26 @@ impl Engine {
                 id,
                 &reservation.lock,
                 Some(u.clone()),
-                |u| match &dest {
-                    ChunkDest::Spans(spans) => {
-                        for s in spans {
-                            u.held.insert(s.clone());
+                |u| {
+                    match &dest {
+                        ChunkDest::Spans(spans) => {
+                            for s in spans {
+                                u.held.insert(s.clone());
+                            }
                         }
-                        Ok(())
-                    }
-                    ChunkDest::OpenAtZero => {
-                        learn_chunk(u, 0, received, n, self.0.cfg.max_upload_size)
-                            .map(|()| u.held.insert(0..received))
-                    }
-                    ChunkDest::Staged(i) => {
-                        learn_chunk(u, *i, received, n, self.0.cfg.max_upload_size)?;
-                        if let Some(c) = u.chunks.as_mut() {
-                            c.staged.insert(*i, received);
+                        ChunkDest::OpenAtZero => {
+                            learn_chunk(u, 0, received, n, self.0.cfg.max_upload_size)?;
+                            u.held.insert(0..received);
                         }
-                        Ok(())
+                        ChunkDest::Staged(i) => {
+                            learn_chunk(u, *i, received, n, self.0.cfg.max_upload_size)?;
+                            if let Some(c) = u.chunks.as_mut() {
+                                c.staged.insert(*i, received);
+                            }
+                        }
                     }
+                    record_stored(u, &stored);
+                    Ok(())
                 },
                 whole.as_ref(),
             )

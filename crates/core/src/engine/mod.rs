@@ -297,7 +297,7 @@ impl Engine {
             .map(|d| d.alg)
             .unwrap_or(HashAlg::Blake3);
         let now = Timestamp::now();
-        let upload = Upload {
+        let mut upload = Upload {
             id: UploadId::generate(),
             owner: new.owner,
             key: new.key,
@@ -317,9 +317,10 @@ impl Engine {
             created_at: now,
             updated_at: now,
             completed_at: None,
+            blob: None,
             version: 0,
         };
-        self.0.blobs.create(&upload.id).await?;
+        upload.blob = self.0.blobs.begin(&upload).await?;
         match self.0.meta.insert(&upload).await {
             Ok(()) => {}
             Err(MetaError::Conflict) => {

@@ -5,6 +5,7 @@ use super::hashing::HashClaim;
 use super::{BodyCheck, Engine, Stats, WriteMode, WriteOutcome};
 use crate::error::EngineError;
 use crate::hash::Hasher;
+use crate::parts::BlobDelta;
 use crate::store::BlobWrite;
 use crate::upload::{Concat, Dialect, Upload, UploadId};
 use bytes::Bytes;
@@ -141,7 +142,7 @@ impl Engine {
             limit,
             writable,
         };
-        let writer = self.0.blobs.writer(id).await?;
+        let writer = self.0.blobs.writer_for(&u).await?;
         let (claim, whole) = if fully_new {
             self.claim_hasher(&ulock, &u, start).await
         } else {
@@ -232,7 +233,7 @@ impl Engine {
         let committed = if received > 0 {
             let synced;
             (worker, synced) = sync_worker(worker).await;
-            synced?;
+            let stored = synced?;
             let whole = worker.whole.take();
             let u = self
                 .commit_on(
@@ -243,6 +244,7 @@ impl Engine {
                         for r in &accepted_ranges {
                             u.held.insert(r.clone());
                         }
+                        record_stored(u, &stored);
                         Ok(())
                     },
                     whole.as_ref(),
@@ -478,14 +480,22 @@ fn slice_bufs(bufs: &[Bytes], from: u64, to: u64) -> Vec<Bytes> {
     out
 }
 
-pub(super) async fn sync_worker(mut w: Worker) -> (Worker, std::io::Result<()>) {
+/// Makes the worker's bytes durable; returns what they added to the upload's blob state.
+pub(super) async fn sync_worker(mut w: Worker) -> (Worker, std::io::Result<BlobDelta>) {
     match spawn_blocking(move || {
-        let r = w.writer.sync();
+        let r = w.writer.sync().map(|()| w.writer.stored());
         (w, r)
     })
     .await
     {
         Ok(x) => x,
         Err(e) => panic!("sync task failed: {e}"),
+    }
+}
+
+/// Adds what a write stored to the upload's blob state (nothing for positional stores).
+pub(super) fn record_stored(u: &mut Upload, stored: &BlobDelta) {
+    if !stored.is_empty() {
+        u.blob.get_or_insert_default().apply(stored);
     }
 }
