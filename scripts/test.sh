@@ -47,12 +47,22 @@ cargo build -p ferry --no-default-features --lib --locked
 
 step "throwaway PostgreSQL for the metadata store tests"
 eval "$(scripts/pg.sh start)"
-pg_stop() { scripts/pg.sh stop || true; }
+S3_DIRS=()
+pg_stop() {
+  scripts/pg.sh stop || true
+  for d in "${S3_DIRS[@]}"; do scripts/s3.sh stop "$d" || true; done
+}
 # Replaced by the cleanup below once a server runs; that one calls pg_stop too.
 trap pg_stop EXIT
 echo "PostgreSQL for the tests: data and log in $FERRY_PG_DIR"
 
-step "Rust tests"
+step "S3-compatible servers (built once from the crate registry, cached in ~/.cache/ferry-test)"
+scripts/s3.sh install s3s-fs
+eval "$(scripts/s3.sh start s3s-fs)"
+S3_DIRS+=("$FERRY_S3_DIR")
+echo "s3s-fs for the tests at $FERRY_TEST_S3_ENDPOINT, files in $FERRY_S3_DIR"
+
+step "Rust tests (object storage on s3s-fs)"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
   cargo test --workspace --doc --locked

@@ -67,9 +67,7 @@ pub enum CellPlan {
 /// Why no plan fits.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
-    #[error(
-        "{length} bytes need more than {max_parts} parts of at most {max_part} bytes each"
-    )]
+    #[error("{length} bytes need more than {max_parts} parts of at most {max_part} bytes each")]
     TooLarge {
         length: u64,
         max_parts: u32,
@@ -298,9 +296,15 @@ mod tests {
             assert!(r.end > r.start, "no empty cell");
             let last = n + 1 == cells.len();
             let len = r.end - r.start;
-            assert!(len <= limits.max_part, "cell {i} of {len} bytes is too large");
+            assert!(
+                len <= limits.max_part,
+                "cell {i} of {len} bytes is too large"
+            );
             if !last {
-                assert!(len >= limits.min_part, "cell {i} of {len} bytes is too small");
+                assert!(
+                    len >= limits.min_part,
+                    "cell {i} of {len} bytes is too small"
+                );
                 if limits.equal_parts {
                     assert_eq!(len, cells[0].1.end - cells[0].1.start, "cells are equal");
                 }
@@ -330,7 +334,11 @@ mod tests {
         assert_eq!(plan, CellPlan::Fixed { size: 11 << 20 });
         check(&plan, &limits, length);
         let most = limits.max_length();
-        check(&CellPlan::new(&limits, Some(most), None).unwrap(), &limits, most);
+        check(
+            &CellPlan::new(&limits, Some(most), None).unwrap(),
+            &limits,
+            most,
+        );
         assert!(matches!(
             CellPlan::new(&limits, Some(most + 1), None),
             Err(PlanError::TooLarge { .. })

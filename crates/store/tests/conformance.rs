@@ -537,6 +537,7 @@ mod postgres {
     }
 
     #[tokio::test]
+    #[allow(clippy::single_range_in_vec_init)] // one leased range is spelled &[a..b]
     async fn pg_leases_bring_the_record_and_releases_ride_on_the_next_take() {
         use ferry_core::coord::Coordinator;
         use ferry_store::postgres::coord::{PgCoordinator, RELEASE_DELAY};
@@ -565,23 +566,51 @@ mod postgres {
             }
         };
 
-        let mut first = a.acquire(&upload.id, &[0..100], true).await.unwrap().unwrap();
+        let mut first = a
+            .acquire(&upload.id, &[0..100], true)
+            .await
+            .unwrap()
+            .unwrap();
         let record = first.take_record().expect("the take read the record");
         assert_eq!(record.id, upload.id);
         assert_eq!(record.state, UploadState::Complete);
         assert_eq!(record.version, 1, "the row version comes with the record");
-        assert!(first.take_record().is_none(), "the record is handed out once");
-        assert!(b.acquire(&upload.id, &[50..150], false).await.unwrap().is_none());
-        let second = b.acquire(&upload.id, &[100..200], false).await.unwrap().unwrap();
+        assert!(
+            first.take_record().is_none(),
+            "the record is handed out once"
+        );
+        assert!(
+            b.acquire(&upload.id, &[50..150], false)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let second = b
+            .acquire(&upload.id, &[100..200], false)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(first.held() && second.held());
 
         // A's release is carried by A's next take, of any upload.
         a.release(&first);
         let missing = UploadId::generate();
         let mut other = a.acquire(&missing, &[0..1], false).await.unwrap().unwrap();
-        assert!(other.take_record().is_none(), "no record for an unknown upload");
-        assert_eq!(rows(first.token).await, 0, "the next take deleted the released lease");
-        assert!(b.acquire(&upload.id, &[0..100], false).await.unwrap().is_some());
+        assert!(
+            other.take_record().is_none(),
+            "no record for an unknown upload"
+        );
+        assert_eq!(
+            rows(first.token).await,
+            0,
+            "the next take deleted the released lease"
+        );
+        assert!(
+            b.acquire(&upload.id, &[0..100], false)
+                .await
+                .unwrap()
+                .is_some()
+        );
 
         // With no take to carry it, a release is flushed shortly after.
         b.release(&second);

@@ -38,7 +38,8 @@ const MARGIN: Duration = Duration::from_millis(700);
 /// A released lease waits at most this long for a take to carry its deletion.
 pub const RELEASE_DELAY: Duration = Duration::from_millis(25);
 
-const TAKE: &str = "SELECT o_token, o_record, o_version FROM ferry_take_lease($1, $2, $3, $4, $5, $6, $7)";
+const TAKE: &str =
+    "SELECT o_token, o_record, o_version FROM ferry_take_lease($1, $2, $3, $4, $5, $6, $7)";
 const RELEASE: &str = "DELETE FROM ferry_leases WHERE token = ANY($1)";
 const RENEW: &str = "UPDATE ferry_leases
     SET expires_at = clock_timestamp() + $2::int4 * interval '1 millisecond'

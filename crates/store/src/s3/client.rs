@@ -92,6 +92,8 @@ pub enum S3ErrorKind {
     Denied,
     /// A range outside the object.
     InvalidRange,
+    /// The store does not implement the request (501); callers that can do without it do.
+    Unsupported,
     /// Anything else the store refused (a 4xx we do not expect).
     Refused,
 }
@@ -124,6 +126,7 @@ impl From<S3Error> for std::io::Error {
             S3ErrorKind::NotFound | S3ErrorKind::NoSuchBucket => std::io::ErrorKind::NotFound,
             S3ErrorKind::Denied => std::io::ErrorKind::PermissionDenied,
             S3ErrorKind::Unavailable => std::io::ErrorKind::TimedOut,
+            S3ErrorKind::Unsupported => std::io::ErrorKind::Unsupported,
             S3ErrorKind::InvalidRange | S3ErrorKind::Refused => std::io::ErrorKind::Other,
         };
         std::io::Error::new(kind, e)
@@ -349,7 +352,11 @@ impl S3Client {
             .send(
                 "removing an object",
                 reqwest::Method::DELETE,
-                || self.bucket.delete_object(self.creds(), key).sign(SIGNED_FOR),
+                || {
+                    self.bucket
+                        .delete_object(self.creds(), key)
+                        .sign(SIGNED_FOR)
+                },
                 &[],
                 &Body::Empty,
             )
@@ -541,6 +548,7 @@ impl S3Client {
     }
 
     /// Multipart uploads still open for keys starting with `prefix` (the first 1,000).
+    /// [`S3ErrorKind::Unsupported`] from stores without the call (s3s-fs).
     pub async fn list_multipart(&self, prefix: &str) -> Result<Vec<OpenUpload>, S3Error> {
         let resp = self
             .send(
@@ -614,9 +622,11 @@ fn classify(what: &str, status: reqwest::StatusCode, code: &str, text: &str) -> 
     let kind = match (status.as_u16(), code) {
         (_, "NoSuchBucket") => NoSuchBucket,
         (_, "NoSuchKey" | "NoSuchUpload") | (404, _) => NotFound,
-        (_, "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch")
-        | (401 | 403, _) => Denied,
+        (_, "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch") | (401 | 403, _) => {
+            Denied
+        }
         (_, "InvalidRange") | (416, _) => InvalidRange,
+        (_, "NotImplemented") | (501, _) => Unsupported,
         (_, "SlowDown" | "InternalError" | "ServiceUnavailable" | "RequestTimeout")
         | (429 | 500..=599, _) => Unavailable,
         _ => Refused,
@@ -670,7 +680,13 @@ mod tests {
     #[test]
     fn refusals_are_classified() {
         let err = |status: u16, code: &str| {
-            classify("x", reqwest::StatusCode::from_u16(status).unwrap(), code, "").kind
+            classify(
+                "x",
+                reqwest::StatusCode::from_u16(status).unwrap(),
+                code,
+                "",
+            )
+            .kind
         };
         assert_eq!(err(404, "NoSuchBucket"), S3ErrorKind::NoSuchBucket);
         assert_eq!(err(404, "NoSuchKey"), S3ErrorKind::NotFound);
@@ -681,6 +697,7 @@ mod tests {
         assert_eq!(err(429, ""), S3ErrorKind::Unavailable);
         assert_eq!(err(416, ""), S3ErrorKind::InvalidRange);
         assert_eq!(err(400, "EntityTooSmall"), S3ErrorKind::Refused);
+        assert_eq!(err(501, "NotImplemented"), S3ErrorKind::Unsupported);
     }
 
     #[test]
@@ -688,7 +705,12 @@ mod tests {
         let xml = "<ListMultipartUploadsResult><Upload><Key>a&amp;b</Key><UploadId>1</UploadId></Upload>\
                    <Upload><Key>c</Key><UploadId>2</UploadId></Upload></ListMultipartUploadsResult>";
         let uploads: Vec<_> = xml_elements(xml, "Upload")
-            .map(|u| (xml_field(u, "Key").unwrap(), xml_field(u, "UploadId").unwrap()))
+            .map(|u| {
+                (
+                    xml_field(u, "Key").unwrap(),
+                    xml_field(u, "UploadId").unwrap(),
+                )
+            })
             .collect();
         assert_eq!(
             uploads,

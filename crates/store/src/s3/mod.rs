@@ -218,17 +218,35 @@ mod tests {
             region: Some("eu-west-3".into()),
             ..S3Options::default()
         };
-        let c = config("s3://uploads", &flag, &[("AWS_REGION", "x"), ("AWS_DEFAULT_REGION", "y")])
-            .unwrap();
-        assert_eq!(c.region, "eu-west-3", "--s3-region wins over the environment");
-        let c = config("s3://uploads", &S3Options::default(), &[("AWS_DEFAULT_REGION", "y")])
-            .unwrap();
+        let c = config(
+            "s3://uploads",
+            &flag,
+            &[("AWS_REGION", "x"), ("AWS_DEFAULT_REGION", "y")],
+        )
+        .unwrap();
+        assert_eq!(
+            c.region, "eu-west-3",
+            "--s3-region wins over the environment"
+        );
+        let c = config(
+            "s3://uploads",
+            &S3Options::default(),
+            &[("AWS_DEFAULT_REGION", "y")],
+        )
+        .unwrap();
         assert_eq!(c.region, "y");
     }
 
     #[test]
     fn bad_storage_urls_name_the_flag() {
-        for bad in ["s3://", "s3://A_B/x", "s3://ab", "s3://-ab/x", "s3://ok-bucket/../x", "s3://ok-bucket/a//b"] {
+        for bad in [
+            "s3://",
+            "s3://A_B/x",
+            "s3://ab",
+            "s3://-ab/x",
+            "s3://ok-bucket/../x",
+            "s3://ok-bucket/a//b",
+        ] {
             let err = config(bad, &S3Options::default(), &[]).unwrap_err();
             assert!(err.starts_with("--storage"), "{bad}: {err}");
         }
