@@ -266,8 +266,10 @@ impl BlobState {
             self.parts.insert(*cell, part.clone());
         }
         for piece in &delta.pieces {
-            if !self.pieces.iter().any(|p| p.key == piece.key) {
-                self.pieces.push(piece.clone());
+            // The same key again is the same object, placed (a staged chunk's offset known).
+            match self.pieces.iter_mut().find(|p| p.key == piece.key) {
+                Some(p) => *p = piece.clone(),
+                None => self.pieces.push(piece.clone()),
             }
         }
         self.pieces.retain(|p| !delta.spent.contains(&p.key));
@@ -417,6 +419,27 @@ mod tests {
             serde_json::from_str::<BlobState>(&serde_json::to_string(&state).unwrap()).unwrap(),
             state
         );
+        // A staged piece placed later is the same object with its offset now known.
+        let staged = Piece {
+            key: "s".into(),
+            start: None,
+            index: Some(3),
+            len: 10,
+        };
+        state.apply(&BlobDelta {
+            pieces: vec![staged.clone()],
+            ..BlobDelta::default()
+        });
+        let placed = Piece {
+            start: Some(30),
+            index: None,
+            ..staged
+        };
+        state.apply(&BlobDelta {
+            pieces: vec![placed.clone()],
+            ..BlobDelta::default()
+        });
+        assert_eq!(state.pieces, [placed]);
     }
 
     #[test]

@@ -180,6 +180,27 @@ pub trait BlobStore: Send + Sync + 'static {
         offset: u64,
         len: u64,
     ) -> io::Result<()>;
+    /// [`BlobStore::place_staged`] for a part store, which may place a staged chunk by
+    /// recording where its piece belongs rather than copying it: returns what the commit
+    /// that marks the chunk held must record. The default copies and records nothing.
+    async fn place_staged_for(
+        &self,
+        upload: &Upload,
+        index: usize,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<BlobDelta> {
+        self.place_staged(&upload.id, index, offset, len)
+            .await
+            .map(|()| BlobDelta::default())
+    }
+    /// Removes pieces that a commit stopped listing ([`BlobDelta::spent`]): their bytes are
+    /// in a part now. Missing ones are fine; a failure leaves leftovers for the end of the
+    /// upload. Positional stores have none.
+    async fn drop_pieces(&self, keys: &[String]) -> io::Result<()> {
+        let _ = keys;
+        Ok(())
+    }
     /// Removes staging chunk `index` (missing is fine). Need not be durable: a staging blob
     /// that comes back after a crash is a leftover that [`BlobStore::list`] lets the engine
     /// find and remove.
@@ -214,12 +235,22 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Atomically turns the partial blob into the complete one, durably. Idempotent: calling
     /// it again after it succeeded (e.g. after a crash before the metadata commit) is fine.
     async fn publish(&self, id: &UploadId) -> io::Result<()>;
+    /// [`BlobStore::publish`] of `upload` (all its bytes held), for stores that need the
+    /// record: a part store completes the multipart upload with the recorded parts.
+    async fn publish_for(&self, upload: &Upload) -> io::Result<()> {
+        self.publish(&upload.id).await
+    }
     /// Opens a blob for reading.
     async fn open(&self, id: &UploadId, kind: BlobKind) -> io::Result<Arc<dyn BlobRead>>;
     /// Last modification time of the complete blob (for `Last-Modified`).
     async fn modified(&self, id: &UploadId) -> io::Result<SystemTime>;
     /// Removes every blob of the upload (missing ones are fine).
     async fn delete(&self, id: &UploadId) -> io::Result<()>;
+    /// [`BlobStore::delete`] with the record at hand (a part store aborts the recorded
+    /// multipart upload, which it may not be able to find by listing).
+    async fn delete_for(&self, upload: &Upload) -> io::Result<()> {
+        self.delete(&upload.id).await
+    }
     /// Every blob the store holds, for the sweep at start-up that removes blobs no metadata
     /// record needs (left by a crash between creating a blob and recording it, or between
     /// forgetting an upload and removing its bytes). A backend that cannot list returns an

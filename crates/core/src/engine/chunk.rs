@@ -232,6 +232,7 @@ impl Engine {
         claim.settle(result.is_ok(), whole);
         drop(reservation);
         let u = result?;
+        self.drop_spent(&stored.spent).await;
         let u = self.place_staged(u).await?;
         let u = self.fill_duplicates(u, chunk_id).await?;
         let accepted = match &dest {
@@ -250,6 +251,11 @@ impl Engine {
         let Some(layout) = u.chunks.as_ref() else {
             return Ok(u);
         };
+        // Copying from a held position reads unfinished bytes back; a part store cannot, and
+        // such a position stays missing until the client sends it.
+        if !self.0.blobs.capabilities().positional {
+            return Ok(u);
+        }
         let spans: Vec<Range<u64>> = (0..layout.ids.len())
             .filter(|&i| layout.ids[i] == chunk_id)
             .filter_map(|i| layout.span(i, u.length))
@@ -361,8 +367,17 @@ impl Engine {
             let Some(res) = self.0.locks.reserve(&id, vec![span.clone()]) else {
                 continue;
             };
-            let placed = match self.0.blobs.place_staged(&id, i, span.start, len).await {
-                Ok(()) => true,
+            let mut stored = crate::parts::BlobDelta::default();
+            let placed = match self
+                .0
+                .blobs
+                .place_staged_for(&last, i, span.start, len)
+                .await
+            {
+                Ok(delta) => {
+                    stored = delta;
+                    true
+                }
                 // The record lists a staging blob that is gone. This order never leaves that
                 // state, but data written by a version that removed the staging blob before
                 // its commit can: the bytes were then placed durably before the removal, so
@@ -389,6 +404,7 @@ impl Engine {
                         if placed {
                             u.held.insert(span.clone());
                         }
+                        record_stored(u, &stored);
                         Ok(())
                     },
                     None,

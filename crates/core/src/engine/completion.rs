@@ -21,7 +21,8 @@ impl Engine {
             return self.finalize(&u.id).await;
         }
         let hashed = u.hash_progress.as_ref().map_or(0, |p| p.position);
-        if u.held.prefix_end() > hashed {
+        // Catching up reads unfinished bytes back, which only a positional store can.
+        if u.held.prefix_end() > hashed && self.0.blobs.capabilities().positional {
             let engine = self.clone();
             let id = u.id.clone();
             tokio::spawn(async move {
@@ -69,12 +70,23 @@ impl Engine {
             None => load_hasher(&u)?,
         };
         let rehash = len - hasher.position().min(len);
+        // A part store cannot read unfinished bytes: it publishes first, and the bytes the
+        // hasher has not seen are read once from the published object.
+        let positional = self.0.blobs.capabilities().positional;
+        if !positional {
+            self.0.blobs.publish_for(&u).await?;
+        }
         if hasher.position() < len {
             // After a crash between publish and the metadata commit the bytes are already in
             // the complete blob.
-            let blob = match self.0.blobs.open(id, BlobKind::Partial).await {
+            let kind = if positional {
+                BlobKind::Partial
+            } else {
+                BlobKind::Complete
+            };
+            let blob = match self.0.blobs.open(id, kind).await {
                 Ok(b) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && positional => {
                     self.0.blobs.open(id, BlobKind::Complete).await?
                 }
                 Err(e) => return Err(e.into()),
@@ -89,7 +101,7 @@ impl Engine {
             // Forgotten first, removed second: the record never points at removed bytes.
             self.0.meta.delete(id).await?;
             crash::point("engine.discard.forgotten");
-            self.0.blobs.delete(id).await?;
+            self.0.blobs.delete_for(&u).await?;
             Stats::add(&self.0.stats.failed, u.dialect, 1);
             return Err(EngineError::FileDigestMismatch {
                 expected: declared.hex.clone(),
@@ -97,7 +109,9 @@ impl Engine {
             });
         }
         crash::point("engine.finalize.verified");
-        self.0.blobs.publish(id).await?;
+        if positional {
+            self.0.blobs.publish_for(&u).await?;
+        }
         crash::point("engine.finalize.published");
         let mut tries = 0;
         loop {

@@ -441,7 +441,7 @@ impl Engine {
             let u = self.get(id).await?;
             self.0.meta.delete(id).await?;
             crash::point("engine.delete.forgotten");
-            self.0.blobs.delete(id).await?;
+            self.0.blobs.delete_for(&u).await?;
             match u.concat {
                 Some(Concat::Partial { finals }) => finals,
                 _ => Vec::new(),

@@ -251,7 +251,9 @@ impl Engine {
                 )
                 .await;
             claim.settle(u.is_ok(), whole);
-            Some(u?)
+            let u = u?;
+            self.drop_spent(&stored.spent).await;
+            Some(u)
         } else {
             claim.abandon();
             None
@@ -282,6 +284,16 @@ impl Engine {
                     "the body is longer than the {len} bytes of its range; bytes past the range were not stored"
                 ))),
             },
+        }
+    }
+
+    /// Removes the pieces a commit stopped listing (their bytes are in a part now).
+    pub(super) async fn drop_spent(&self, spent: &[String]) {
+        if spent.is_empty() {
+            return;
+        }
+        if let Err(e) = self.0.blobs.drop_pieces(spent).await {
+            tracing::warn!(error = %e, pieces = spent.len(), "could not remove pieces already in a part");
         }
     }
 

@@ -3,6 +3,7 @@
 //! - [`client`]: the requests, signed by rusty-s3 and sent with reqwest, with retries.
 //! - [`S3Config`]: the storage URL and flags, and the start-up check that the bucket exists
 //!   and the credentials may use it.
+//! - [`S3BlobStore`]: the `BlobStore` over them.
 //!
 //! The object layout under the prefix (see ARCHITECTURE.md, *Object storage*):
 //! `<prefix>files/<id>` is a finished upload (the multipart upload's object) and
@@ -10,8 +11,10 @@
 //! writes lives outside the prefix.
 
 pub mod client;
+mod store;
 
 pub use client::{Body, S3Client, S3Error, S3ErrorKind};
+pub use store::S3BlobStore;
 use url::Url;
 
 /// Region used when neither the flag nor the environment names one.

@@ -1,0 +1,755 @@
+//! [`S3BlobStore`]: upload bytes as parts of one multipart upload per upload, and pieces.
+//!
+//! - Created: a multipart upload for `<prefix>files/<id>` and the cell plan, both kept in
+//!   the record ([`BlobState`]).
+//! - A write spools its bytes to a temporary file under the node's spool directory. Each
+//!   cell the write completes (with pieces already recorded in it) is sent as that cell's
+//!   part while the body streams, several at a time; at the durability point
+//!   ([`BlobWrite::sync`]) the rest becomes one piece object per contiguous range, and the
+//!   parts and pieces go to the engine as a [`BlobDelta`] it commits with the bytes.
+//! - Published: cells still in pieces are composed into parts, then
+//!   `CompleteMultipartUpload`: the object appears whole, no byte copied through the node
+//!   for cells that were already parts.
+//! - Read: ranged GETs, streamed; sequential reads continue one response.
+
+use super::client::{Body, S3Client, S3Error, S3ErrorKind};
+use async_trait::async_trait;
+use bytes::Bytes;
+use ferry_core::parts::{BlobDelta, BlobState, CellPlan, Part, PartLimits, Piece};
+use ferry_core::ranges::RangeSet;
+use ferry_core::store::{BlobKind, BlobRead, BlobStore, BlobWrite, Capabilities, StoredBlob};
+use ferry_core::upload::{Upload, UploadId};
+use std::collections::{BTreeSet, VecDeque};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
+
+/// Parts one write keeps in flight while its body streams.
+const PARTS_IN_FLIGHT: usize = 4;
+
+/// Upload bytes in an S3-compatible bucket.
+#[derive(Clone)]
+pub struct S3BlobStore(Arc<Shared>);
+
+struct Shared {
+    client: S3Client,
+    /// Key prefix, empty or ending in `/`.
+    prefix: String,
+    limits: PartLimits,
+    /// Where writes spool their bytes until they are stored (`<data-dir>/spool`).
+    spool: PathBuf,
+}
+
+impl S3BlobStore {
+    /// A store in the bucket of `client`, under `prefix`, spooling writes in `spool` (made
+    /// here, and emptied: a spool file outlives no process).
+    pub fn new(
+        client: S3Client,
+        prefix: String,
+        limits: PartLimits,
+        spool: PathBuf,
+    ) -> io::Result<S3BlobStore> {
+        std::fs::create_dir_all(&spool)?;
+        for entry in std::fs::read_dir(&spool)? {
+            let path = entry?.path();
+            if path.is_file() {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        Ok(S3BlobStore(Arc::new(Shared {
+            client,
+            prefix,
+            limits,
+            spool,
+        })))
+    }
+
+    pub fn client(&self) -> &S3Client {
+        &self.0.client
+    }
+
+    /// The object key of the finished upload `id`.
+    pub fn object_key(&self, id: &UploadId) -> String {
+        self.0.object_key(id)
+    }
+}
+
+impl Shared {
+    fn object_key(&self, id: &UploadId) -> String {
+        format!("{}files/{id}", self.prefix)
+    }
+
+    fn pieces_prefix(&self, id: &UploadId) -> String {
+        format!("{}pieces/{id}/", self.prefix)
+    }
+
+    fn piece_key(&self, id: &UploadId, tag: &str) -> String {
+        let nonce: u32 = rand::random();
+        format!("{}{tag}-{nonce:08x}", self.pieces_prefix(id))
+    }
+
+    /// Aborts open multipart uploads of `id` found by listing (stores that cannot list
+    /// them keep them until their own lifecycle rules remove them).
+    async fn abort_listed(&self, id: &UploadId) -> Result<(), S3Error> {
+        let key = self.object_key(id);
+        match self.client.list_multipart(&key).await {
+            Ok(open) => {
+                for u in open.into_iter().filter(|u| u.key == key) {
+                    self.client.abort_multipart(&u.key, &u.upload_id).await?;
+                }
+                Ok(())
+            }
+            Err(e) if e.kind == S3ErrorKind::Unsupported => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn delete_pieces(&self, id: &UploadId) -> Result<(), S3Error> {
+        for piece in self.client.list(&self.pieces_prefix(id)).await? {
+            self.client.delete(&piece.key).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends cell `index` of `upload` as its part, composed from the recorded pieces that
+    /// cover it (read back through a spool file).
+    async fn compose_cell(
+        &self,
+        upload: &Upload,
+        mp: &str,
+        index: u32,
+        cell: std::ops::Range<u64>,
+    ) -> io::Result<Part> {
+        let state = upload.blob.as_ref().expect("checked by the caller");
+        let spool = tempfile::NamedTempFile::new_in(&self.spool)?;
+        let mut covered = RangeSet::new();
+        for piece in &state.pieces {
+            let Some(start) = piece.start else { continue };
+            let span = start..start + piece.len;
+            let want = span.start.max(cell.start)..span.end.min(cell.end);
+            if want.is_empty() || covered.contains(want.clone()) {
+                continue;
+            }
+            let bytes = self
+                .client
+                .get_bytes(&piece.key, Some(want.start - start..want.end - start))
+                .await?;
+            if bytes.len() as u64 != want.end - want.start {
+                return Err(io::Error::other(format!(
+                    "piece {} is shorter than its record",
+                    piece.key
+                )));
+            }
+            spool
+                .as_file()
+                .write_all_at(&bytes, want.start - cell.start)?;
+            covered.insert(want);
+        }
+        if !covered.contains(cell.clone()) {
+            return Err(io::Error::other(format!(
+                "cell {index} of upload {} is not covered by its pieces",
+                upload.id
+            )));
+        }
+        let len = cell.end - cell.start;
+        let etag = self
+            .client
+            .upload_part(
+                &self.object_key(&upload.id),
+                mp,
+                part_number(index)?,
+                Body::File {
+                    path: spool.path().to_owned(),
+                    offset: 0,
+                    len,
+                },
+            )
+            .await?;
+        Ok(Part { etag, len })
+    }
+}
+
+fn part_number(index: u32) -> io::Result<u16> {
+    u16::try_from(index + 1)
+        .ok()
+        .filter(|&n| n <= 10_000)
+        .ok_or_else(|| io::Error::other(format!("cell {index} is past the part cap")))
+}
+
+fn unsupported(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!("the object store cannot {what}"),
+    )
+}
+
+#[async_trait]
+impl BlobStore for S3BlobStore {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            positional: false,
+            parts: Some(self.0.limits),
+        }
+    }
+
+    async fn create(&self, _id: &UploadId) -> io::Result<()> {
+        // Everything is made by `begin`, which has the record.
+        Ok(())
+    }
+
+    async fn begin(&self, upload: &Upload) -> io::Result<Option<BlobState>> {
+        let chunk = upload.chunks.as_ref().and_then(|c| c.chunk_size);
+        let cells = CellPlan::new(&self.0.limits, upload.length, chunk)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let multipart = self
+            .0
+            .client
+            .create_multipart(&self.0.object_key(&upload.id))
+            .await?;
+        Ok(Some(BlobState {
+            multipart: Some(multipart),
+            cells: Some(cells),
+            ..BlobState::default()
+        }))
+    }
+
+    async fn writer(&self, _id: &UploadId) -> io::Result<Box<dyn BlobWrite>> {
+        Err(unsupported("write without the upload's record"))
+    }
+
+    async fn writer_for(&self, upload: &Upload) -> io::Result<Box<dyn BlobWrite>> {
+        Ok(Box::new(S3Writer::new(self.0.clone(), upload, None)?))
+    }
+
+    async fn staging_writer(
+        &self,
+        _id: &UploadId,
+        _index: usize,
+    ) -> io::Result<Box<dyn BlobWrite>> {
+        Err(unsupported("stage a chunk without the upload's record"))
+    }
+
+    async fn staging_writer_for(
+        &self,
+        upload: &Upload,
+        index: usize,
+    ) -> io::Result<Box<dyn BlobWrite>> {
+        Ok(Box::new(S3Writer::new(
+            self.0.clone(),
+            upload,
+            Some(index),
+        )?))
+    }
+
+    async fn place_staged(&self, _id: &UploadId, _i: usize, _o: u64, _l: u64) -> io::Result<()> {
+        Err(unsupported(
+            "place a staged chunk without the upload's record",
+        ))
+    }
+
+    async fn place_staged_for(
+        &self,
+        upload: &Upload,
+        index: usize,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<BlobDelta> {
+        // The staged piece simply becomes the piece at `offset`: no byte moves.
+        let piece = upload
+            .blob
+            .as_ref()
+            .and_then(|s| s.pieces.iter().find(|p| p.index == Some(index)))
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("staged chunk {index} has no piece"),
+                )
+            })?;
+        if piece.len != len {
+            return Err(io::Error::other(format!(
+                "staged chunk {index} holds {} bytes, not {len}",
+                piece.len
+            )));
+        }
+        Ok(BlobDelta {
+            pieces: vec![Piece {
+                key: piece.key.clone(),
+                start: Some(offset),
+                index: None,
+                len,
+            }],
+            ..BlobDelta::default()
+        })
+    }
+
+    async fn drop_pieces(&self, keys: &[String]) -> io::Result<()> {
+        for key in keys {
+            self.0.client.delete(key).await?;
+        }
+        Ok(())
+    }
+
+    async fn remove_staged(&self, _id: &UploadId, _index: usize) -> io::Result<()> {
+        // A placed staged chunk's piece is the upload's piece at its offset now.
+        Ok(())
+    }
+
+    async fn publish(&self, _id: &UploadId) -> io::Result<()> {
+        Err(unsupported("publish without the upload's record"))
+    }
+
+    async fn publish_for(&self, upload: &Upload) -> io::Result<()> {
+        let s = &self.0;
+        let key = s.object_key(&upload.id);
+        let len = upload
+            .length
+            .ok_or_else(|| io::Error::other("publishing an upload of unknown length"))?;
+        let state = upload.blob.clone().unwrap_or_default();
+        let (Some(mp), Some(cells)) = (state.multipart.as_deref(), state.cells) else {
+            return Err(io::Error::other(format!(
+                "upload {} has no multipart upload recorded",
+                upload.id
+            )));
+        };
+        if len == 0 {
+            // S3 completes no multipart upload without parts.
+            s.client.put(&key, Body::Empty).await?;
+            s.client.abort_multipart(&key, mp).await?;
+            return Ok(());
+        }
+        let mut etags = Vec::new();
+        for (index, cell) in cells.cells(len) {
+            let want = cell.end - cell.start;
+            let part = match state.parts.get(&index) {
+                Some(p) if p.len == want => p.clone(),
+                _ => s.compose_cell(upload, mp, index, cell).await?,
+            };
+            etags.push(part.etag);
+        }
+        match s.client.complete_multipart(&key, mp, &etags).await {
+            Ok(_) => {}
+            // Completed already (a crash before the commit that records it): the object is
+            // there, whole.
+            Err(e) if matches!(e.kind, S3ErrorKind::NotFound | S3ErrorKind::Denied) => {
+                match self.open(&upload.id, BlobKind::Complete).await {
+                    Ok(blob) if blob.len() == len => {}
+                    _ => return Err(e.into()),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if let Err(e) = s.delete_pieces(&upload.id).await {
+            tracing::warn!(id = %upload.id, error = %e, "could not remove the pieces of a published upload");
+        }
+        Ok(())
+    }
+
+    async fn open(&self, id: &UploadId, kind: BlobKind) -> io::Result<Arc<dyn BlobRead>> {
+        if kind == BlobKind::Partial {
+            return Err(unsupported("read an unfinished upload"));
+        }
+        let key = self.0.object_key(id);
+        let (len, _) = head(&self.0.client, &key).await?;
+        Ok(Arc::new(S3Read {
+            client: self.0.client.clone(),
+            key,
+            len,
+            rt: Handle::current(),
+            cursor: Mutex::new(None),
+        }))
+    }
+
+    async fn modified(&self, id: &UploadId) -> io::Result<SystemTime> {
+        let (_, modified) = head(&self.0.client, &self.0.object_key(id)).await?;
+        modified.ok_or_else(|| io::Error::other("the object has no Last-Modified"))
+    }
+
+    async fn delete(&self, id: &UploadId) -> io::Result<()> {
+        self.0.abort_listed(id).await?;
+        self.0.delete_pieces(id).await?;
+        self.0.client.delete(&self.0.object_key(id)).await?;
+        Ok(())
+    }
+
+    async fn delete_for(&self, upload: &Upload) -> io::Result<()> {
+        // A finished upload's multipart upload was completed (or, when empty, aborted).
+        if let Some(mp) = upload
+            .blob
+            .as_ref()
+            .and_then(|s| s.multipart.as_deref())
+            .filter(|_| !upload.is_complete())
+        {
+            self.0
+                .client
+                .abort_multipart(&self.0.object_key(&upload.id), mp)
+                .await?;
+        }
+        self.delete(&upload.id).await
+    }
+
+    async fn list(&self) -> io::Result<Vec<StoredBlob>> {
+        let s = &self.0;
+        let mut ids = BTreeSet::new();
+        for obj in s.client.list(&s.prefix).await? {
+            let rest = &obj.key[s.prefix.len()..];
+            let id = rest.strip_prefix("files/").or_else(|| {
+                rest.strip_prefix("pieces/")
+                    .and_then(|r| r.split('/').next())
+            });
+            if let Some(id) = id.and_then(UploadId::parse) {
+                ids.insert(id);
+            }
+        }
+        match s
+            .client
+            .list_multipart(&format!("{}files/", s.prefix))
+            .await
+        {
+            Ok(open) => {
+                for u in open {
+                    if let Some(id) = u
+                        .key
+                        .strip_prefix(&format!("{}files/", s.prefix))
+                        .and_then(UploadId::parse)
+                    {
+                        ids.insert(id);
+                    }
+                }
+            }
+            Err(e) if e.kind == S3ErrorKind::Unsupported => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(ids
+            .into_iter()
+            .map(|id| StoredBlob { id, staging: None })
+            .collect())
+    }
+
+    async fn ping(&self) -> io::Result<()> {
+        self.0.client.check(&self.0.prefix).await?;
+        Ok(())
+    }
+}
+
+/// Size and modification time of object `key`, from a one-byte ranged GET (HEAD answers
+/// carry no error body, and every store serves ranges).
+async fn head(client: &S3Client, key: &str) -> io::Result<(u64, Option<SystemTime>)> {
+    let resp = match client.get(key, Some(0..1)).await {
+        Ok(r) => r,
+        // An empty object has no byte 0.
+        Err(e) if e.kind == S3ErrorKind::InvalidRange => {
+            let resp = client.get(key, None).await?;
+            return Ok((0, last_modified(&resp)));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let total = resp
+        .headers()
+        .get(reqwest::header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit('/').next())
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(|| io::Error::other("the object store sent no Content-Range"))?;
+    Ok((total, last_modified(&resp)))
+}
+
+fn last_modified(resp: &reqwest::Response) -> Option<SystemTime> {
+    resp.headers()
+        .get(reqwest::header::LAST_MODIFIED)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+}
+
+/// A finished object, read with ranged GETs on blocking threads; reads that continue where
+/// the last one ended continue its response.
+struct S3Read {
+    client: S3Client,
+    key: String,
+    len: u64,
+    rt: Handle,
+    /// The open response: where its next byte is, the bytes of it not yet handed out.
+    cursor: Mutex<Option<(u64, Bytes, reqwest::Response)>>,
+}
+
+impl BlobRead for S3Read {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        if offset >= self.len || buf.is_empty() {
+            return Ok(0);
+        }
+        let mut cursor = self.cursor.lock().unwrap();
+        let (mut at, mut left, mut resp) = match cursor.take() {
+            Some(c) if c.0 == offset => c,
+            _ => {
+                let resp = self
+                    .rt
+                    .block_on(self.client.get(&self.key, Some(offset..self.len)))?;
+                (offset, Bytes::new(), resp)
+            }
+        };
+        while left.is_empty() {
+            match self.rt.block_on(resp.chunk()) {
+                Ok(Some(b)) => left = b,
+                Ok(None) => return Ok(0),
+                Err(e) => return Err(io::Error::other(e)),
+            }
+        }
+        let n = left.len().min(buf.len());
+        buf[..n].copy_from_slice(&left[..n]);
+        left = left.slice(n..);
+        at += n as u64;
+        *cursor = Some((at, left, resp));
+        Ok(n)
+    }
+}
+
+/// One write's bytes on their way into the bucket.
+struct S3Writer {
+    s: Arc<Shared>,
+    rt: Handle,
+    id: UploadId,
+    key: String,
+    multipart: Option<String>,
+    cells: Option<CellPlan>,
+    length: Option<u64>,
+    /// Cells with a part: recorded ones, and those this write sent.
+    parts: BTreeSet<u32>,
+    /// Recorded pieces at known offsets.
+    pieces: Vec<Piece>,
+    /// A staged chunk's index (its bytes become one piece, whatever their offset).
+    staging: Option<usize>,
+    /// Staged pieces of the same index already recorded (replaced by this write's).
+    superseded: Vec<String>,
+    spool: tempfile::NamedTempFile,
+    /// Bytes written and not yet stored (absolute offsets; the spool is sparse).
+    written: RangeSet,
+    /// Part uploads in flight: cell, length, the request.
+    sending: VecDeque<(u32, u64, JoinHandle<Result<String, S3Error>>)>,
+    delta: BlobDelta,
+}
+
+impl S3Writer {
+    fn new(s: Arc<Shared>, upload: &Upload, staging: Option<usize>) -> io::Result<S3Writer> {
+        let state = upload.blob.clone().unwrap_or_default();
+        let spool = tempfile::NamedTempFile::new_in(&s.spool)?;
+        let superseded = match staging {
+            Some(i) => state
+                .pieces
+                .iter()
+                .filter(|p| p.index == Some(i))
+                .map(|p| p.key.clone())
+                .collect(),
+            None => Vec::new(),
+        };
+        Ok(S3Writer {
+            key: s.object_key(&upload.id),
+            rt: Handle::current(),
+            id: upload.id.clone(),
+            multipart: state.multipart,
+            cells: state.cells,
+            length: upload.length,
+            parts: state.parts.keys().copied().collect(),
+            pieces: state
+                .pieces
+                .into_iter()
+                .filter(|p| p.start.is_some())
+                .collect(),
+            staging,
+            superseded,
+            spool,
+            written: RangeSet::new(),
+            sending: VecDeque::new(),
+            delta: BlobDelta::default(),
+            s,
+        })
+    }
+
+    /// Cell `index`'s bytes, clipped to the length when it is known.
+    fn cell(&self, cells: &CellPlan, index: u32) -> std::ops::Range<u64> {
+        let r = cells.cell(index);
+        match self.length {
+            Some(len) => r.start..r.end.min(len),
+            None => r,
+        }
+    }
+
+    /// Sends every cell `range` touched that is now whole (this write's bytes and recorded
+    /// pieces) and has no part yet.
+    fn send_whole_cells(&mut self, range: std::ops::Range<u64>) -> io::Result<()> {
+        let (Some(cells), Some(mp)) = (self.cells, self.multipart.clone()) else {
+            return Ok(());
+        };
+        if self.staging.is_some() || range.is_empty() {
+            return Ok(());
+        }
+        for index in cells.cell_of(range.start)..=cells.cell_of(range.end - 1) {
+            let cell = self.cell(&cells, index);
+            if cell.is_empty() || self.parts.contains(&index) {
+                continue;
+            }
+            let mut have = self.written.clone();
+            let mut from_pieces = Vec::new();
+            for p in &self.pieces {
+                let span = p.start.unwrap_or(0)..p.start.unwrap_or(0) + p.len;
+                if span.start < cell.end && cell.start < span.end {
+                    have.insert(span.clone());
+                    from_pieces.push((p.key.clone(), span));
+                }
+            }
+            if !have.contains(cell.clone()) {
+                continue;
+            }
+            // Recorded bytes of this cell that this write did not send: read them into the
+            // spool beside the new ones.
+            for (key, span) in from_pieces {
+                let want = span.start.max(cell.start)..span.end.min(cell.end);
+                for gap in self.written.gaps_in(want) {
+                    let bytes = self.rt.block_on(
+                        self.s
+                            .client
+                            .get_bytes(&key, Some(gap.start - span.start..gap.end - span.start)),
+                    )?;
+                    self.spool.as_file().write_all_at(&bytes, gap.start)?;
+                }
+            }
+            while self.sending.len() >= PARTS_IN_FLIGHT {
+                self.settle_oldest()?;
+            }
+            let client = self.s.client.clone();
+            let key = self.key.clone();
+            let mp = mp.clone();
+            let body = Body::File {
+                path: self.spool.path().to_owned(),
+                offset: cell.start,
+                len: cell.end - cell.start,
+            };
+            let number = part_number(index)?;
+            let task = self
+                .rt
+                .spawn(async move { client.upload_part(&key, &mp, number, body).await });
+            self.sending.push_back((index, cell.end - cell.start, task));
+            self.parts.insert(index);
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest part in flight and records it.
+    fn settle_oldest(&mut self) -> io::Result<()> {
+        let Some((index, len, task)) = self.sending.pop_front() else {
+            return Ok(());
+        };
+        let etag = self
+            .rt
+            .block_on(task)
+            .map_err(|e| io::Error::other(format!("a part upload failed: {e}")))??;
+        self.delta.parts.push((index, Part { etag, len }));
+        Ok(())
+    }
+}
+
+impl BlobWrite for S3Writer {
+    fn write_at(&mut self, offset: u64, bufs: &[Bytes]) -> io::Result<()> {
+        let mut at = offset;
+        for b in bufs {
+            self.spool.as_file().write_all_at(b, at)?;
+            at += b.len() as u64;
+        }
+        if at > offset {
+            self.written.insert(offset..at);
+            self.send_whole_cells(offset..at)?;
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        while !self.sending.is_empty() {
+            self.settle_oldest()?;
+        }
+        let cells = self.cells;
+        let in_parts = |r: &std::ops::Range<u64>, parts: &BTreeSet<u32>| {
+            cells.is_some_and(|c| {
+                !r.is_empty()
+                    && (c.cell_of(r.start)..=c.cell_of(r.end - 1)).all(|i| parts.contains(&i))
+            })
+        };
+        // What is left becomes pieces: one per contiguous range outside the parts.
+        let written: Vec<_> = self.written.iter().collect();
+        for range in written {
+            let mut rest = RangeSet::new();
+            match (self.staging, cells) {
+                (None, Some(c)) => {
+                    let mut at = range.start;
+                    while at < range.end {
+                        let index = c.cell_of(at);
+                        let cell_end = c.cell(index).end.min(range.end);
+                        if !self.parts.contains(&index) {
+                            rest.insert(at..cell_end);
+                        }
+                        at = cell_end;
+                    }
+                }
+                _ => rest.insert(range.clone()),
+            }
+            for r in rest.iter() {
+                let tag = match self.staging {
+                    Some(i) => format!("s{i}"),
+                    None => r.start.to_string(),
+                };
+                let key = self.s.piece_key(&self.id, &tag);
+                let body = Body::File {
+                    path: self.spool.path().to_owned(),
+                    offset: r.start,
+                    len: r.end - r.start,
+                };
+                self.rt.block_on(self.s.client.put(&key, body))?;
+                let piece = Piece {
+                    key,
+                    start: self.staging.is_none().then_some(r.start),
+                    index: self.staging,
+                    len: r.end - r.start,
+                };
+                if self.staging.is_none() {
+                    self.pieces.push(piece.clone());
+                }
+                self.delta.pieces.push(piece);
+            }
+        }
+        self.written = RangeSet::new();
+        // Pieces whose bytes are all in parts now are spent; so are staged pieces this
+        // write replaced.
+        let parts = self.parts.clone();
+        for p in &self.pieces {
+            let span = p.start.unwrap_or(0)..p.start.unwrap_or(0) + p.len;
+            if in_parts(&span, &parts) && !self.delta.spent.contains(&p.key) {
+                self.delta.spent.push(p.key.clone());
+            }
+        }
+        self.delta.spent.extend(self.superseded.drain(..));
+        Ok(())
+    }
+
+    fn read_at(&self, _buf: &mut [u8], _offset: u64) -> io::Result<usize> {
+        Err(unsupported("read an unfinished upload"))
+    }
+
+    fn stored(&mut self) -> BlobDelta {
+        std::mem::take(&mut self.delta)
+    }
+}
+
+impl Drop for S3Writer {
+    fn drop(&mut self) {
+        // A write that ended without its durability point: nothing it sent is recorded, so
+        // its parts in flight are not needed (a later write of the cell sends it again).
+        for (_, _, task) in self.sending.drain(..) {
+            task.abort();
+        }
+    }
+}
