@@ -23,12 +23,23 @@ pub struct ServeArgs {
     /// Most connections to PostgreSQL this node keeps open.
     #[arg(long, env = "FERRY_DATABASE_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1000).map(usize::from))]
     pub database_pool_size: usize,
-    /// File bytes: `file://PATH` (default `file://<data-dir>/files`).
+    /// File bytes: `file://PATH` (default `file://<data-dir>/files`) or `s3://BUCKET/PREFIX`
+    /// (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).
     #[arg(long, env = "FERRY_STORAGE")]
     pub storage: Option<String>,
-    /// S3-compatible endpoint for `s3://` storage.
+    /// S3-compatible endpoint for `s3://` storage (e.g. `http://127.0.0.1:3900`); path-style
+    /// addressing unless --s3-virtual-hosted. Default: AWS (from the region).
     #[arg(long, env = "FERRY_S3_ENDPOINT")]
     pub s3_endpoint: Option<String>,
+    /// Region of the bucket (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1).
+    #[arg(long, env = "FERRY_S3_REGION")]
+    pub s3_region: Option<String>,
+    /// Address the bucket as `BUCKET.host` rather than `host/BUCKET` with --s3-endpoint.
+    #[arg(long, env = "FERRY_S3_VIRTUAL_HOSTED")]
+    pub s3_virtual_hosted: bool,
+    /// Every part but the last of one size (stores that require it, e.g. Cloudflare R2).
+    #[arg(long, env = "FERRY_S3_EQUAL_PARTS")]
+    pub s3_equal_parts: bool,
     /// Larger declared sizes are refused before any byte is stored (e.g. `1TiB`, `500MB`).
     #[arg(long, env = "FERRY_MAX_UPLOAD_SIZE", default_value = "1TiB", value_parser = parse_size)]
     pub max_upload_size: u64,
@@ -177,6 +188,9 @@ impl ServeArgs {
             database_pool_size,
             storage,
             s3_endpoint,
+            s3_region,
+            s3_virtual_hosted,
+            s3_equal_parts,
             max_upload_size,
             min_free_space,
             expire_incomplete,
@@ -249,18 +263,25 @@ impl ServeArgs {
         }
     }
 
-    /// The directory of `--storage`.
-    pub fn storage_dir(&self) -> anyhow::Result<PathBuf> {
+    /// Where `--storage` puts file bytes.
+    pub fn storage(&self) -> anyhow::Result<Storage> {
         match &self.storage {
-            None => Ok(self.data_dir.join("files")),
+            None => Ok(Storage::Dir(self.data_dir.join("files"))),
             Some(url) => match url.strip_prefix("file://") {
-                Some(p) => Ok(PathBuf::from(p)),
-                None if url.starts_with("s3://") => {
-                    bail!(
-                        "--storage {url}: S3 storage is not built into this version yet; use file://PATH"
-                    )
+                Some(p) => Ok(Storage::Dir(PathBuf::from(p))),
+                None if ferry_store::s3::is_s3_url(url) => {
+                    let opts = ferry_store::s3::S3Options {
+                        endpoint: self.s3_endpoint.clone(),
+                        region: self.s3_region.clone(),
+                        virtual_hosted: self.s3_virtual_hosted,
+                        equal_parts: self.s3_equal_parts,
+                    };
+                    let config =
+                        ferry_store::s3::S3Config::new(url, &opts, |name| std::env::var(name).ok())
+                            .map_err(anyhow::Error::msg)?;
+                    Ok(Storage::S3(config))
                 }
-                None => bail!("--storage {url}: expected file://PATH"),
+                None => bail!("--storage {url}: expected file://PATH or s3://BUCKET/PREFIX"),
             },
         }
     }
@@ -321,6 +342,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => return Err(format!("{s:?}: unknown unit (use ms, s, m, h, d)")),
     };
     Ok(Duration::from_secs(secs))
+}
+
+/// Where file bytes live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Storage {
+    Dir(PathBuf),
+    S3(ferry_store::s3::S3Config),
 }
 
 /// Where upload metadata lives.

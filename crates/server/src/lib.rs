@@ -163,12 +163,42 @@ async fn open_meta(
     })
 }
 
-/// Opens the backends (filesystem, and SQLite or PostgreSQL) and builds the engine and
-/// state.
+/// The blob store `--storage` names: a directory, or a bucket whose existence and
+/// credentials are checked here, so a wrong one stops the start with a sentence naming the
+/// flag. Its writes spool under `spool/s3` of the data directory.
+async fn open_blobs(storage: &config::Storage, spool: &std::path::Path) -> anyhow::Result<Blobs> {
+    Ok(match storage {
+        config::Storage::Dir(dir) => Blobs(Arc::new(
+            ferry_store::fs::FsBlobStore::open(dir.clone())
+                .with_context(|| format!("opening storage {}", dir.display()))?,
+        )),
+        config::Storage::S3(s3) => {
+            let client = s3
+                .client(|name| std::env::var(name).ok())
+                .map_err(anyhow::Error::msg)?;
+            s3.check(&client).await.map_err(anyhow::Error::msg)?;
+            let limits = ferry_core::parts::PartLimits {
+                equal_parts: s3.equal_parts,
+                ..ferry_core::parts::PartLimits::S3
+            };
+            let store = ferry_store::s3::S3BlobStore::new(
+                client,
+                s3.prefix.clone(),
+                limits,
+                spool.join("s3"),
+            )
+            .with_context(|| format!("creating the spool directory in {}", spool.display()))?;
+            Blobs(Arc::new(store))
+        }
+    })
+}
+
+/// Opens the backends (filesystem or S3, and SQLite or PostgreSQL) and builds the engine
+/// and state.
 pub async fn state_from_args(args: &ServeArgs) -> anyhow::Result<AppState> {
     // First: a certificate that cannot be used stops the start before anything is created.
     let tls = tls::Tls::from_args(args.tls_cert.as_deref(), args.tls_key.as_deref())?;
-    let storage = args.storage_dir()?;
+    let storage = args.storage()?;
     let db = args.database_url()?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
@@ -182,16 +212,15 @@ pub async fn state_from_args(args: &ServeArgs) -> anyhow::Result<AppState> {
             dir.display()
         );
     }
-    let blobs = ferry_store::fs::FsBlobStore::open(storage.clone())
-        .with_context(|| format!("opening storage {}", storage.display()))?;
-    let (meta, coord) = open_meta(&db, args.database_pool_size).await?;
     let spool_dir = args.data_dir.join("spool");
     // Spooled chunks of requests that died with the last process are garbage.
     let _ = std::fs::remove_dir_all(&spool_dir);
     std::fs::create_dir_all(&spool_dir)?;
+    let blobs = open_blobs(&storage, &spool_dir).await?;
+    let (meta, coord) = open_meta(&db, args.database_pool_size).await?;
     let engine = Engine::with_coordinator(
         meta,
-        Blobs(Arc::new(blobs)),
+        blobs,
         EngineConfig {
             max_upload_size: args.max_upload_size,
             min_free_space: args.min_free_space.unwrap_or(0),

@@ -5,6 +5,7 @@
 pub mod chunked;
 pub mod pg;
 pub mod proc;
+pub mod s3;
 
 use std::net::TcpListener;
 use std::sync::Mutex;
