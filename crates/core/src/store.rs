@@ -228,6 +228,21 @@ pub trait BlobStore: Send + Sync + 'static {
             "this storage backend cannot concatenate uploads",
         ))
     }
+    /// [`BlobStore::copy_complete`] into the final upload `dst` (its record at hand): a part
+    /// store may record the source object as a piece of `dst` instead of copying, and returns
+    /// what `dst`'s record must say for [`BlobStore::publish_for`] to find it. The default
+    /// copies and records nothing.
+    async fn copy_complete_for(
+        &self,
+        src: &UploadId,
+        dst: &Upload,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<BlobDelta> {
+        self.copy_complete(src, &dst.id, offset, len)
+            .await
+            .map(|()| BlobDelta::default())
+    }
     /// Whether [`BlobStore::copy_complete`] works; drives the advertised tus extensions.
     fn can_concatenate(&self) -> bool {
         false

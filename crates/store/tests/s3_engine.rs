@@ -306,3 +306,40 @@ async fn an_empty_upload_and_a_deleted_one_leave_nothing_behind() {
         "the multipart upload was aborted"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_upload_is_assembled_from_its_parts_objects() {
+    let h = harness();
+    // Parts of odd sizes: under the minimum part, and across cell boundaries.
+    let src = data(9 * MIB + 333, 5);
+    let cuts = [0, 3 * MIB + 1, 3 * MIB + 1000, src.len()];
+    let mut parts = Vec::new();
+    for w in cuts.windows(2) {
+        let mut new = NewUpload::new(Dialect::Tus);
+        new.length = Some((w[1] - w[0]) as u64);
+        new.concat = Some(ferry_core::upload::Concat::Partial { finals: Vec::new() });
+        let part = h.engine.create(new).await.unwrap().0;
+        let done = append(&h, &part, 0, &src[w[0]..w[1]]).await;
+        assert!(done.is_complete());
+        parts.push(part.id);
+    }
+    let fin = h
+        .engine
+        .create_final(NewUpload::new(Dialect::Tus), parts.clone())
+        .await
+        .unwrap();
+    assert!(fin.is_complete(), "assembled at once: {fin:?}");
+    assert_eq!(
+        fin.content_digest.as_deref(),
+        Some(blake3_hex(&src).as_str())
+    );
+    assert!(
+        read_back(&h, &fin).await == src,
+        "the final is its parts in order"
+    );
+    // The parts are released once the final is complete: only the final's object is left.
+    for p in &parts {
+        assert!(h.engine.get(p).await.is_err(), "part {p} was released");
+    }
+    only_the_object_is_left(&h, &fin).await;
+}

@@ -2,6 +2,7 @@
 //! atomically), and final uploads assembled from their parts (tus concatenation).
 
 use super::hashing::load_hasher;
+use super::write::record_stored;
 use super::{Engine, NewUpload, STALE_RETRIES, Stats};
 use crate::crash;
 use crate::error::EngineError;
@@ -235,26 +236,43 @@ impl Engine {
         for part in &loaded {
             let len = part.length.unwrap_or(0);
             if len > 0 {
-                self.0
+                let stored = self
+                    .0
                     .blobs
-                    .copy_complete(&part.id, id, offset, len)
+                    .copy_complete_for(&part.id, &u, offset, len)
                     .await?;
+                // Only this call's publish reads it: a crash before the commit assembles
+                // again from the parts.
+                record_stored(&mut u, &stored);
             }
             offset += len;
         }
         self.check_size(offset)?;
         crash::point("engine.assemble.copied");
-        let blob = self.0.blobs.open(id, BlobKind::Partial).await?;
+        u.length = Some(offset);
+        u.held = Default::default();
+        u.held.insert(0..offset);
+        // A part store publishes first and hashes the published object; a positional one
+        // hashes the assembled partial blob, then publishes.
+        let positional = self.0.blobs.capabilities().positional;
+        if !positional {
+            self.0.blobs.publish_for(&u).await?;
+        }
+        let kind = if positional {
+            BlobKind::Partial
+        } else {
+            BlobKind::Complete
+        };
+        let blob = self.0.blobs.open(id, kind).await?;
         let digest = self
             .hash_range(blob, Hasher::new(u.content_alg), offset)
             .await?
             .finalize_hex();
-        self.0.blobs.publish(id).await?;
+        if positional {
+            self.0.blobs.publish_for(&u).await?;
+        }
         crash::point("engine.assemble.published");
         let now = Timestamp::now();
-        u.length = Some(offset);
-        u.held = Default::default();
-        u.held.insert(0..offset);
         u.state = UploadState::Complete;
         u.content_digest = Some(digest);
         u.completed_at = Some(now);

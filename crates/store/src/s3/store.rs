@@ -287,10 +287,40 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn drop_pieces(&self, keys: &[String]) -> io::Result<()> {
-        for key in keys {
+        let pieces = format!("{}pieces/", self.0.prefix);
+        // Only pieces: a final upload's pieces may be other uploads' finished objects.
+        for key in keys.iter().filter(|k| k.starts_with(&pieces)) {
             self.0.client.delete(key).await?;
         }
         Ok(())
+    }
+
+    async fn copy_complete(&self, _: &UploadId, _: &UploadId, _: u64, _: u64) -> io::Result<()> {
+        Err(unsupported("concatenate without the final upload's record"))
+    }
+
+    async fn copy_complete_for(
+        &self,
+        src: &UploadId,
+        _dst: &Upload,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<BlobDelta> {
+        // The part's finished object is a piece of the final: publishing composes the final's
+        // parts from it.
+        Ok(BlobDelta {
+            pieces: vec![Piece {
+                key: self.0.object_key(src),
+                start: Some(offset),
+                index: None,
+                len,
+            }],
+            ..BlobDelta::default()
+        })
+    }
+
+    fn can_concatenate(&self) -> bool {
+        true
     }
 
     async fn remove_staged(&self, _id: &UploadId, _index: usize) -> io::Result<()> {
@@ -308,7 +338,15 @@ impl BlobStore for S3BlobStore {
         let len = upload
             .length
             .ok_or_else(|| io::Error::other("publishing an upload of unknown length"))?;
-        let state = upload.blob.clone().unwrap_or_default();
+        let mut state = upload.blob.clone().unwrap_or_default();
+        if state.parts.is_empty() {
+            // Nothing sent yet (a final upload, whose length was unknown when it was made):
+            // cut it as its length now says.
+            state.cells = Some(
+                CellPlan::new(&s.limits, Some(len), None)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
+            );
+        }
         let (Some(mp), Some(cells)) = (state.multipart.as_deref(), state.cells) else {
             return Err(io::Error::other(format!(
                 "upload {} has no multipart upload recorded",
