@@ -6,7 +6,9 @@
 # clients in Node) against a real server, tus-js-client across two nodes on a throwaway
 # PostgreSQL (which the Rust tests use too) with one node killed mid-upload, then the
 # browser SDK's unit tests (Node), the upload page and SDK in Debian's Chromium driven by
-# playwright-core (with Uppy interop), and smoke runs of the benchmark harnesses.
+# playwright-core (with Uppy interop), and smoke runs of the benchmark harnesses. Object
+# storage: Garage and s3s-fs (scripts/s3.sh) for the S3 tests, and the end-to-end clients run
+# a second time against a node whose files live in Garage.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -56,18 +58,26 @@ pg_stop() {
 trap pg_stop EXIT
 echo "PostgreSQL for the tests: data and log in $FERRY_PG_DIR"
 
-step "S3-compatible servers (built once from the crate registry, cached in ~/.cache/ferry-test)"
+step "S3-compatible servers: Garage and s3s-fs (built once from the crate registry, cached in ~/.cache/ferry-test)"
 scripts/s3.sh install s3s-fs
-eval "$(scripts/s3.sh start s3s-fs)"
-S3_DIRS+=("$FERRY_S3_DIR")
-echo "s3s-fs for the tests at $FERRY_TEST_S3_ENDPOINT, files in $FERRY_S3_DIR"
+scripts/s3.sh install garage
+S3S_ENV=$(scripts/s3.sh start s3s-fs)
+S3_DIRS+=("$(eval "$S3S_ENV"; echo "$FERRY_S3_DIR")")
+GARAGE_ENV=$(scripts/s3.sh start garage)
+S3_DIRS+=("$(eval "$GARAGE_ENV"; echo "$FERRY_S3_DIR")")
+# Garage is the reference: every test runs against it; the S3 tests run on s3s-fs too.
+eval "$GARAGE_ENV"
+echo "Garage at $FERRY_TEST_S3_ENDPOINT; s3s-fs at $(eval "$S3S_ENV"; echo "$FERRY_TEST_S3_ENDPOINT")"
 
-step "Rust tests (object storage on s3s-fs)"
+step "Rust tests (object storage on Garage)"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
   cargo test --workspace --doc --locked
+  step "Rust tests of object storage again, on s3s-fs (strict part sizes)"
+  (eval "$S3S_ENV"; cargo nextest run --locked --no-fail-fast -p ferry-store --test s3 --test s3_engine -p ferry --test s3)
 else
   cargo test --workspace --locked --no-fail-fast
+  (eval "$S3S_ENV"; cargo test --locked --no-fail-fast -p ferry-store --test s3 --test s3_engine -p ferry --test s3)
 fi
 
 # End-to-end checks share one server with a throwaway data dir; suites that need servers of
@@ -80,6 +90,7 @@ DATA=$(mktemp -d)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$FERRY_BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" >"$DATA/server.log" 2>&1 &
 SERVER=$!
+S3SERVER=""
 cleanup() { kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; rm -rf "$DATA"; pg_stop; }
 trap cleanup EXIT
 for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
@@ -98,6 +109,29 @@ step "tus-js-client through a load balancer over two nodes on PostgreSQL, kill -
 if [ -d web/tests/seed-clients ]; then
   step "seed-article clients (spark-md5, byte-offset, Content-Range) in Node"
   (cd web/tests/seed-clients && npm ci --no-audit --no-fund --silent && node run.mjs "$FERRY_URL")
+fi
+
+step "the same end-to-end clients against a node storing its files in Garage (S3)"
+S3DATA=$(mktemp -d)
+S3PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$FERRY_BIN" serve --listen "127.0.0.1:$S3PORT" --data-dir "$S3DATA" \
+  --storage "s3://$FERRY_TEST_S3_BUCKET/e2e-$$" --s3-endpoint "$FERRY_TEST_S3_ENDPOINT" >"$S3DATA/server.log" 2>&1 &
+S3SERVER=$!
+cleanup() {
+  kill "$SERVER" "$S3SERVER" 2>/dev/null || true
+  wait "$SERVER" "$S3SERVER" 2>/dev/null || true
+  rm -rf "$DATA" "$S3DATA"
+  pg_stop
+}
+for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$S3PORT/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+S3URL="http://127.0.0.1:$S3PORT"
+scripts/curl-tour.sh "$S3URL"
+scripts/tus-clients.sh "$S3URL"
+(cd web/tests/seed-clients && node run.mjs "$S3URL")
+# Once its requests have ended, the node's disk holds no file bytes: only its metadata.
+leftover=$(find "$S3DATA" -type f -size +0 ! -name 'ferry.db*' ! -name ferry.lock ! -name link.key ! -name server.log)
+if [ -n "$leftover" ]; then
+  echo "file bytes left on the S3 node's disk:"; ls -l $leftover; exit 1
 fi
 
 step "browser SDK unit tests (node --test, against real servers)"
