@@ -95,7 +95,9 @@ impl EngineError {
             EngineError::QuotaExceeded { .. } => "storage_quota_exceeded",
             EngineError::OutOfSpace => "insufficient_storage",
             EngineError::Storage(e) if is_out_of_space(e) => "insufficient_storage",
+            EngineError::Storage(e) if is_unreachable(e) => "storage_unavailable",
             EngineError::Storage(_) => "storage_error",
+            EngineError::Meta(MetaError::Unavailable(_)) => "metadata_unavailable",
             EngineError::Meta(_) => "metadata_error",
         }
     }
@@ -103,6 +105,17 @@ impl EngineError {
     /// True for failures of the server's own parts (not the client's fault).
     pub fn is_internal(&self) -> bool {
         matches!(self, EngineError::Storage(_) | EngineError::Meta(_)) && !self.is_out_of_space()
+    }
+
+    /// A backend cannot be reached right now (an object store timing out or refusing
+    /// connections, the database restarting): `503` with `Retry-After`, as the same request
+    /// may succeed shortly. Nothing unstored was acknowledged.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            EngineError::Storage(e) => is_unreachable(e),
+            EngineError::Meta(MetaError::Unavailable(_)) => true,
+            _ => false,
+        }
     }
 
     /// The disk (or the quota of the filesystem) is full: `507`, not a server fault.
@@ -113,6 +126,18 @@ impl EngineError {
             _ => false,
         }
     }
+}
+
+/// A store that did not answer in time or refused the connection.
+fn is_unreachable(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::TimedOut
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::NotConnected
+    )
 }
 
 /// ENOSPC or EDQUOT, however the error reached us.

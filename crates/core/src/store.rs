@@ -25,6 +25,10 @@ pub enum MetaError {
     Stale,
     #[error("metadata backend failed: {0}")]
     Backend(String),
+    /// The backend cannot be reached right now (connection refused or lost, the server
+    /// restarting): the same request may succeed in a few seconds.
+    #[error("metadata backend unreachable: {0}")]
+    Unavailable(String),
 }
 
 /// What one owner holds (for tenant limits).

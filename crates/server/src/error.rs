@@ -24,6 +24,9 @@ pub struct ApiError {
 /// `Retry-After` for a tenant at its limit of unfinished uploads: long enough that a client
 /// does not hammer, short enough that one finishing upload frees the slot soon.
 const RETRY_AFTER_LIMIT: u64 = 30;
+/// `Retry-After` when a backend (object store, database) cannot be reached: clients come
+/// back about when a restart or a network blip is over.
+const RETRY_AFTER_UNAVAILABLE: u64 = 5;
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
@@ -99,12 +102,16 @@ impl From<EngineError> for ApiError {
             EngineError::QuotaExceeded { .. } => StatusCode::INSUFFICIENT_STORAGE,
             EngineError::OutOfSpace => StatusCode::INSUFFICIENT_STORAGE,
             _ if e.is_out_of_space() => StatusCode::INSUFFICIENT_STORAGE,
+            _ if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             EngineError::Storage(_) | EngineError::Meta(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         // Infrastructure details go to the log, never to the client.
         let message = if e.is_out_of_space() {
             tracing::warn!(error = %DisplayChain(&e), "out of disk space");
             EngineError::OutOfSpace.to_string()
+        } else if e.is_unavailable() {
+            tracing::warn!(error = %DisplayChain(&e), "a backend is unreachable");
+            "a storage backend cannot be reached right now; what was acknowledged is kept, retry shortly".to_owned()
         } else if e.is_internal() {
             tracing::error!(error = %DisplayChain(&e), "internal error");
             "the server could not store the data; please retry later".to_owned()
@@ -117,8 +124,13 @@ impl From<EngineError> for ApiError {
             }
             _ => None,
         };
-        let retry_after =
-            matches!(e, EngineError::TooManyIncomplete { .. }).then_some(RETRY_AFTER_LIMIT);
+        let retry_after = if matches!(e, EngineError::TooManyIncomplete { .. }) {
+            Some(RETRY_AFTER_LIMIT)
+        } else if e.is_unavailable() {
+            Some(RETRY_AFTER_UNAVAILABLE)
+        } else {
+            None
+        };
         ApiError {
             status,
             code: e.code(),

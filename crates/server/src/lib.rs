@@ -146,7 +146,8 @@ async fn open_meta(
                 .await
                 .map_err(|e| {
                     let why = match e {
-                        ferry_core::store::MetaError::Backend(m) => m,
+                        ferry_core::store::MetaError::Backend(m)
+                        | ferry_core::store::MetaError::Unavailable(m) => m,
                         other => other.to_string(),
                     };
                     anyhow::anyhow!("--database {}: {why}", config::redact_url(url))

@@ -228,8 +228,13 @@ impl PgMetaStore {
     /// Checks out a pooled connection, opening one if needed.
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, MetaError> {
         self.pool.get().await.map_err(|e| match e {
-            PoolError::Backend(e) => MetaError::Backend(connect_error(&self.target, &e)),
-            other => MetaError::Backend(format!(
+            // The server refused us (password, database): a configuration error.
+            PoolError::Backend(e) if e.as_db_error().is_some() => {
+                MetaError::Backend(connect_error(&self.target, &e))
+            }
+            // It could not be reached: that may pass.
+            PoolError::Backend(e) => MetaError::Unavailable(connect_error(&self.target, &e)),
+            other => MetaError::Unavailable(format!(
                 "no connection to PostgreSQL at {}: {other}",
                 self.target.at
             )),
@@ -438,7 +443,21 @@ async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), Migration
 }
 
 pub(crate) fn backend(e: tokio_postgres::Error) -> MetaError {
-    MetaError::Backend(format!("metadata database: {}", chain(&e)))
+    let message = format!("metadata database: {}", chain(&e));
+    // A connection lost mid-statement, or a server shutting down or starting up.
+    let passing = e.is_closed()
+        || e.code().is_some_and(|c| {
+            *c == SqlState::ADMIN_SHUTDOWN
+                || *c == SqlState::CANNOT_CONNECT_NOW
+                || *c == SqlState::CRASH_SHUTDOWN
+        })
+        || (e.as_db_error().is_none()
+            && e.source().is_some_and(|s| s.downcast_ref::<io::Error>().is_some()));
+    if passing {
+        MetaError::Unavailable(message)
+    } else {
+        MetaError::Backend(message)
+    }
 }
 
 /// Maps a uniqueness failure (duplicate id or key) to [`MetaError::Conflict`].

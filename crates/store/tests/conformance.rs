@@ -408,7 +408,7 @@ mod postgres {
 
     fn message(result: Result<PgMetaStore, MetaError>) -> String {
         match result {
-            Err(MetaError::Backend(msg)) => msg,
+            Err(MetaError::Backend(msg) | MetaError::Unavailable(msg)) => msg,
             Err(other) => panic!("expected a Backend error, got {other:?}"),
             Ok(_) => panic!("connect succeeded where it should have failed"),
         }
