@@ -7,6 +7,8 @@
 #   eval "$(scripts/s3.sh start s3s-fs)"    # starts s3s-fs (strict 5 MiB minimum part)
 #   scripts/s3.sh stop [DIR]                # stops the server in DIR (default $FERRY_S3_DIR)
 #   scripts/s3.sh restart [DIR]             # stops it and starts it again on the same port and data
+#   scripts/s3.sh halt [DIR]                # stops it, keeping its data and port (an outage)
+#   scripts/s3.sh resume [DIR]              # starts a halted server again
 #
 # The exports: FERRY_TEST_S3_ENDPOINT (http://127.0.0.1:<port>), FERRY_TEST_S3_BUCKET,
 # AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, FERRY_S3_DIR, FERRY_TEST_S3_SERVER.
@@ -175,14 +177,14 @@ case "${1:-}" in
     stop_dir "$d"
     rm -rf "$d"
     ;;
-  restart)
+  restart | halt | resume)
     d=${2:-${FERRY_S3_DIR:-}}
     [ -n "$d" ] || die "no directory: pass one or set FERRY_S3_DIR"
-    stop_dir "$d"
-    DIR=$d PORT=$(cat "$d/port") launch "$(cat "$d/server")"
+    [ "$1" = resume ] || stop_dir "$d"
+    [ "$1" = halt ] || DIR=$d PORT=$(cat "$d/port") launch "$(cat "$d/server")"
     ;;
   *)
-    sed -n '2,16p' "$0" >&2
+    sed -n '2,18p' "$0" >&2
     exit 2
     ;;
 esac

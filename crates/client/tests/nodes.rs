@@ -8,18 +8,18 @@
 mod support;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier, Mutex, mpsc};
+use std::sync::{Barrier, Mutex, mpsc};
 use std::thread::{self, sleep};
 use std::time::{Duration, Instant};
 use support::chunked::Chunked;
 use support::pg::TestDb;
 use support::proc::{
     Resp, Server, connect, download, md5_hex, path_of, read_response_to, request, send_in_pieces,
-    try_request, write_head,
+    throttled_proxy, try_request, write_head,
 };
 use support::{assert_same_bytes, source};
 
@@ -678,50 +678,6 @@ impl Drop for OwnCluster {
             );
         }
     }
-}
-
-/// A TCP proxy to `upstream` that passes at most `rate` bytes a second from clients to the
-/// server (over all connections), so that an upload lasts long enough to be interrupted.
-fn throttled_proxy(upstream: u16, rate: usize) -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let clock = Arc::new(Mutex::new(Instant::now()));
-    thread::spawn(move || {
-        for c in l.incoming() {
-            let Ok(c) = c else { continue };
-            let Ok(u) = TcpStream::connect(("127.0.0.1", upstream)) else {
-                continue;
-            };
-            let _ = (c.set_nodelay(true), u.set_nodelay(true));
-            let (c2, u2) = (c.try_clone().unwrap(), u.try_clone().unwrap());
-            let clock = clock.clone();
-            thread::spawn(move || pump(c, u, Some((clock, rate))));
-            thread::spawn(move || pump(u2, c2, None));
-        }
-    });
-    port
-}
-
-fn pump(mut from: TcpStream, mut to: TcpStream, limit: Option<(Arc<Mutex<Instant>>, usize)>) {
-    let mut buf = vec![0u8; 16 * KIB];
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        if let Some((clock, rate)) = &limit {
-            let until = {
-                let mut t = clock.lock().unwrap();
-                *t = (*t).max(Instant::now()) + Duration::from_secs_f64(n as f64 / *rate as f64);
-                *t
-            };
-            sleep(until.saturating_duration_since(Instant::now()));
-        }
-        if to.write_all(&buf[..n]).is_err() {
-            break;
-        }
-    }
-    let _ = to.shutdown(Shutdown::Write);
 }
 
 #[test]

@@ -6,13 +6,16 @@
 
 mod support;
 
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 use support::pg::TestDb;
-use support::proc::{Server, connect, download, path_of, request, send_in_pieces, write_head};
-use support::s3::{Bucket, file_bytes_on_node, need};
+use support::proc::{
+    Server, connect, download, path_of, request, send_in_pieces, throttled_proxy, write_head,
+};
+use support::s3::{Bucket, OwnS3, file_bytes_on_node, need};
 use support::{assert_same_bytes, source};
 
 const MIB: usize = 1 << 20;
@@ -297,4 +300,104 @@ fn unusable_buckets_stop_the_start_with_a_sentence_naming_the_flag() {
     assert!(!log.contains(&secret), "the secret leaked: {log}");
     let log = refused(&["--storage", "s3://Bad_Name/x"], &[]);
     assert!(log.contains("not a valid bucket name"), "{log}");
+}
+
+#[test]
+fn an_object_store_down_for_10_s_mid_upload_is_ridden_out() {
+    let s3 = OwnS3::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let args = s3.args("outage");
+    let mut srv = Server::new(
+        tmp.path(),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    srv.spawn();
+    let src = source(40 * MIB + 5, 95);
+    std::fs::write(tmp.path().join("big.bin"), &src).unwrap();
+    // 8 MiB/s into the node: the upload takes about 5 s without the outage.
+    let proxy = throttled_proxy(srv.port, 8 * MIB);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["upload", "big.bin", "--server"])
+        .arg(format!("http://127.0.0.1:{proxy}"))
+        .args([
+            "--protocol",
+            "tus",
+            "--chunk-size",
+            "1MiB",
+            "--retry-for",
+            "90s",
+        ])
+        .args(["--json", "--state-file"])
+        .arg(tmp.path().join("state.json"))
+        .current_dir(tmp.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning ferry upload");
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut halted: Option<Instant> = None;
+    let mut health_during = None;
+    let mut result = None;
+    let mut lines = Vec::new();
+    for line in stdout.lines() {
+        let Ok(line) = line else { break };
+        lines.push(line.clone());
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        match v["event"].as_str() {
+            Some("progress") if halted.is_none() => {
+                let (bytes, total) = (v["bytes"].as_u64().unwrap(), v["total"].as_u64().unwrap());
+                if bytes * 4 >= total {
+                    s3.ctl("halt");
+                    let at = Instant::now();
+                    halted = Some(at);
+                    eprintln!("object store halted at {bytes} of {total} bytes");
+                    // /healthz notices within 2 s, while the store is down.
+                    sleep(Duration::from_millis(2000));
+                    let started = Instant::now();
+                    let h = request(srv.port, "GET", "/healthz", &[], b"");
+                    health_during = Some((h.status, started.elapsed()));
+                    let resume = s3.dir.clone();
+                    std::thread::spawn(move || {
+                        sleep(Duration::from_secs(10).saturating_sub(at.elapsed()));
+                        let out = Command::new(concat!(
+                            env!("CARGO_MANIFEST_DIR"),
+                            "/../../scripts/s3.sh"
+                        ))
+                        .args(["resume", &resume])
+                        .output()
+                        .unwrap();
+                        assert!(out.status.success(), "resume failed");
+                        eprintln!("object store back after {:?}", at.elapsed());
+                    });
+                }
+            }
+            Some("result") => result = Some((Instant::now(), v)),
+            _ => {}
+        }
+    }
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
+    assert!(
+        status.success(),
+        "ferry upload: {status}; {stderr}; {lines:?}"
+    );
+    let halted = halted.unwrap_or_else(|| panic!("the upload never reached 25 %: {lines:?}"));
+    let (done, result) = result.unwrap_or_else(|| panic!("no result: {lines:?}"));
+    assert!(
+        done.duration_since(halted) >= Duration::from_secs(9),
+        "the upload finished while the store was down: not a test of riding it out"
+    );
+    assert_eq!(result["status"], "ok", "{result}");
+    let (health, took) = health_during.unwrap();
+    assert_eq!(health, 503, "/healthz while the store was down");
+    assert!(took < Duration::from_secs(2), "/healthz took {took:?}");
+    assert_eq!(request(srv.port, "GET", "/healthz", &[], b"").status, 200);
+    let url = result["url"].as_str().unwrap();
+    assert_same_bytes(&download(srv.port, url), &src, "download after the outage");
+    srv.kill();
+    assert_no_file_bytes(&srv, "after the outage");
 }

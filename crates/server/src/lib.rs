@@ -351,8 +351,20 @@ async fn upload_dispatch(state: State<AppState>, caller: caller::Caller, req: Re
 
 /// `GET /healthz`: 200 when the store and the database answer (SPEC §7).
 async fn healthz(State(state): State<AppState>) -> Response {
-    let meta = state.engine.meta().ping().await;
-    let blobs = state.engine.blobs().ping().await;
+    // A backend that does not answer within this is as good as down: /healthz answers in
+    // about 2 s whatever happens to the network (a load balancer's check times out too).
+    const WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
+    let timed_out = || "no answer within 1.5 s".to_owned();
+    let (meta, blobs) = tokio::join!(
+        tokio::time::timeout(WAIT, state.engine.meta().ping()),
+        tokio::time::timeout(WAIT, state.engine.blobs().ping()),
+    );
+    let meta = meta
+        .map_err(|_| timed_out())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    let blobs = blobs
+        .map_err(|_| timed_out())
+        .and_then(|r| r.map_err(|e| e.to_string()));
     // Degraded while the store is below its reserve of free space (with no reserve set:
     // below 1 MiB, when nothing more can be stored anyway).
     if let Some((free, reserve)) = state.engine.free_space()

@@ -452,7 +452,8 @@ pub(crate) fn backend(e: tokio_postgres::Error) -> MetaError {
                 || *c == SqlState::CRASH_SHUTDOWN
         })
         || (e.as_db_error().is_none()
-            && e.source().is_some_and(|s| s.downcast_ref::<io::Error>().is_some()));
+            && e.source()
+                .is_some_and(|s| s.downcast_ref::<io::Error>().is_some()));
     if passing {
         MetaError::Unavailable(message)
     } else {

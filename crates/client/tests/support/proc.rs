@@ -7,10 +7,11 @@ use super::free_port;
 use md5::{Digest, Md5};
 use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::thread::sleep;
+use std::sync::{Arc, Mutex};
+use std::thread::{self, sleep};
 use std::time::{Duration, Instant};
 
 /// How long the debug binary may take to answer `/healthz` after a (re)start.
@@ -418,4 +419,48 @@ pub fn download(port: u16, url: &str) -> Vec<u8> {
         );
     }
     r.body
+}
+
+/// A TCP proxy to `upstream` that passes at most `rate` bytes a second from clients to the
+/// server (over all connections), so that an upload lasts long enough to be interrupted.
+pub fn throttled_proxy(upstream: u16, rate: usize) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let clock = Arc::new(Mutex::new(Instant::now()));
+    thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(c) = c else { continue };
+            let Ok(u) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                continue;
+            };
+            let _ = (c.set_nodelay(true), u.set_nodelay(true));
+            let (c2, u2) = (c.try_clone().unwrap(), u.try_clone().unwrap());
+            let clock = clock.clone();
+            thread::spawn(move || pump(c, u, Some((clock, rate))));
+            thread::spawn(move || pump(u2, c2, None));
+        }
+    });
+    port
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, limit: Option<(Arc<Mutex<Instant>>, usize)>) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if let Some((clock, rate)) = &limit {
+            let until = {
+                let mut t = clock.lock().unwrap();
+                *t = (*t).max(Instant::now()) + Duration::from_secs_f64(n as f64 / *rate as f64);
+                *t
+            };
+            sleep(until.saturating_duration_since(Instant::now()));
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
 }

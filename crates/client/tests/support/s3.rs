@@ -113,3 +113,70 @@ pub fn file_bytes_on_node(data_dir: &std::path::Path) -> Vec<(std::path::PathBuf
     }
     found
 }
+
+/// An S3 server of this test's own (the kind the test command runs, `scripts/s3.sh`), for
+/// tests that stop it: the shared one must stay up for the others.
+pub struct OwnS3 {
+    pub dir: String,
+    pub endpoint: String,
+    pub bucket: String,
+}
+
+fn script(args: &[&str]) -> std::process::Output {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    std::process::Command::new(format!("{root}/scripts/s3.sh"))
+        .args(args)
+        .output()
+        .expect("running scripts/s3.sh")
+}
+
+impl OwnS3 {
+    pub fn start() -> OwnS3 {
+        let kind = need("FERRY_TEST_S3_SERVER");
+        let out = script(&["start", &kind]);
+        assert!(
+            out.status.success(),
+            "scripts/s3.sh start {kind}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let exports = String::from_utf8_lossy(&out.stdout).into_owned();
+        let var = |name: &str| {
+            exports
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+                .unwrap_or_else(|| panic!("{name} not in {exports}"))
+                .to_owned()
+        };
+        OwnS3 {
+            dir: var("FERRY_S3_DIR"),
+            endpoint: var("FERRY_TEST_S3_ENDPOINT"),
+            bucket: var("FERRY_TEST_S3_BUCKET"),
+        }
+    }
+
+    /// Stops the server, keeping its data (`halt`) or starts it again (`resume`).
+    pub fn ctl(&self, what: &str) {
+        let out = script(&[what, &self.dir]);
+        assert!(
+            out.status.success(),
+            "scripts/s3.sh {what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `serve` arguments storing under `prefix` here.
+    pub fn args(&self, prefix: &str) -> Vec<String> {
+        vec![
+            "--storage".into(),
+            format!("s3://{}/{prefix}", self.bucket),
+            "--s3-endpoint".into(),
+            self.endpoint.clone(),
+        ]
+    }
+}
+
+impl Drop for OwnS3 {
+    fn drop(&mut self) {
+        let _ = script(&["stop", &self.dir]);
+    }
+}

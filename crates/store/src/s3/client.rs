@@ -167,6 +167,8 @@ pub struct S3Client {
     bucket: Arc<Bucket>,
     credentials: Option<Arc<Credentials>>,
     stats: Arc<S3Stats>,
+    /// How long failures that may pass are retried ([`RETRY_BUDGET`] unless changed).
+    retry_budget: Duration,
 }
 
 impl fmt::Debug for S3Client {
@@ -206,7 +208,17 @@ impl S3Client {
             bucket: Arc::new(bucket),
             credentials: credentials.map(Arc::new),
             stats: Arc::default(),
+            retry_budget: RETRY_BUDGET,
         })
+    }
+
+    /// This client with another retry budget (zero: one attempt, for health checks that
+    /// must answer at once).
+    pub fn with_retry_budget(&self, budget: Duration) -> S3Client {
+        S3Client {
+            retry_budget: budget,
+            ..self.clone()
+        }
     }
 
     pub fn stats(&self) -> &Arc<S3Stats> {
@@ -275,7 +287,7 @@ impl S3Client {
                 ),
             };
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
-            if started.elapsed() + backoff > RETRY_BUDGET {
+            if started.elapsed() + backoff > self.retry_budget {
                 return Err(failure);
             }
             tracing::debug!(error = %failure, "retrying an S3 request");
