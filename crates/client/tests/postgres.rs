@@ -103,6 +103,18 @@ fn every_dialect_works_on_postgresql_and_survives_a_kill() {
     for url in &urls {
         assert_same_bytes(&download_path(srv.port, url), &data, url);
     }
+    // The pool's figures are on /metrics.
+    let metrics = request(srv.port, "GET", "/metrics", &[], b"").text();
+    for name in [
+        "ferry_db_pool_max_connections 16",
+        "ferry_db_pool_waiting 0",
+        "ferry_lock_waits_total",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l.starts_with(name)),
+            "{name} missing from /metrics:\n{metrics}"
+        );
+    }
     srv.kill();
 }
 

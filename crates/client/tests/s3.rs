@@ -165,6 +165,18 @@ fn every_dialect_round_trips_through_the_bucket_and_the_node_keeps_no_file_bytes
     );
     assert_eq!(r.status, 204, "{}", r.text());
     assert_eq!(download(srv.port, &unfinished), b"0123456789");
+    // The store's figures are on /metrics.
+    let metrics = request(srv.port, "GET", "/metrics", &[], b"").text();
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{metrics}"))
+    };
+    assert!(value("ferry_store_requests_total") > 10.0);
+    assert!(value("ferry_store_request_seconds_total") > 0.0);
+    value("ferry_store_errors_total");
     srv.kill();
     assert_no_file_bytes(&srv, "after every dialect");
 }

@@ -41,6 +41,16 @@ pub struct Usage {
     pub stored_bytes: u64,
 }
 
+/// A figure a backend reports for `/metrics` (Prometheus text: `name value`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Metric {
+    pub name: &'static str,
+    pub help: &'static str,
+    /// `counter` or `gauge`.
+    pub kind: &'static str,
+    pub value: f64,
+}
+
 /// Upload metadata persistence. Every write is durable (committed) when it returns.
 #[async_trait]
 pub trait MetaStore: Send + Sync + 'static {
@@ -62,6 +72,10 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn usage(&self, owner: Option<&str>) -> Result<Usage, MetaError>;
     /// Answers when the backend is reachable (for `/healthz`).
     async fn ping(&self) -> Result<(), MetaError>;
+    /// Figures for `/metrics` (a connection pool's, say); none by default.
+    fn metrics(&self) -> Vec<Metric> {
+        Vec::new()
+    }
 }
 
 /// Blocking positional reads of a stored blob. Called from blocking threads.
@@ -279,6 +293,10 @@ pub trait BlobStore: Send + Sync + 'static {
     }
     /// Answers when the backend is usable (for `/healthz`).
     async fn ping(&self) -> io::Result<()>;
+    /// Figures for `/metrics` (an object store's requests, errors, latency); none by default.
+    fn metrics(&self) -> Vec<Metric> {
+        Vec::new()
+    }
     /// Bytes still free for new data, when the backend can tell (a local file system);
     /// `None` for stores without such a limit.
     fn free_space(&self) -> io::Result<Option<u64>> {

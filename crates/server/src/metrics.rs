@@ -92,9 +92,26 @@ impl Metrics {
         self.status[group][class].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Renders every metric in the Prometheus text format.
-    pub fn render(&self, stats: &Stats) -> String {
+    /// Renders every metric in the Prometheus text format, the backends' own included.
+    pub fn render(&self, stats: &Stats, backends: &[ferry_core::store::Metric]) -> String {
         let mut out = String::with_capacity(4096);
+        for m in backends {
+            let _ = writeln!(
+                out,
+                "# HELP {} {}\n# TYPE {} {}\n{} {}",
+                m.name, m.help, m.name, m.kind, m.name, m.value
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP ferry_lock_waits_total Writes that waited for ranges another request held (on this or another node).\n# TYPE ferry_lock_waits_total counter\nferry_lock_waits_total {}",
+            stats.lock_waits.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP ferry_lock_wait_seconds_total Time those writes waited, in all.\n# TYPE ferry_lock_wait_seconds_total counter\nferry_lock_wait_seconds_total {}",
+            stats.lock_wait_us.load(Ordering::Relaxed) as f64 / 1e6
+        );
         let counters: [(&str, &str, &[AtomicU64; 3]); 4] = [
             (
                 "ferry_bytes_received_total",
@@ -378,7 +395,11 @@ fn exposition(state: &AppState, headers: &HeaderMap) -> Response {
     }
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        state.metrics.render(state.engine.stats()),
+        {
+            let mut backends = state.engine.meta().metrics();
+            backends.extend(state.engine.blobs().metrics());
+            state.metrics.render(state.engine.stats(), &backends)
+        },
     )
         .into_response()
 }

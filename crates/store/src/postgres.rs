@@ -658,4 +658,37 @@ impl MetaStore for PgMetaStore {
         client.query(&st, &[]).await.map_err(backend)?;
         Ok(())
     }
+
+    fn metrics(&self) -> Vec<ferry_core::store::Metric> {
+        use ferry_core::store::Metric;
+        let status = self.pool.status();
+        let gauge = |name, help, value: usize| Metric {
+            name,
+            help,
+            kind: "gauge",
+            value: value as f64,
+        };
+        vec![
+            gauge(
+                "ferry_db_pool_max_connections",
+                "Most PostgreSQL connections this node keeps (--database-pool-size).",
+                status.max_size,
+            ),
+            gauge(
+                "ferry_db_pool_connections",
+                "PostgreSQL connections open now.",
+                status.size,
+            ),
+            gauge(
+                "ferry_db_pool_idle_connections",
+                "Open PostgreSQL connections not in use.",
+                status.available,
+            ),
+            gauge(
+                "ferry_db_pool_waiting",
+                "Requests waiting for a PostgreSQL connection.",
+                status.waiting,
+            ),
+        ]
+    }
 }

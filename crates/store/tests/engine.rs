@@ -1301,6 +1301,12 @@ async fn concurrent_appends_at_the_same_offset_never_interleave() {
             }
         }
         assert_eq!(winners.len(), 1, "round {round}: exactly one append wins");
+        // The later append found the range taken and waited (or preempted, then waited):
+        // /metrics counts it.
+        assert!(
+            engine.stats().lock_waits.load(Ordering::Relaxed) >= 1,
+            "round {round}: the wait for the range was not counted"
+        );
         let winner = &bodies[winners[0]];
         let stored = engine.get(&u.id).await.unwrap();
         assert_eq!(held(&stored), vec![r(0, part)], "round {round}");

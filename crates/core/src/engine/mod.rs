@@ -92,6 +92,10 @@ pub struct Stats {
     pub rehashed_bytes: AtomicU64,
     /// Incomplete uploads this node removed for being idle (each is removed by one node).
     pub expired: AtomicU64,
+    /// Writes that found their ranges taken (here or on another node) and waited.
+    pub lock_waits: AtomicU64,
+    /// Microseconds those writes waited, in all.
+    pub lock_wait_us: AtomicU64,
 }
 
 fn slot(d: Dialect) -> usize {

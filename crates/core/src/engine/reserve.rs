@@ -7,6 +7,7 @@ use crate::error::EngineError;
 use crate::lock::Reservation;
 use crate::upload::{Upload, UploadId};
 use std::ops::Range;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// How long [`Engine::preempt`] waits for preempted writes to commit what they received.
@@ -35,9 +36,19 @@ impl Engine {
             return;
         }
         lock.preempt.send_modify(|g| *g = g.wrapping_add(1));
-        let deadline = Instant::now() + PREEMPT_WAIT;
+        let started = Instant::now();
+        let deadline = started + PREEMPT_WAIT;
+        // Waiting for the preempted write to commit is a wait for the upload's ranges too.
+        let waited = lock.busy();
         while lock.busy() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if waited {
+            let stats = &self.0.stats;
+            stats.lock_waits.fetch_add(1, Ordering::Relaxed);
+            stats
+                .lock_wait_us
+                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         }
     }
 
@@ -53,9 +64,35 @@ impl Engine {
         &self,
         owner: Option<&Option<String>>,
         id: &UploadId,
+        first: Option<Upload>,
+        append: bool,
+        plan: impl Fn(&Upload) -> Result<Option<(P, Vec<Range<u64>>)>, EngineError>,
+    ) -> Result<(Upload, Option<(P, Reservation)>), EngineError> {
+        let started = Instant::now();
+        let mut waited = false;
+        let result = self
+            .reserve_waiting(owner, id, first, append, plan, &mut waited)
+            .await;
+        // A wait is counted once it ends, however it ends.
+        if waited {
+            let stats = &self.0.stats;
+            stats.lock_waits.fetch_add(1, Ordering::Relaxed);
+            stats
+                .lock_wait_us
+                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// [`Engine::reserve_fresh`]; sets `waited` when it had to wait for another request.
+    async fn reserve_waiting<P: PartialEq>(
+        &self,
+        owner: Option<&Option<String>>,
+        id: &UploadId,
         mut first: Option<Upload>,
         append: bool,
         plan: impl Fn(&Upload) -> Result<Option<(P, Vec<Range<u64>>)>, EngineError>,
+        waited: &mut bool,
     ) -> Result<(Upload, Option<(P, Reservation)>), EngineError> {
         let deadline = Instant::now() + RESERVE_WAIT;
         let mut asked = false;
@@ -109,6 +146,7 @@ impl Engine {
                     }
                 }
                 None if Instant::now() < deadline => {
+                    *waited = true;
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 None => return Err(EngineError::Busy),

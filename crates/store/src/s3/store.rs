@@ -467,6 +467,32 @@ impl BlobStore for S3BlobStore {
             .collect())
     }
 
+    fn metrics(&self) -> Vec<ferry_core::store::Metric> {
+        use ferry_core::store::Metric;
+        use std::sync::atomic::Ordering::Relaxed;
+        let stats = self.0.client.stats();
+        vec![
+            Metric {
+                name: "ferry_store_requests_total",
+                help: "Requests sent to the object store, retries included.",
+                kind: "counter",
+                value: stats.requests.load(Relaxed) as f64,
+            },
+            Metric {
+                name: "ferry_store_errors_total",
+                help: "Object store requests that failed (retried or not).",
+                kind: "counter",
+                value: stats.errors.load(Relaxed) as f64,
+            },
+            Metric {
+                name: "ferry_store_request_seconds_total",
+                help: "Time object store requests took to their answer's head, in all.",
+                kind: "counter",
+                value: stats.latency_us.load(Relaxed) as f64 / 1e6,
+            },
+        ]
+    }
+
     async fn ping(&self) -> io::Result<()> {
         // One attempt: a health check says how the store is now.
         self.0
@@ -553,6 +579,9 @@ impl BlobRead for S3Read {
     }
 }
 
+/// A part upload in flight: its cell, its length, the request (answering the ETag).
+type PartInFlight = (u32, u64, JoinHandle<Result<String, S3Error>>);
+
 /// One write's bytes on their way into the bucket.
 struct S3Writer {
     s: Arc<Shared>,
@@ -574,7 +603,7 @@ struct S3Writer {
     /// Bytes written and not yet stored (absolute offsets; the spool is sparse).
     written: RangeSet,
     /// Part uploads in flight: cell, length, the request.
-    sending: VecDeque<(u32, u64, JoinHandle<Result<String, S3Error>>)>,
+    sending: VecDeque<PartInFlight>,
     delta: BlobDelta,
 }
 
@@ -774,7 +803,7 @@ impl BlobWrite for S3Writer {
                 self.delta.spent.push(p.key.clone());
             }
         }
-        self.delta.spent.extend(self.superseded.drain(..));
+        self.delta.spent.append(&mut self.superseded);
         Ok(())
     }
 
