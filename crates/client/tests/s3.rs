@@ -111,6 +111,54 @@ fn every_dialect_round_trips_through_the_bucket_and_the_node_keeps_no_file_bytes
             "{name}: ranged GET"
         );
     }
+    // The rest of RFC 9110's Range behaviour on an object: a suffix, several ranges, past
+    // the end, HEAD.
+    let url = format!("/files/{}", bucket.finished()[0]);
+    let r = request(
+        srv.port,
+        "GET",
+        &url,
+        &[("Range", "bytes=-100".into())],
+        b"",
+    );
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, &data[data.len() - 100..], "suffix range");
+    let r = request(
+        srv.port,
+        "GET",
+        &url,
+        &[("Range", format!("bytes=0-9,{}-{}", 9 * MIB, 9 * MIB + 9))],
+        b"",
+    );
+    assert_eq!(r.status, 206);
+    assert!(
+        r.header("content-type")
+            .unwrap()
+            .starts_with("multipart/byteranges"),
+        "two ranges make a multipart answer"
+    );
+    assert!(
+        support::proc::find(&r.body, &data[..10]).is_some(),
+        "first range"
+    );
+    assert!(
+        support::proc::find(&r.body, &data[9 * MIB..9 * MIB + 10]).is_some(),
+        "second range"
+    );
+    let r = request(
+        srv.port,
+        "GET",
+        &url,
+        &[("Range", format!("bytes={}-", data.len() + 1))],
+        b"",
+    );
+    assert_eq!(r.status, 416, "a range past the end");
+    let r = request(srv.port, "HEAD", &url, &[], b"");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-length"),
+        Some(data.len().to_string().as_str())
+    );
     // The IETF draft: created with the first half, appended with the rest.
     let half = data.len() / 2;
     let ietf = [("Upload-Draft-Interop-Version", "6".to_owned())];

@@ -533,6 +533,12 @@ fn last_modified(resp: &reqwest::Response) -> Option<SystemTime> {
         .and_then(|v| httpdate::parse_http_date(v).ok())
 }
 
+/// The first ranged GET of a read asks for this much; each one that is read to its end and
+/// continued doubles it, up to [`MAX_WINDOW`]. A small range (a Range request, a video
+/// player seeking) costs the store little; a whole-file download soon streams large windows.
+const FIRST_WINDOW: u64 = 4 << 20;
+const MAX_WINDOW: u64 = 256 << 20;
+
 /// A finished object, read with ranged GETs on blocking threads; reads that continue where
 /// the last one ended continue its response.
 struct S3Read {
@@ -540,8 +546,33 @@ struct S3Read {
     key: String,
     len: u64,
     rt: Handle,
-    /// The open response: where its next byte is, the bytes of it not yet handed out.
-    cursor: Mutex<Option<(u64, Bytes, reqwest::Response)>>,
+    cursor: Mutex<Option<Cursor>>,
+}
+
+/// An open ranged GET: where its next byte is, the bytes of it not yet handed out, where it
+/// ends, and how large it was.
+struct Cursor {
+    at: u64,
+    left: Bytes,
+    resp: reqwest::Response,
+    end: u64,
+    window: u64,
+}
+
+impl S3Read {
+    fn open_window(&self, offset: u64, window: u64) -> io::Result<Cursor> {
+        let end = offset.saturating_add(window).min(self.len);
+        let resp = self
+            .rt
+            .block_on(self.client.get(&self.key, Some(offset..end)))?;
+        Ok(Cursor {
+            at: offset,
+            left: Bytes::new(),
+            resp,
+            end,
+            window,
+        })
+    }
 }
 
 impl BlobRead for S3Read {
@@ -553,28 +584,32 @@ impl BlobRead for S3Read {
         if offset >= self.len || buf.is_empty() {
             return Ok(0);
         }
-        let mut cursor = self.cursor.lock().unwrap();
-        let (mut at, mut left, mut resp) = match cursor.take() {
-            Some(c) if c.0 == offset => c,
-            _ => {
-                let resp = self
-                    .rt
-                    .block_on(self.client.get(&self.key, Some(offset..self.len)))?;
-                (offset, Bytes::new(), resp)
+        let mut slot = self.cursor.lock().unwrap();
+        let mut c = match slot.take() {
+            Some(c) if c.at == offset && c.at < c.end => c,
+            // The last window ended exactly here: the next one, twice as large.
+            Some(c) if c.at == offset => {
+                self.open_window(offset, (c.window * 2).min(MAX_WINDOW))?
             }
+            _ => self.open_window(offset, FIRST_WINDOW)?,
         };
-        while left.is_empty() {
-            match self.rt.block_on(resp.chunk()) {
-                Ok(Some(b)) => left = b,
-                Ok(None) => return Ok(0),
+        while c.left.is_empty() {
+            match self.rt.block_on(c.resp.chunk()) {
+                Ok(Some(b)) => c.left = b,
+                Ok(None) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the object store ended a ranged read early",
+                    ));
+                }
                 Err(e) => return Err(io::Error::other(e)),
             }
         }
-        let n = left.len().min(buf.len());
-        buf[..n].copy_from_slice(&left[..n]);
-        left = left.slice(n..);
-        at += n as u64;
-        *cursor = Some((at, left, resp));
+        let n = c.left.len().min(buf.len());
+        buf[..n].copy_from_slice(&c.left[..n]);
+        c.left = c.left.slice(n..);
+        c.at += n as u64;
+        *slot = Some(c);
         Ok(n)
     }
 }
