@@ -6,6 +6,7 @@
 #   scripts/pg.sh stop              # stops the cluster in $FERRY_PG_DIR and removes its files
 #   scripts/pg.sh restart           # restarts the cluster in $FERRY_PG_DIR (fast shutdown: open
 #                                   # connections are cut), same port and files
+#   scripts/pg.sh halt | resume     # stops it, keeping port and files (an outage); starts it again
 #
 # Debian's PostgreSQL binaries (the highest version under /usr/lib/postgresql; the
 # `postgresql` package), data and socket in a fresh temp dir, listening on a free port of
@@ -123,9 +124,32 @@ restart() {
     -t 30 restart >/dev/null) || { tail -n 20 "$dir/server.log" >&2; die "pg_ctl restart failed"; }
 }
 
+# An outage: stops the server, keeping its files and port, until `resume`.
+halt() {
+  local dir=${FERRY_PG_DIR:-}
+  [ -n "$dir" ] || die "FERRY_PG_DIR is not set; nothing to halt"
+  [ -f "$dir/$MARKER" ] || die "$dir is not a cluster made by pg.sh; not touching it"
+  running "$dir" || die "no cluster of ours is running in $dir"
+  OWNER=$(stat -c %U "$dir")
+  head -n 4 "$dir/data/postmaster.pid" | sed -n 4p >"$dir/port"
+  (cd "$dir" && as_owner "$(bindir)/pg_ctl" -D "$dir/data" -m fast -w -t 30 stop >/dev/null) ||
+    die "pg_ctl stop failed"
+}
+
+resume() {
+  local dir=${FERRY_PG_DIR:-}
+  [ -n "$dir" ] || die "FERRY_PG_DIR is not set; nothing to resume"
+  [ -f "$dir/$MARKER" ] && [ -f "$dir/port" ] || die "$dir holds no halted cluster of pg.sh"
+  OWNER=$(stat -c %U "$dir")
+  (cd "$dir" && as_owner "$(bindir)/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 \
+    -o "-p $(cat "$dir/port")" start >/dev/null) || { tail -n 20 "$dir/server.log" >&2; die "pg_ctl start failed"; }
+}
+
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
   restart) restart ;;
-  *) echo "usage: $0 start|stop|restart" >&2; exit 2 ;;
+  halt) halt ;;
+  resume) resume ;;
+  *) echo "usage: $0 start|stop|restart|halt|resume" >&2; exit 2 ;;
 esac

@@ -1050,3 +1050,77 @@ fn an_idle_upload_expires_once_across_nodes() {
         sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn postgresql_unreachable_answers_503_with_retry_after_and_the_node_recovers_by_itself() {
+    let pg = OwnCluster::start();
+    let n = Nodes::start(&pg.url);
+    let src = source(2 * MIB, 75);
+    let path = create(n.a.port, src.len());
+    let r = request(n.a.port, "PATCH", &path, &patch_headers(0), &src[..MIB]);
+    assert_eq!(r.status, 204, "first half: {}", brief(&r));
+
+    let out = pg.pg("halt");
+    assert!(
+        out.status.success(),
+        "scripts/pg.sh halt: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let down = Instant::now();
+    // /healthz turns 503 within 2 s.
+    loop {
+        let r = request(n.a.port, "GET", "/healthz", &[], b"");
+        if r.status == 503 {
+            break;
+        }
+        assert!(
+            down.elapsed() < Duration::from_secs(2),
+            "/healthz still {} {:?} after the database went away",
+            r.status,
+            down.elapsed()
+        );
+        sleep(Duration::from_millis(100));
+    }
+    // A write answers 503 with Retry-After and a stable code; nothing is acknowledged.
+    let r = exchange(n.b.port, "PATCH", &path, &patch_headers(MIB), &src[MIB..])
+        .expect("PATCH while the database is down");
+    assert_eq!(
+        r.status,
+        503,
+        "PATCH while the database is down: {}",
+        brief(&r)
+    );
+    assert_eq!(r.header("retry-after"), Some("5"), "{}", brief(&r));
+    assert_eq!(code(&r), "metadata_unavailable", "{}", brief(&r));
+
+    let out = pg.pg("resume");
+    assert!(
+        out.status.success(),
+        "scripts/pg.sh resume: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let back = Instant::now();
+    // The nodes find the database again by themselves.
+    for node in [n.a.port, n.b.port] {
+        loop {
+            let r = request(node, "GET", "/healthz", &[], b"");
+            if r.status == 200 {
+                break;
+            }
+            assert!(
+                back.elapsed() < Duration::from_secs(10),
+                "/healthz still {} after the database came back",
+                r.status
+            );
+            sleep(Duration::from_millis(100));
+        }
+    }
+    assert_eq!(head_offset(n.b.port, &path, "after the outage"), MIB);
+    let r = request(n.b.port, "PATCH", &path, &patch_headers(MIB), &src[MIB..]);
+    assert_eq!(r.status, 204, "second half after the outage: {}", brief(&r));
+    assert_same_bytes(
+        &download(n.a.port, &path),
+        &src,
+        "download after the outage",
+    );
+}
