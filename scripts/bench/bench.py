@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """ferry's benchmark harness (issue 6): ferry against rustus, @tus/server and nginx; and
-ferry against itself (W9: HTTP/2 against HTTP/1.1; W10: metadata on PostgreSQL against SQLite).
+ferry against itself (W9: HTTP/2 against HTTP/1.1; W10: metadata on PostgreSQL against SQLite);
+and ferry storing in S3 (a local Garage) against a client talking to Garage directly (W11).
 
 Started by scripts/bench/run, which installs the peers first; see scripts/bench/README.md
-for the workloads and the method. Python 3.11 standard library only.
+for the workloads and the method. Python 3.11 standard library only, but for W11's direct
+client: boto3, run as `bench.py --s3-client …` by an interpreter that has it.
 
 Every server runs on 127.0.0.1 with a fresh data directory for every run (tmpfs, or the real
 disk with durability on), the runs of one workload alternate between servers (A B C A B C …),
@@ -46,13 +48,13 @@ GiB = 1024 * MiB
 CACHE = Path(os.environ.get("FERRY_BENCH_CACHE", Path.home() / ".cache" / "ferry-bench"))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-ALL_WORKLOADS = ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9", "W10"]
+ALL_WORKLOADS = ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9", "W10", "W11"]
 # The peers each workload runs beside ferry (W1-W4 also on the disk, W8): only these must be
 # installed for a full-size run of a subset (--only).
 PEERS_OF = {"W1": {"nginx", "rustus", "tus-node"}, "W2": {"rustus", "tus-node"},
             "W3": {"nginx", "rustus", "tus-node"}, "W4": {"nginx", "rustus", "tus-node"},
             "W5": {"rustus", "tus-node"}, "W6": {"nginx"}, "W7": set(), "W8": {"nginx", "rustus"},
-            "W9": set(), "W10": set()}
+            "W9": set(), "W10": set(), "W11": set()}
 # Workloads repeated on the real disk (W8): the durable-mode comparison.
 DISK_WORKLOADS = ["W1", "W2", "W3", "W4"]
 
@@ -398,6 +400,143 @@ class FerryDb(Ferry):
             self.db = None
 
 
+class Garage:
+    """W11: a throwaway one-node Garage of scripts/s3.sh for the length of the workload, its
+    data in the harness's work dir (tmpfs, like the servers' data), and its CPU."""
+
+    def __init__(self, ctx: "Context"):
+        self.ctx = ctx
+        self.dir: str | None = None
+        self.exports: dict[str, str] = {}
+        self.pid = 0
+        self.n = 0
+
+    def start(self) -> None:
+        # TMPDIR: s3.sh makes its directory there. A Garage of the caller's (the test command
+        # exports FERRY_S3_DIR and the AWS_* of its own) is never used: s3.sh start ignores
+        # them, and ferry and the direct client get this one's exports only.
+        env = {**os.environ, "TMPDIR": str(self.ctx.work)}
+        t0 = time.perf_counter()
+        # stderr passes through: without a built Garage, s3.sh builds it first and says so
+        out = subprocess.run([str(REPO / "scripts" / "s3.sh"), "start", "garage"], stdout=subprocess.PIPE,
+                             text=True, env=env)
+        for line in out.stdout.splitlines():
+            words = shlex.split(line)
+            if len(words) == 2 and words[0] == "export" and "=" in words[1]:
+                k, v = words[1].split("=", 1)
+                self.exports[k] = v
+        self.dir = self.exports.get("FERRY_S3_DIR")
+        if out.returncode != 0 or not self.dir or not self.exports.get("FERRY_TEST_S3_ENDPOINT"):
+            raise BenchError(f"scripts/s3.sh start garage failed (exit {out.returncode}; its message, if any, is above)")
+        self.pid = int(Path(self.dir, "pid").read_text().split()[0])
+        comm = Path(f"/proc/{self.pid}/comm").read_text().strip()
+        if comm != "garage":
+            raise BenchError(f"Garage's pid file {self.dir}/pid names a {comm!r} process, not garage")
+        log(f"bench: Garage ({self.version()}) at {self.endpoint}, data in {self.dir}, started in {time.perf_counter() - t0:.1f} s")
+
+    @property
+    def endpoint(self) -> str:
+        return self.exports["FERRY_TEST_S3_ENDPOINT"]
+
+    @property
+    def bucket(self) -> str:
+        return self.exports["FERRY_TEST_S3_BUCKET"]
+
+    def version(self) -> str:
+        try:
+            exe = os.readlink(f"/proc/{self.pid}/exe")
+            out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=10)
+            return (out.stdout + out.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            return "garage (version unknown)"
+
+    def aws_env(self) -> dict:
+        """Its credentials and region; an empty session token hides a caller's."""
+        return {k: self.exports[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")} | {"AWS_SESSION_TOKEN": ""}
+
+    def client_env(self) -> dict:
+        """The direct client's environment: none of the caller's AWS_* (profiles, endpoints,
+        tokens) and no AWS config files, only this Garage's credentials."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.update({k: self.exports[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")})
+        env.update(AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null")
+        return env
+
+    def new_prefix(self) -> str:
+        """A key prefix of its own for every ferry start, so no run sees another's objects."""
+        self.n += 1
+        return f"w11-{self.n}/"
+
+    def cpu(self) -> float:
+        return cpu_seconds(proc_tree(self.pid))
+
+    def stop(self) -> None:
+        """Stops this Garage, and any other s3.sh directory in the work dir (a start that
+        failed after launching the server prints no exports)."""
+        dirs = {self.dir} if self.dir else set()
+        dirs |= {str(d) for d in self.ctx.work.glob("ferry-s3.*") if (d / ".ferry-s3").exists()}
+        for d in dirs:
+            out = subprocess.run([str(REPO / "scripts" / "s3.sh"), "stop", d], capture_output=True, text=True)
+            if out.returncode != 0:
+                log(f"bench: scripts/s3.sh stop {d}: {out.stderr.strip()[-300:]}")
+        self.dir = None
+
+
+class FerryS3(Ferry):
+    """W11: ferry with its file bytes in Garage (`--storage s3://<bucket>/<fresh prefix>/`,
+    `--s3-endpoint`), logging ferry_core's INFO lines too, for `upload complete … finalize_ms=N`."""
+
+    name = "ferry"
+    TRACING_LINE = re.compile(r"^\S+\s+(TRACE|DEBUG|INFO|WARN|ERROR)\s")
+    ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+    def __init__(self, ctx, garage: Garage, label: str):
+        super().__init__(ctx)
+        self.garage, self.label = garage, label
+        self.prefix = ""
+        self.log_offset = 0
+
+    def start(self, data_dir, durable):
+        self.prefix = self.garage.new_prefix()
+        log_file = self.ctx.work / f"{self.name}.log"
+        self.log_offset = log_file.stat().st_size if log_file.exists() else 0
+        super().start(data_dir, durable)
+
+    def command(self, data_dir, durable):
+        cmd, env = super().command(data_dir, durable)
+        cmd += ["--storage", f"s3://{self.garage.bucket}/{self.prefix}", "--s3-endpoint", self.garage.endpoint]
+        return cmd, {**env, **self.garage.aws_env(), "RUST_LOG": "warn,ferry_core=info"}
+
+    def log_lines(self) -> list[str]:
+        """What ferry logged since this start, colour codes removed."""
+        with open(self.ctx.work / f"{self.name}.log", "rb") as f:
+            f.seek(self.log_offset)
+            text = f.read().decode(errors="replace")
+        return [self.ANSI.sub("", l) for l in text.splitlines() if l.strip()]
+
+    def finalize_ms(self, upload_id: str, wait: float = 5) -> int:
+        """finalize_ms of the `upload complete` line of `upload_id` (logged before the last
+        PATCH is answered; waited for a little all the same)."""
+        deadline = time.monotonic() + wait
+        while True:
+            for line in self.log_lines():
+                if "upload complete" in line and re.search(rf"\bid={re.escape(upload_id)}\b", line):
+                    m = re.search(r"\bfinalize_ms=(\d+)", line)
+                    if not m:
+                        raise BenchError(f"{self.name}: no finalize_ms in its log line: {line[:300]}")
+                    return int(m.group(1))
+            if time.monotonic() > deadline:
+                raise BenchError(f"{self.name}: no `upload complete` line for {upload_id} in its log (RUST_LOG=warn,ferry_core=info)")
+            time.sleep(0.05)
+
+    def check_log(self) -> None:
+        """Any line at WARN or ERROR since this start (a part that could not be sent, pieces
+        not removed …), or any line that is not tracing's (a panic), fails the run."""
+        bad = [l for l in self.log_lines() if not (m := self.TRACING_LINE.match(l)) or m.group(1) in ("WARN", "ERROR")]
+        if bad:
+            raise BenchError(f"{self.name} logged {len(bad)} line(s) at level warn or above, the first: {bad[0][:300]}")
+
+
 class Rustus(Server):
     name, label = "rustus", "rustus 0.5.10"
     ready_path, ready_method = "/health", "GET"
@@ -674,6 +813,15 @@ class Context:
         # W10: the PostgreSQL cluster (started only when W10 runs) and its fixed statement counts
         self.pg: PgCluster | None = None
         self.pg_fixed: dict = {}
+        # W11: W1's source file uploaded and downloaded through ferry storing in Garage and
+        # straight to Garage (boto3, 16 MiB parts, 8 at once; a presigned GET by curl), then
+        # 32 concurrent 64 MiB uploads for ferry's peak RSS; the Garage is started only then.
+        self.size_w11 = self.size_w1
+        self.count_w11 = 8 if q else 32
+        self.size_w11_mem = 4 * MiB if q else 64 * MiB
+        self.w11_threshold, self.w11_part, self.w11_concurrency = 8 * MiB, 16 * MiB, 8
+        self.garage: Garage | None = None
+        self.boto3_python: str | None = None
 
     def make_cert(self) -> None:
         """A self-signed P-256 certificate for localhost and 127.0.0.1 in the work dir (W9);
@@ -1004,6 +1152,344 @@ def pg_calibrate(ctx: Context, server: FerryDb, with_w4: bool) -> dict:
     return out
 
 
+# W11: file bytes on S3 (a local Garage)
+
+
+def find_boto3_python() -> str | None:
+    """An interpreter that imports boto3: this one, or the venv scripts/bench/run makes
+    (~/.cache/ferry-bench/venv) when this one has no boto3."""
+    for py in (sys.executable, str(CACHE / "venv" / "bin" / "python")):
+        if py and Path(py).exists() and subprocess.run([py, "-c", "import boto3"], capture_output=True).returncode == 0:
+            return py
+    return None
+
+
+def boto3_version(py: str) -> str | None:
+    out = subprocess.run([py, "-c", "import boto3, botocore; print(f'boto3 {boto3.__version__} (botocore {botocore.__version__})')"],
+                         capture_output=True, text=True)
+    return out.stdout.strip() or None
+
+
+def s3_client(ctx: Context, req: dict) -> dict:
+    """One operation of W11's direct client (s3_client_main) in a process of its own, started
+    by the interpreter that has boto3, with Garage's credentials only."""
+    g = ctx.garage
+    req = {"endpoint": g.endpoint, "bucket": g.bucket, **req}
+    out = subprocess.run([ctx.boto3_python, str(Path(__file__).resolve()), "--s3-client", json.dumps(req)],
+                         capture_output=True, text=True, env=g.client_env(), timeout=900)
+    try:
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        raise BenchError(f"boto3 {req['op']} (exit {out.returncode}): {out.stderr.strip()[-500:]}")
+
+
+def s3_client_main(arg: str) -> int:
+    """W11's direct client, as `bench.py --s3-client JSON`: upload a file to Garage with
+    boto3's managed multipart transfer (its own clock and CPU around upload_file only), or
+    check an object (size, one range against the source) and presign a GET of it. Tuned as
+    ferry's own S3 client sends: no payload signature (UNSIGNED-PAYLOAD) and no checksums
+    beyond what S3 requires, path-style addressing."""
+    import boto3
+    import botocore.config
+    from boto3.s3.transfer import TransferConfig
+
+    req = json.loads(arg)
+    opts = dict(s3={"addressing_style": "path", "payload_signing_enabled": False}, signature_version="s3v4",
+                max_pool_connections=max(10, 2 * req.get("concurrency", 1)))
+    try:
+        cfg = botocore.config.Config(**opts, request_checksum_calculation="when_required",
+                                     response_checksum_validation="when_required")
+    except TypeError:  # botocore before 1.36 computes no checksums unasked
+        cfg = botocore.config.Config(**opts)
+    c = boto3.client("s3", endpoint_url=req["endpoint"], region_name=os.environ.get("AWS_REGION") or "garage", config=cfg)
+    bucket, key = req["bucket"], req["key"]
+    if req["op"] == "upload":
+        topts = dict(multipart_threshold=req["threshold"], multipart_chunksize=req["part"],
+                     max_concurrency=req["concurrency"], use_threads=True)
+        try:  # the classic transfer manager, which honours these (not the CRT one if awscrt is installed)
+            tc = TransferConfig(**topts, preferred_transfer_client="classic")
+        except TypeError:
+            tc = TransferConfig(**topts)
+        r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        c.upload_file(req["path"], bucket, key, Config=tc)
+        t1, r1 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+        out = {"seconds": t1 - t0, "client_cpu_s": (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)}
+    elif req["op"] == "check":
+        size = c.head_object(Bucket=bucket, Key=key)["ContentLength"]
+        first, last = req["range"]
+        got = c.get_object(Bucket=bucket, Key=key, Range=f"bytes={first}-{last}")["Body"].read()
+        with open(req["path"], "rb") as f:
+            f.seek(first)
+            want = f.read(last - first + 1)
+        url = c.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=3600)
+        out = {"size": size, "range_ok": got == want, "url": url}
+    else:
+        raise SystemExit(f"--s3-client: unknown op {req['op']!r}")
+    print(json.dumps(out))
+    return 0
+
+
+def curl_get(url: str) -> dict:
+    """GET url to /dev/null with curl: status, bytes, curl's own CPU seconds."""
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", url],
+                         capture_output=True, text=True)
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if out.returncode != 0:
+        raise BenchError(f"curl GET {url}: exit {out.returncode}: {out.stderr.strip()}")
+    code, got = out.stdout.split()
+    return {"status": int(code), "got": int(float(got)),
+            "client_cpu_s": (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)}
+
+
+def reset_hwm(pids: list[int]) -> bool:
+    """Resets VmHWM to the current RSS (`echo 5 > /proc/PID/clear_refs`), so the peak read
+    after the next part is that part's."""
+    try:
+        for p in pids:
+            with open(f"/proc/{p}/clear_refs", "w") as f:
+                f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def w11_timed(ctx: Context, ferry: FerryS3 | None, fn) -> dict:
+    """Like timed(), and Garage's CPU over the same part; ferry's CPU and VmHWM when ferry
+    is in the path (none for the direct client)."""
+    g = ctx.garage
+    if ferry:
+        ferry.refresh_pids()
+        c0 = ferry.cpu()
+    g0 = g.cpu()
+    t0 = time.perf_counter()
+    extra = fn() or {}
+    wall = time.perf_counter() - t0
+    out = {"wall_s": wall, "garage_cpu_s": g.cpu() - g0, **extra}
+    if ferry:
+        ferry.refresh_pids()
+        out.update(cpu_s=ferry.cpu() - c0, rss_mib=ferry.hwm_mib())
+    return out
+
+
+def w11_rates(res: dict, size: int) -> dict:
+    gib = size / GiB
+    res.update(bytes=size, mibps=size / MiB / res["wall_s"], garage_cpu_s_per_gib=res["garage_cpu_s"] / gib)
+    if res.get("cpu_s") is not None:
+        res["cpu_s_per_gib"] = res["cpu_s"] / gib
+    if res.get("client_cpu_s") is not None:
+        res["client_cpu_s_per_gib"] = res.pop("client_cpu_s") / gib
+    return res
+
+
+def upload_id_of(url: str) -> str:
+    return urllib.parse.urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def run_w11_ferry_upload(ctx: Context, ferry: FerryS3, state: dict) -> dict:
+    """One upload in a single tus PATCH (curl -T), the POST before the clock; then the
+    finalize_ms of its `upload complete` line."""
+    size = ctx.size_w11
+    url = tus_create(ferry.base, size)
+    res = w11_timed(ctx, ferry, lambda: {"curl": curl_patch(url, ctx.src)})
+    st = res.pop("curl")
+    if st["status"] != 204 or st["sent"] != size:
+        raise BenchError(f"{ferry.name}: PATCH answered {st['status']} after {st['sent']} of {size} bytes")
+    res["client_cpu_s"] = st["client_cpu_s"]
+    res["finalize_ms"] = ferry.finalize_ms(upload_id_of(url))
+    ferry.check_log()
+    state["url"] = ferry.file_url(url)
+    return w11_rates(res, size)
+
+
+def run_w11_ferry_download(ctx: Context, ferry: FerryS3, state: dict) -> dict:
+    """GET /files/<id> of the upload just made, curl to /dev/null (VmHWM reset before it);
+    then the whole download compared with the source, byte for byte."""
+    size = ctx.size_w11
+    url = state.get("url")
+    if not url:
+        raise BenchError("nothing to download: this run's upload failed")
+    reset = reset_hwm(ferry.pids)
+    res = w11_timed(ctx, ferry, lambda: {"curl": curl_get(url)})
+    st = res.pop("curl")
+    if st["status"] != 200 or st["got"] != size:
+        raise BenchError(f"{ferry.name}: GET {url} answered {st['status']} with {st['got']} of {size} bytes")
+    if not reset:
+        res["rss_mib"] = None  # the upload's peak, not the download's
+    res["client_cpu_s"] = st["client_cpu_s"]
+    verify_download(url, ctx.src)
+    res["rehashed_bytes"] = metric(ferry.base, "ferry_rehashed_bytes_total")
+    ferry.check_log()
+    return w11_rates(res, size)
+
+
+def run_w11_direct_upload(ctx: Context, state: dict) -> dict:
+    """The same bytes straight to Garage by boto3's multipart transfer (the client's own clock
+    around upload_file); then the object's size and one 1 MiB range against the source."""
+    size, key = ctx.size_w11, "direct/src.bin"
+    req = {"op": "upload", "key": key, "path": str(ctx.src), "threshold": ctx.w11_threshold,
+           "part": ctx.w11_part, "concurrency": ctx.w11_concurrency}
+    res = w11_timed(ctx, None, lambda: s3_client(ctx, req))
+    res["wall_s"] = res.pop("seconds")
+    first = size // 3
+    chk = s3_client(ctx, {"op": "check", "key": key, "path": str(ctx.src), "range": [first, min(size, first + MiB) - 1]})
+    if chk["size"] != size or not chk["range_ok"]:
+        raise BenchError(f"boto3: the object has {chk['size']} of {size} bytes; the range at {first} equals the source: {chk['range_ok']}")
+    state["url"] = chk["url"]
+    return w11_rates(res, size)
+
+
+def run_w11_direct_download(ctx: Context, state: dict) -> dict:
+    """A GET of that object straight from Garage: curl of a presigned URL (boto3's)."""
+    size = ctx.size_w11
+    url = state.get("url")
+    if not url:
+        raise BenchError("nothing to download: this run's upload failed")
+    res = w11_timed(ctx, None, lambda: {"curl": curl_get(url)})
+    st = res.pop("curl")
+    if st["status"] != 200 or st["got"] != size:
+        raise BenchError(f"presigned GET answered {st['status']} with {st['got']} of {size} bytes")
+    res["client_cpu_s"] = st["client_cpu_s"]
+    return w11_rates(res, size)
+
+
+def run_w11_memory(ctx: Context, ferry: FerryS3) -> dict:
+    """count_w11 uploads created, then as many curl PATCHes at once (one each): ferry's peak
+    RSS, the aggregate throughput, and the finalize_ms of every one of them."""
+    n, size = ctx.count_w11, ctx.size_w11_mem
+    urls = [tus_create(ferry.base, size) for _ in range(n)]
+
+    def go():
+        with ThreadPoolExecutor(n) as pool:
+            return {"curls": list(pool.map(lambda u: curl_patch(u, ctx.src_w11m), urls))}
+
+    res = w11_timed(ctx, ferry, go)
+    for st in res.pop("curls"):
+        if st["status"] != 204 or st["sent"] != size:
+            raise BenchError(f"{ferry.name}: a PATCH answered {st['status']} after {st['sent']} of {size} bytes")
+    fin = [ferry.finalize_ms(upload_id_of(u)) for u in urls]
+    for u in urls:
+        verify_download(ferry.file_url(u), ctx.src_w11m)
+    ferry.check_log()
+    res.update(finalize_ms=statistics.median(fin), finalize_ms_max=max(fin), count=n)
+    return w11_rates(res, n * size)
+
+
+def w11_attempt(ctx: Context, rec: dict, fn, server: Server | None = None) -> None:
+    """One measured part of W11 as a record, like alternate() does for the other workloads."""
+    try:
+        rec.update(fn())
+        rec["ok"] = True
+        log(f"  W11 {rec['variant']} {rec['server']} run {rec['run']}: " + summary_line(rec))
+    except (BenchError, OSError, http.client.HTTPException, ValueError, KeyError, subprocess.TimeoutExpired) as e:
+        e = f"{type(e).__name__}: {e}" if not isinstance(e, BenchError) else str(e)
+        tail = server.log_tail() if server else ""
+        if tail:
+            e += f" [{server.name} log: {tail}]"
+        rec.update(ok=False, error=e)
+        ctx.errors.append(f"W11 {rec['variant']} [tmpfs] {rec['server']} run {rec['run']}: {e}")
+        log(f"  FAILED W11 {rec['variant']} [tmpfs] {rec['server']} run {rec['run']}: {e}")
+    ctx.results.append(rec)
+
+
+def run_w11_all(ctx: Context, meta: dict) -> None:
+    """W11: its own Garage for the length of the workload; a warm-up; then N rounds of
+    (ferry: upload, download | boto3 upload, presigned download), then N runs of the
+    concurrent uploads. A Garage that cannot start or a missing boto3 fails the run, also
+    with --quick."""
+    t0 = time.perf_counter()
+    size, n, msize = ctx.size_w11, ctx.count_w11, ctx.size_w11_mem
+    up_v, down_v, mem_v = f"upload, {fmt_size(size)}", f"download, {fmt_size(size)}", f"{n} × {fmt_size(msize)} at once"
+    try:
+        ctx.boto3_python = find_boto3_python()
+        if not ctx.boto3_python:
+            raise BenchError(f"boto3 (W11's direct client) is importable neither by {sys.executable} nor by"
+                             f" {CACHE / 'venv' / 'bin' / 'python'}; scripts/bench/run installs it (a venv there)")
+        meta["versions"]["boto3"] = boto3_version(ctx.boto3_python)
+        ctx.garage = Garage(ctx)
+        ctx.garage.start()
+        meta["versions"]["garage"] = ctx.garage.version()
+        ctx.src_w11m = ctx.work / "src-w11m.bin"
+        write_random(ctx.src_w11m, msize)
+        # Garage stores content-addressed 1 MiB blocks once: the first upload of the source
+        # writes them, later ones find them. One untimed upload each way first, so every
+        # measured upload meets the same store (and the data on tmpfs stays ~1 GiB).
+        ferry = FerryS3(ctx, ctx.garage, "ferry (warm-up)")
+        data = ctx.storage_dir("tmpfs")
+        try:
+            ferry.start(data, durable=False)
+            st = curl_patch(tus_create(ferry.base, size), ctx.src)
+            if st["status"] != 204 or st["sent"] != size:
+                raise BenchError(f"warm-up PATCH through ferry answered {st['status']} after {st['sent']} of {size} bytes")
+        finally:
+            ferry.stop()
+            shutil.rmtree(data, ignore_errors=True)
+        run_w11_direct_upload(ctx, {})
+        log(f"bench: W11 set-up (Garage, warm-up uploads) {time.perf_counter() - t0:.1f} s; direct client {meta['versions']['boto3']}"
+            f" ({ctx.boto3_python})")
+    except (BenchError, OSError, ValueError, KeyError, subprocess.TimeoutExpired, http.client.HTTPException) as e:
+        e = f"{type(e).__name__}: {e}" if not isinstance(e, BenchError) else str(e)
+        ctx.errors.append(f"W11 (set-up: Garage, boto3, warm-up): {e}")
+        log(f"  FAILED W11 (set-up: Garage, boto3, warm-up): {e}")
+        if ctx.garage:
+            ctx.garage.stop()
+            ctx.garage = None
+        return
+    g = ctx.garage
+    direct_up = (f"boto3 → Garage directly (multipart: {ctx.w11_part // MiB} MiB parts, {ctx.w11_concurrency} at once)")
+    log(f"bench: W11 {up_v} and {down_v}, {ctx.runs} run(s) each of ferry (--storage s3://) and straight to Garage")
+    for i in range(ctx.runs):
+        # ferry: a fresh server (and key prefix) per run; the upload, then its download
+        busy = wait_quiet(ctx)
+        ferry = FerryS3(ctx, g, "ferry --storage s3:// (curl)")
+        rec = {"workload": "W11", "storage": "tmpfs", "server": "ferry", "run": i + 1, "busy_before": busy}
+        data = ctx.storage_dir("tmpfs")
+        state: dict = {}
+
+        def upload(ferry=ferry, data=data, state=state):
+            ferry.start(data, durable=False)
+            return run_w11_ferry_upload(ctx, ferry, state)
+
+        try:
+            # `vs`: the ratio column is ferry ÷ the direct row
+            w11_attempt(ctx, {**rec, "variant": up_v, "label": "ferry --storage s3:// (one tus PATCH by curl)", "vs": "boto3"},
+                        upload, ferry)
+            w11_attempt(ctx, {**rec, "variant": down_v, "label": "ferry --storage s3:// (GET /files/<id> by curl)",
+                              "vs": "presigned-curl"},
+                        lambda: run_w11_ferry_download(ctx, ferry, state), ferry)
+        finally:
+            ferry.stop()
+            shutil.rmtree(data, ignore_errors=True)
+        # straight to Garage: boto3's upload, then a presigned GET of that object by curl
+        busy = wait_quiet(ctx)
+        state = {}
+        rec = {"workload": "W11", "storage": "tmpfs", "run": i + 1, "busy_before": busy}
+        w11_attempt(ctx, {**rec, "variant": up_v, "server": "boto3", "label": direct_up},
+                    lambda: run_w11_direct_upload(ctx, state))
+        w11_attempt(ctx, {**rec, "variant": down_v, "server": "presigned-curl",
+                          "label": "curl → Garage directly (GET of a URL presigned by boto3)"},
+                    lambda: run_w11_direct_download(ctx, state))
+    log(f"bench: W11 {mem_v}, {ctx.runs} run(s) of ferry (--storage s3://)")
+    for i in range(ctx.runs):
+        busy = wait_quiet(ctx)
+        ferry = FerryS3(ctx, g, f"ferry --storage s3:// ({n} curl at once, one PATCH each)")
+        data = ctx.storage_dir("tmpfs")
+
+        def concurrent(ferry=ferry, data=data):
+            ferry.start(data, durable=False)
+            return run_w11_memory(ctx, ferry)
+
+        try:
+            w11_attempt(ctx, {"workload": "W11", "variant": mem_v, "storage": "tmpfs", "server": "ferry", "label": ferry.label,
+                              "run": i + 1, "busy_before": busy}, concurrent, ferry)
+        finally:
+            ferry.stop()
+            shutil.rmtree(data, ignore_errors=True)
+    g.stop()
+    ctx.garage = None
+    meta["w11_s"] = time.perf_counter() - t0
+
+
 def post_chunk(base: str, file_id: str, chunk_id: str, path: Path) -> str | list:
     out = subprocess.run(["curl", "-sS", "-F", f"chunkId={chunk_id}", "-F", f"fileId={file_id}",
                           "-F", f"file=@{path}", base + "/api/upload"], capture_output=True, text=True)
@@ -1173,7 +1659,7 @@ def run_w10_all(ctx: Context, meta: dict, with_w4: bool) -> None:
 
 def summary_line(r: dict) -> str:
     keys = ["mibps", "rps", "p99_ms", "latency_ms", "range_rps", "cpu_s_per_gib", "rss_mib", "finalize_ms",
-            "pg_cpu_s_per_gib", "pg_statements_per_patch", "pg_statements_per_upload"]
+            "pg_cpu_s_per_gib", "pg_statements_per_patch", "pg_statements_per_upload", "garage_cpu_s_per_gib"]
     return ", ".join(f"{k}={r[k]:.1f}" for k in keys if isinstance(r.get(k), (int, float)))
 
 
@@ -1241,6 +1727,11 @@ def main() -> int:
             log("bench: W10 needs node for W4's client (scripts/bench/run installs it)")
             return 2
         skipped.append("node (W10's W4 half)")
+    if "W11" in only and args.storage in ("tmpfs", "both") and not args.quick and not find_boto3_python():
+        # --quick goes on and fails W11 with the same reason at the end (exit 1)
+        log(f"bench: W11 needs boto3, importable neither by {sys.executable} nor by {CACHE / 'venv' / 'bin' / 'python'}"
+            " (scripts/bench/run installs it)")
+        return 2
 
     started = dt.datetime.now(dt.timezone.utc)
     meta = machine_info(ctx, args, started)
@@ -1287,6 +1778,8 @@ def main() -> int:
             alternate(ctx, w, variant, "tmpfs", servers, fn)
         if tmpfs and "W10" in only:
             run_w10_all(ctx, meta, with_w4=have["node"])
+        if tmpfs and "W11" in only:
+            run_w11_all(ctx, meta)
         # On the disk: W8 means all of DISK_WORKLOADS; with --storage disk, W1..W4 pick single ones.
         disk_only = DISK_WORKLOADS if "W8" in only else [w for w in only if w in DISK_WORKLOADS and args.storage == "disk"]
         if disk and disk_only:
@@ -1300,6 +1793,8 @@ def main() -> int:
     finally:
         if ctx.pg:
             ctx.pg.stop()
+        if ctx.garage:
+            ctx.garage.stop()
         ctx.cleanup()
     meta["duration_s"] = time.monotonic() - t_start
     meta["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -1379,7 +1874,7 @@ def machine_info(ctx: Context, args, started) -> dict:
 METRICS = {
     "W1": ("mibps", "MiB/s", True), "W2": ("mibps", "MiB/s", True), "W3": ("mibps", "MiB/s", True),
     "W4": ("rps", "req/s", True), "W5": ("latency_ms", "ms", False), "W6": ("mibps", "MiB/s", True),
-    "W7": ("mibps", "MiB/s", True), "W9": ("mibps", "MiB/s", True),
+    "W7": ("mibps", "MiB/s", True), "W9": ("mibps", "MiB/s", True), "W11": ("mibps", "MiB/s", True),
 }
 TITLES = {
     "W1": "W1: one upload in a single tus PATCH (curl)",
@@ -1392,7 +1887,19 @@ TITLES = {
     "W8": "W8: durable mode on the real disk (fsync before acknowledgement)",
     "W9": "W9: HTTP/2 against HTTP/1.1 on the same ferry: one upload in a single tus PATCH (curl)",
     "W10": "W10: metadata on PostgreSQL against SQLite (ferry)",
+    "W11": "W11: file bytes on S3 (a local one-node Garage): ferry --storage s3:// against a client straight to Garage",
 }
+# W11's tables, by the first word of the variant ("upload, 1 GiB", "download, 1 GiB", "32 × 64 MiB at once")
+W11_TITLES = {
+    "upload": "one upload in a single tus PATCH (curl) through ferry against boto3's multipart upload straight to Garage",
+    "download": "GET of the whole file (curl) through ferry against a presigned GET straight from Garage (curl)",
+    "concurrent": "concurrent uploads through ferry (curl, one PATCH each): ferry's peak RSS",
+}
+
+
+def w11_kind(variant: str) -> str:
+    word = variant.split(",")[0].split()[0]
+    return word if word in W11_TITLES else "concurrent"
 
 
 def merge_results(datas: list[dict]) -> dict:
@@ -1440,7 +1947,7 @@ def table_rows(key, servers: dict) -> tuple[list[str], list[list[str]]]:
     # W9: each HTTP/2 row is compared with HTTP/1.1 on the same transport (TLS or cleartext)
     vs_of = {name: next((r.get("vs") for r in recs if r.get("vs")), None) for name, recs in servers.items()}
     if any(vs_of.values()):
-        ratio_head = "PostgreSQL ÷ SQLite" if w == "W10" else "÷ HTTP/1.1 on the same transport"
+        ratio_head = {"W10": "PostgreSQL ÷ SQLite", "W11": "ferry ÷ direct"}.get(w, "÷ HTTP/1.1 on the same transport")
     elif ref_name:
         ratio_head = f"÷ {ref_name}"
     else:
@@ -1468,6 +1975,15 @@ def table_rows(key, servers: dict) -> tuple[list[str], list[list[str]]]:
                            ("pg_statements_per_patch", "PostgreSQL statements per PATCH")]
         else:
             extra_cols += [("pg_statements_per_upload", "PostgreSQL statements per upload (POST, PATCH, GET)")]
+    if w == "W11":
+        kind = w11_kind(variant)
+        if kind == "upload":
+            extra_cols = [("finalize_ms", "finalize ms (ferry's log)")]
+        elif kind == "concurrent":
+            extra_cols = [("finalize_ms", "finalize ms (median of the uploads)"), ("finalize_ms_max", "finalize ms (largest)")]
+        extra_cols += [("garage_cpu_s_per_gib", "Garage CPU s/GiB")]
+        if kind != "concurrent":
+            extra_cols += [("client_cpu_s_per_gib", "client CPU s/GiB")]
     at = 6 if both else 5
     head[at:at] = [h for _, h in extra_cols]
     rows = []
@@ -1500,7 +2016,8 @@ def table_rows(key, servers: dict) -> tuple[list[str], list[list[str]]]:
 
 # decimals of the extra columns (None: by magnitude)
 DIGITS = {"rehashed_bytes": 0, "client_cpu_s_per_gib": 2, "pg_cpu_s_per_gib": 2, "pg_statements_per_patch": 2,
-          "pg_statements_per_upload": 0, "cpu_us_per_patch": 0, "pg_cpu_us_per_patch": 0}
+          "pg_statements_per_upload": 0, "cpu_us_per_patch": 0, "pg_cpu_us_per_patch": 0, "garage_cpu_s_per_gib": 2,
+          "finalize_ms": 0, "finalize_ms_max": 0}
 
 
 def section_title(key) -> str:
@@ -1509,6 +2026,8 @@ def section_title(key) -> str:
         return f"W8 / {TITLES[variant].split(': ', 1)[1]}, real disk, durable"
     if w == "W10":
         return f"W10 / {variant}, {TITLES[variant].split(': ', 1)[1]}: metadata on PostgreSQL against SQLite"
+    if w == "W11":
+        return f"W11 / {variant}: file bytes on S3 (Garage): {W11_TITLES[w11_kind(variant)]}"
     t = TITLES[w]
     if w in ("W5", "W7"):
         t += f", {variant}"
@@ -1589,6 +2108,29 @@ def targets(data: dict) -> list[tuple[str, str, bool | None]]:
         lo, hi = (S("W10", "W4", "tmpfs", "ferry-pg", "pg_statements_per_patch", how=h) for h in (min, max))
         out.append(("W10 W4 PostgreSQL round trips per PATCH (statements, from pg_stat_database; no bar)",
                     f"median {rt:.2f} (runs {lo:.2f}–{hi:.2f})", None))
+    w11 = list(dict.fromkeys(r["variant"] for r in data["results"] if r["workload"] == "W11"))
+    fin = []
+    for v in w11:
+        kind = w11_kind(v)
+        if kind in ("upload", "download"):
+            direct, bar, what = ("boto3", 0.8, "boto3's multipart upload") if kind == "upload" else ("presigned-curl", 0.9, "a presigned GET (curl)")
+            f, d = S("W11", v, "tmpfs", "ferry", "mibps"), S("W11", v, "tmpfs", direct, "mibps")
+            if f and d:
+                # three digits: 0.7996 must not read as a met 0.80
+                out.append((f"W11 {v} through ferry ≥ {bar} × {what} straight to Garage", f"{f:.0f} / {d:.0f} MiB/s = {f / d:.3f}", f / d >= bar))
+        else:
+            r = S("W11", v, "tmpfs", "ferry", "rss_mib", how=max)
+            if r is not None:
+                out.append((f"W11 peak ferry RSS ≤ 128 MiB, {v}", f"{r:.0f} MiB (largest of the runs)", r <= 128))
+        fm = S("W11", v, "tmpfs", "ferry", "finalize_ms")
+        if fm is not None:
+            fin.append((v, kind, fm, S("W11", v, "tmpfs", "ferry", "finalize_ms_max" if kind == "concurrent" else "finalize_ms", how=max)))
+    up = [x for x in fin if x[1] == "upload"]
+    if up:
+        v, _, fm, mx = up[0]
+        also = "".join(f"; {w}: median {m:.0f} ms, largest {x:.0f} ms" for w, k, m, x in fin if k == "concurrent")
+        out.append((f"W11 finalize ≤ 1000 ms whatever the size ({v.split(', ')[1]} upload; finalize_ms of ferry's log)",
+                    f"median {fm:.0f} ms (max {mx:.0f}){also}", fm <= 1000))
     return out
 
 
@@ -1655,6 +2197,9 @@ def render_markdown(data: dict) -> str:
     if v.get("postgresql"):
         lines.append(f"- **PostgreSQL** (W10): {v['postgresql']}, a throwaway cluster of `scripts/pg.sh` with its data on"
                      " tmpfs (fsync and synchronous_commit at their defaults, on)")
+    if v.get("garage"):
+        lines.append(f"- **Object store** (W11): {v['garage']}, one node of `scripts/s3.sh` (replication 1, LMDB metadata,"
+                     f" its data on tmpfs); direct client {v.get('boto3') or 'boto3'}; {v.get('curl')}")
     if m.get("skipped_peers"):
         lines.append(f"- **Not installed, skipped**: {', '.join(m['skipped_peers'])}")
     lines += ["", "Server CPU is utime+stime of all the server's processes and threads over the measured part,",
@@ -1710,8 +2255,18 @@ NOTES = {
            " start and stop without PATCHes (W4: with its 16 creations); every statement ferry sends outside an"
            " explicit transaction is one transaction, and so one round trip (the first use of a statement on a pooled"
            " connection adds its prepare). Lease renewal adds about one statement per second per node.",
+    "W11": "One throwaway Garage (one node, `scripts/s3.sh`, data on tmpfs) for the whole workload. ferry runs with"
+           " `--storage s3://<bucket>/<fresh prefix>/ --s3-endpoint …`, a fresh server per run; the direct rows talk to"
+           " the same Garage: boto3's managed multipart upload (16 MiB parts, 8 at once, path-style, payload unsigned"
+           " and no checksums, as ferry sends) and curl of a URL presigned by boto3. Ratio column: ferry ÷ the direct row."
+           " Server CPU and peak RSS are ferry's (VmHWM reset before the download); Garage CPU is the Garage process's over"
+           " the same part; client CPU is curl's or boto3's own (its process, all threads). Garage keeps content-addressed"
+           " 1 MiB blocks once, and one untimed upload each way precedes the runs, so every measured upload meets blocks"
+           " already stored. finalize ms: `finalize_ms` of ferry's `upload complete` log line.",
 }
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--s3-client":
+        sys.exit(s3_client_main(sys.argv[2]))
     sys.exit(main())
