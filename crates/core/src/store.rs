@@ -96,7 +96,22 @@ pub trait BlobRead: Send + Sync + 'static {
         let _ = (offset, len);
         None
     }
+    /// Bytes `offset..offset + len` as an async stream, for stores read over the network:
+    /// one ranged request streamed to the client, with no blocking read per block. `None`
+    /// (the default) means: read with [`BlobRead::map`] or [`BlobRead::read_at`]. The stream
+    /// must yield exactly `len` bytes or end with an error.
+    fn stream(&self, offset: u64, len: u64) -> Option<ByteStream> {
+        let _ = (offset, len);
+        None
+    }
+    /// Whether [`BlobRead::stream`] answers (downloads then use it for every range).
+    fn streams(&self) -> bool {
+        false
+    }
 }
+
+/// A stream of a blob's bytes ([`BlobRead::stream`]).
+pub type ByteStream = futures_util::stream::BoxStream<'static, io::Result<Bytes>>;
 
 /// Blocking positional writes into an upload's partial blob. Called from blocking threads:
 /// the engine moves a writer into `spawn_blocking` together with the hashing work.

@@ -660,9 +660,67 @@ impl Segment {
 fn body(head_only: bool, blob: Arc<dyn BlobRead>, segments: Vec<Segment>) -> Body {
     if head_only || segments.is_empty() {
         Body::empty()
+    } else if blob.streams() {
+        Body::from_stream(streamed_segments(blob, segments))
     } else {
         Body::from_stream(segment_stream(blob, segments))
     }
+}
+
+/// The segments of a blob that streams its bytes itself ([`BlobRead::stream`]: an object
+/// store), one ranged request per segment, checked to be exactly as long as promised.
+fn streamed_segments(
+    blob: Arc<dyn BlobRead>,
+    segments: Vec<Segment>,
+) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+    use futures_util::StreamExt;
+    stream::iter(segments).flat_map(move |segment| match segment {
+        Segment::Static(bytes) => stream::once(async move { Ok(bytes) }).boxed(),
+        Segment::Blob { offset, remaining } => match blob.stream(offset, remaining) {
+            Some(s) => exactly(s, offset, remaining).boxed(),
+            None => {
+                stream::once(async { Err(io::Error::other("the blob stopped streaming")) }).boxed()
+            }
+        },
+    })
+}
+
+/// `s`, ended with an error if it yields more or fewer than `len` bytes (Content-Length is
+/// already promised: a short body must abort the connection, not look complete).
+fn exactly(
+    s: ferry_core::store::ByteStream,
+    offset: u64,
+    len: u64,
+) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+    use futures_util::StreamExt;
+    let mut seen = 0u64;
+    let mut done = false;
+    s.map(Some)
+        .chain(stream::once(async { None }))
+        .filter_map(move |item| {
+            let out = match item {
+                _ if done => None,
+                Some(Ok(b)) => {
+                    seen += b.len() as u64;
+                    if seen > len {
+                        done = true;
+                        Some(Err(io::Error::other("the store sent more than the range")))
+                    } else {
+                        Some(Ok(b))
+                    }
+                }
+                Some(Err(e)) => {
+                    done = true;
+                    Some(Err(e))
+                }
+                None if seen < len => Some(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("blob ended at {} while serving a download", offset + seen),
+                ))),
+                None => None,
+            };
+            async move { out }
+        })
 }
 
 /// Stream the segments in order, reading blob bytes [`READ_BLOCK`] at a time on the

@@ -64,6 +64,7 @@ impl Body {
                 let mut file = tokio::fs::File::open(path).await?;
                 file.seek(std::io::SeekFrom::Start(*offset)).await?;
                 let reader = file.take(*len);
+                // Small reads: dozens of parts may be in flight at once on a busy node.
                 reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
                     reader,
                     256 << 10,

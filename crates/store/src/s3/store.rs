@@ -30,6 +30,9 @@ use tokio::task::JoinHandle;
 
 /// Parts one write keeps in flight while its body streams.
 const PARTS_IN_FLIGHT: usize = 4;
+/// Parts the whole node sends at once: many concurrent uploads share these, so memory and
+/// the store's load stay bounded however many clients there are.
+const NODE_PARTS_IN_FLIGHT: usize = 16;
 
 /// Upload bytes in an S3-compatible bucket.
 #[derive(Clone)]
@@ -42,6 +45,8 @@ struct Shared {
     limits: PartLimits,
     /// Where writes spool their bytes until they are stored (`<data-dir>/spool`).
     spool: PathBuf,
+    /// [`NODE_PARTS_IN_FLIGHT`] permits for part uploads.
+    sending: Arc<tokio::sync::Semaphore>,
 }
 
 impl S3BlobStore {
@@ -65,6 +70,7 @@ impl S3BlobStore {
             prefix,
             limits,
             spool,
+            sending: Arc::new(tokio::sync::Semaphore::new(NODE_PARTS_IN_FLIGHT)),
         })))
     }
 
@@ -612,6 +618,25 @@ impl BlobRead for S3Read {
         *slot = Some(c);
         Ok(n)
     }
+
+    fn streams(&self) -> bool {
+        true
+    }
+
+    fn stream(&self, offset: u64, len: u64) -> Option<ferry_core::store::ByteStream> {
+        use futures_util::{StreamExt, TryStreamExt};
+        let (client, key) = (self.client.clone(), self.key.clone());
+        let end = offset.saturating_add(len).min(self.len);
+        if offset >= end {
+            return Some(futures_util::stream::empty().boxed());
+        }
+        // One ranged GET, its body passed on as it arrives: no blocking read, no copy.
+        let body = async move {
+            let resp = client.get(&key, Some(offset..end)).await?;
+            Ok::<_, io::Error>(S3Client::stream(resp))
+        };
+        Some(futures_util::stream::once(body).try_flatten().boxed())
+    }
 }
 
 /// A part upload in flight: its cell, its length, the request (answering the ETag).
@@ -738,9 +763,11 @@ impl S3Writer {
                 len: cell.end - cell.start,
             };
             let number = part_number(index)?;
-            let task = self
-                .rt
-                .spawn(async move { client.upload_part(&key, &mp, number, body).await });
+            let permits = self.s.sending.clone();
+            let task = self.rt.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                client.upload_part(&key, &mp, number, body).await
+            });
             self.sending.push_back((index, cell.end - cell.start, task));
             self.parts.insert(index);
         }
