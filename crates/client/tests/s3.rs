@@ -21,26 +21,7 @@ use support::{assert_same_bytes, source};
 const MIB: usize = 1 << 20;
 
 fn upload(root: &Path, port: u16, file: &str, extra: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args([
-            "upload",
-            file,
-            "--server",
-            &format!("http://127.0.0.1:{port}"),
-        ])
-        .args(["-q", "--retry-for", "30s", "--state-file"])
-        .arg(root.join(format!("{file}.state.json")))
-        .args(extra)
-        .current_dir(root)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "upload of {file}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    support::cli_upload(root, port, file, "30s", extra)
 }
 
 /// The upload id at the end of a file URL.

@@ -91,3 +91,36 @@ pub fn allocated(dir: &std::path::Path) -> u64 {
     }
     total
 }
+
+/// `ferry upload FILE --server http://127.0.0.1:PORT -q` run in `root` with its own state
+/// file and `extra` arguments, retrying for `retry_for`; asserts success and returns stdout
+/// (the file's URL).
+#[track_caller]
+pub fn cli_upload(
+    root: &std::path::Path,
+    port: u16,
+    file: &str,
+    retry_for: &str,
+    extra: &[&str],
+) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args([
+            "upload",
+            file,
+            "--server",
+            &format!("http://127.0.0.1:{port}"),
+        ])
+        .args(["-q", "--retry-for", retry_for, "--state-file"])
+        .arg(root.join(format!("{file}.state.json")))
+        .args(extra)
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "upload of {file}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}

@@ -395,12 +395,7 @@ impl S3Client {
                 &Body::Empty,
             )
             .await?;
-        let text = resp.text().await.map_err(|e| {
-            S3Error::new(
-                S3ErrorKind::Unavailable,
-                format!("starting a multipart upload: {}", chain(&e)),
-            )
-        })?;
+        let text = body_text(resp, "starting a multipart upload").await?;
         xml_field(&text, "UploadId").ok_or_else(|| {
             S3Error::new(
                 S3ErrorKind::Refused,
@@ -458,12 +453,7 @@ impl S3Client {
             )
             .await?;
         // S3 may answer 200 and put the error in the body.
-        let text = resp.text().await.map_err(|e| {
-            S3Error::new(
-                S3ErrorKind::Unavailable,
-                format!("completing a multipart upload: {}", chain(&e)),
-            )
-        })?;
+        let text = body_text(resp, "completing a multipart upload").await?;
         if let Some(code) = xml_field(&text, "Code").filter(|_| text.contains("<Error")) {
             let error = classify(
                 "completing a multipart upload",
@@ -522,12 +512,7 @@ impl S3Client {
                 &Body::Empty,
             )
             .await?;
-        let text = resp.text().await.map_err(|e| {
-            S3Error::new(
-                S3ErrorKind::Unavailable,
-                format!("listing objects: {}", chain(&e)),
-            )
-        })?;
+        let text = body_text(resp, "listing objects").await?;
         let parsed = rusty_s3::actions::ListObjectsV2::parse_response(&text).map_err(|e| {
             S3Error::new(
                 S3ErrorKind::Refused,
@@ -596,12 +581,7 @@ impl S3Client {
                 &Body::Empty,
             )
             .await?;
-        let text = resp.text().await.map_err(|e| {
-            S3Error::new(
-                S3ErrorKind::Unavailable,
-                format!("listing multipart uploads: {}", chain(&e)),
-            )
-        })?;
+        let text = body_text(resp, "listing multipart uploads").await?;
         Ok(xml_elements(&text, "Upload")
             .filter_map(|upload| {
                 Some(OpenUpload {
@@ -611,6 +591,13 @@ impl S3Client {
             })
             .collect())
     }
+}
+
+/// The whole body of an answer, as text; a body cut off is a failure that may pass.
+async fn body_text(resp: reqwest::Response, what: &str) -> Result<String, S3Error> {
+    resp.text()
+        .await
+        .map_err(|e| S3Error::new(S3ErrorKind::Unavailable, format!("{what}: {}", chain(&e))))
 }
 
 fn etag(resp: &reqwest::Response) -> String {
