@@ -34,6 +34,9 @@ pub struct UploadLock {
     /// Bumped to ask appending writes in flight to stop where they are (a newer request for
     /// the same upload means the client gave up on them); see `Engine::preempt`.
     pub preempt: tokio::sync::watch::Sender<u64>,
+    /// A part store is composing cells of this upload from their pieces (one pass at a time
+    /// on this node).
+    pub settling: AtomicBool,
 }
 
 impl Default for UploadLock {
@@ -44,6 +47,7 @@ impl Default for UploadLock {
             hasher: tokio::sync::Mutex::default(),
             zero_open: AtomicBool::default(),
             preempt: tokio::sync::watch::Sender::new(0),
+            settling: AtomicBool::default(),
         }
     }
 }

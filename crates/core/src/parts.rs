@@ -260,6 +260,32 @@ impl BlobDelta {
 }
 
 impl BlobState {
+    /// Cells without a part that recorded pieces cover whole (their bytes came from several
+    /// writes), each clipped to `length` when it is known: what [`crate::store::BlobStore::settle`]
+    /// composes.
+    pub fn cells_in_pieces(&self, length: Option<u64>) -> Vec<(u32, Range<u64>)> {
+        let Some(cells) = self.cells else {
+            return Vec::new();
+        };
+        let mut covered = crate::ranges::RangeSet::new();
+        for p in &self.pieces {
+            if let Some(start) = p.start {
+                covered.insert(start..start + p.len);
+            }
+        }
+        let Some(last) = covered.iter().map(|r| r.end).max() else {
+            return Vec::new();
+        };
+        (0..=cells.cell_of(last - 1))
+            .filter(|i| !self.parts.contains_key(i))
+            .map(|i| {
+                let r = cells.cell(i);
+                (i, r.start..length.map_or(r.end, |l| r.end.min(l)))
+            })
+            .filter(|(_, r)| !r.is_empty() && covered.contains(r.clone()))
+            .collect()
+    }
+
     /// Applies what a write stored.
     pub fn apply(&mut self, delta: &BlobDelta) {
         for (cell, part) in &delta.parts {

@@ -227,6 +227,13 @@ pub trait BlobStore: Send + Sync + 'static {
             .await
             .map(|()| BlobDelta::default())
     }
+    /// Composes the parts of a part store whose cells the recorded pieces now cover whole
+    /// (several writes each filled part of a cell): returns the parts made and the pieces
+    /// spent, for a commit. Positional stores have nothing to do.
+    async fn settle(&self, upload: &Upload) -> io::Result<BlobDelta> {
+        let _ = upload;
+        Ok(BlobDelta::default())
+    }
     /// Removes pieces that a commit stopped listing ([`BlobDelta::spent`]): their bytes are
     /// in a part now. Missing ones are fine; a failure leaves leftovers for the end of the
     /// upload. Positional stores have none.

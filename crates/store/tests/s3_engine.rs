@@ -253,12 +253,36 @@ async fn chunks_in_any_order_and_staged_complete() {
     let u = h.engine.create(new).await.unwrap().0;
     // The last chunk first (its offset is unknown: staged), then the rest backwards.
     let order = [7usize, 3, 6, 0, 5, 1, 4, 2];
-    for i in order {
+    for (n, i) in order.into_iter().enumerate() {
         let bytes = &src[i * chunk..((i + 1) * chunk).min(src.len())];
         h.engine
             .write_chunk(&u.id, &ids[i], body(bytes))
             .await
             .unwrap_or_else(|e| panic!("chunk {i}: {e:?}"));
+        if n == 6 {
+            // Chunks 5, 6 and the staged 7 (pieces of three separate writes, one placed
+            // later) cover cell 1 (5 MiB..the end) whole: it becomes a part before
+            // completion, and its pieces go.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                let state = h.engine.get(&u.id).await.unwrap().blob.unwrap();
+                if state.parts.contains_key(&1) {
+                    assert!(
+                        state
+                            .pieces
+                            .iter()
+                            .all(|p| p.start.is_some_and(|s| s < 5 * MIB as u64)),
+                        "the pieces of cell 1 are spent: {state:?}"
+                    );
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "cell 1 was not composed: {state:?}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
     }
     let done = h.engine.get(&u.id).await.unwrap();
     assert!(done.is_complete(), "held {:?}", done.held);

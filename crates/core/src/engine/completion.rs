@@ -9,6 +9,7 @@ use crate::error::EngineError;
 use crate::hash::Hasher;
 use crate::store::BlobKind;
 use crate::upload::{Concat, Timestamp, Upload, UploadId, UploadState};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 impl Engine {
@@ -20,6 +21,9 @@ impl Engine {
             && !u.is_complete()
         {
             return self.finalize(&u.id).await;
+        }
+        if !self.0.blobs.capabilities().positional {
+            self.settle_soon(&u);
         }
         let hashed = u.hash_progress.as_ref().map_or(0, |p| p.position);
         // Catching up reads unfinished bytes back, which only a positional store can.
@@ -33,6 +37,52 @@ impl Engine {
             });
         }
         Ok(u)
+    }
+
+    /// On a part store, composes in the background the cells that pieces of several writes
+    /// now cover whole, so completion finds them as parts (its time then does not grow with
+    /// the upload). One pass per upload at a time on this node; a node that dies mid-pass
+    /// leaves the pieces, which completion composes.
+    fn settle_soon(&self, u: &Upload) {
+        let Some(state) = u.blob.as_ref() else { return };
+        if state.cells_in_pieces(u.length).is_empty() {
+            return;
+        }
+        let lock = self.0.locks.entry(&u.id);
+        if lock.settling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (engine, id) = (self.clone(), u.id.clone());
+        tokio::spawn(async move {
+            if let Err(e) = engine.settle(&id).await {
+                tracing::debug!(%id, error = %e, "composing cells from pieces deferred");
+            }
+            lock.settling.store(false, Ordering::Release);
+        });
+    }
+
+    async fn settle(&self, id: &UploadId) -> Result<(), EngineError> {
+        let u = self.get(id).await?;
+        if u.is_complete() {
+            return Ok(());
+        }
+        let stored = self.0.blobs.settle(&u).await?;
+        if stored.is_empty() {
+            return Ok(());
+        }
+        let lock = self.0.locks.entry(id);
+        self.commit(
+            id,
+            &lock,
+            |u| {
+                record_stored(u, &stored);
+                Ok(())
+            },
+            None,
+        )
+        .await?;
+        self.drop_spent(&stored.spent).await;
+        Ok(())
     }
 
     /// Completes an upload whose bytes are all held: finishes the whole-file digest, checks

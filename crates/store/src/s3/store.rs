@@ -292,6 +292,31 @@ impl BlobStore for S3BlobStore {
         })
     }
 
+    async fn settle(&self, upload: &Upload) -> io::Result<BlobDelta> {
+        let s = &self.0;
+        let Some(state) = upload.blob.as_ref() else {
+            return Ok(BlobDelta::default());
+        };
+        let (Some(mp), Some(cells)) = (state.multipart.as_deref(), state.cells) else {
+            return Ok(BlobDelta::default());
+        };
+        let mut delta = BlobDelta::default();
+        let mut parted: BTreeSet<u32> = state.parts.keys().copied().collect();
+        for (index, cell) in state.cells_in_pieces(upload.length) {
+            let part = s.compose_cell(upload, mp, index, cell).await?;
+            delta.parts.push((index, part));
+            parted.insert(index);
+        }
+        for p in &state.pieces {
+            let Some(start) = p.start else { continue };
+            let (first, end) = (cells.cell_of(start), cells.cell_of(start + p.len - 1));
+            if (first..=end).all(|i| parted.contains(&i)) {
+                delta.spent.push(p.key.clone());
+            }
+        }
+        Ok(delta)
+    }
+
     async fn drop_pieces(&self, keys: &[String]) -> io::Result<()> {
         let pieces = format!("{}pieces/", self.0.prefix);
         // Only pieces: a final upload's pieces may be other uploads' finished objects.
