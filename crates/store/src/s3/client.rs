@@ -284,7 +284,10 @@ impl S3Client {
                 }
                 Err(e) => S3Error::new(
                     S3ErrorKind::Unavailable,
-                    format!("{what}: the object store did not answer: {}", chain(&e)),
+                    format!(
+                        "{what}: the object store did not answer: {}",
+                        chain(&e.without_url())
+                    ),
                 ),
             };
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
@@ -347,7 +350,7 @@ impl S3Client {
         resp.bytes().await.map_err(|e| {
             S3Error::new(
                 S3ErrorKind::Unavailable,
-                format!("reading an object: {}", chain(&e)),
+                format!("reading an object: {}", chain(&e.without_url())),
             )
         })
     }
@@ -356,7 +359,9 @@ impl S3Client {
     pub fn stream(
         resp: reqwest::Response,
     ) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
-        resp.bytes_stream().map_err(std::io::Error::other)
+        // Without the URL: a signed URL in a log line would be a capability for an hour.
+        resp.bytes_stream()
+            .map_err(|e| std::io::Error::other(e.without_url()))
     }
 
     /// Removes object `key` (a missing one is fine).
@@ -595,9 +600,12 @@ impl S3Client {
 
 /// The whole body of an answer, as text; a body cut off is a failure that may pass.
 async fn body_text(resp: reqwest::Response, what: &str) -> Result<String, S3Error> {
-    resp.text()
-        .await
-        .map_err(|e| S3Error::new(S3ErrorKind::Unavailable, format!("{what}: {}", chain(&e))))
+    resp.text().await.map_err(|e| {
+        S3Error::new(
+            S3ErrorKind::Unavailable,
+            format!("{what}: {}", chain(&e.without_url())),
+        )
+    })
 }
 
 fn etag(resp: &reqwest::Response) -> String {
