@@ -442,3 +442,59 @@ fn an_object_store_down_for_10_s_mid_upload_is_ridden_out() {
     srv.kill();
     assert_no_file_bytes(&srv, "after the outage");
 }
+
+#[test]
+fn downloads_can_be_redirected_to_presigned_urls() {
+    let bucket = Bucket::new("redirect");
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let mut args = bucket.args();
+    args.push("--s3-redirect-downloads");
+    let mut srv = Server::new(root, &args);
+    srv.spawn();
+    let data = source(7 * MIB + 11, 96);
+    std::fs::write(root.join("photo.jpg"), &data).unwrap();
+    let url = upload(root, srv.port, "photo.jpg", &[]);
+    let path = path_of(&url).to_owned();
+
+    // A GET is sent to the object, signed for a few minutes; HEAD stays with ferry.
+    let r = request(srv.port, "GET", &path, &[], b"");
+    assert_eq!(r.status, 307, "{}", r.text());
+    assert_eq!(r.header("cache-control"), Some("private, no-store"));
+    let location = r.header("location").expect("Location").to_owned();
+    assert!(location.contains("X-Amz-Signature="), "{location}");
+    assert!(location.contains("X-Amz-Expires=300"), "{location}");
+    let h = request(srv.port, "HEAD", &path, &[], b"");
+    assert_eq!(h.status, 200);
+    assert_eq!(
+        h.header("content-length"),
+        Some(data.len().to_string().as_str())
+    );
+
+    // The presigned URL serves the bytes, ranges and the file's name without credentials.
+    let rest = location
+        .strip_prefix("http://127.0.0.1:")
+        .expect("a loopback store");
+    let slash = rest.find('/').unwrap();
+    let (port, target) = (rest[..slash].parse::<u16>().unwrap(), &rest[slash..]);
+    let direct = request(port, "GET", target, &[], b"");
+    assert_eq!(direct.status, 200, "{}", direct.text());
+    assert_same_bytes(&direct.body, &data, "the object through its presigned URL");
+    assert!(
+        direct
+            .header("content-disposition")
+            .is_some_and(|d| d.contains("photo.jpg")),
+        "the object answers with the file's name: {:?}",
+        direct.header("content-disposition")
+    );
+    let part = request(
+        port,
+        "GET",
+        target,
+        &[("Range", "bytes=100-199".into())],
+        b"",
+    );
+    assert_eq!(part.status, 206);
+    assert_eq!(part.body, &data[100..200]);
+    srv.kill();
+}

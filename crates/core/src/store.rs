@@ -297,6 +297,19 @@ pub trait BlobStore: Send + Sync + 'static {
     }
     /// Opens a blob for reading.
     async fn open(&self, id: &UploadId, kind: BlobKind) -> io::Result<Arc<dyn BlobRead>>;
+    /// A URL from which a client may GET the complete blob directly for `ttl` (honouring
+    /// `Range`), answering with `content_type` and `content_disposition` headers: a
+    /// presigned URL of an object store. `None` (the default): downloads go through ferry.
+    fn presign(
+        &self,
+        id: &UploadId,
+        ttl: std::time::Duration,
+        content_type: &str,
+        content_disposition: &str,
+    ) -> Option<String> {
+        let _ = (id, ttl, content_type, content_disposition);
+        None
+    }
     /// Last modification time of the complete blob (for `Last-Modified`).
     async fn modified(&self, id: &UploadId) -> io::Result<SystemTime>;
     /// Removes every blob of the upload (missing ones are fine).

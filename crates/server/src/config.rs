@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// Every part but the last of one size (stores that require it, e.g. Cloudflare R2).
     #[arg(long, env = "FERRY_S3_EQUAL_PARTS")]
     pub s3_equal_parts: bool,
+    /// Answer a download's GET with a redirect (307) to a presigned URL of the object, valid
+    /// 5 minutes, so the bytes come straight from the store.
+    #[arg(long, env = "FERRY_S3_REDIRECT_DOWNLOADS")]
+    pub s3_redirect_downloads: bool,
     /// Larger declared sizes are refused before any byte is stored (e.g. `1TiB`, `500MB`).
     #[arg(long, env = "FERRY_MAX_UPLOAD_SIZE", default_value = "1TiB", value_parser = parse_size)]
     pub max_upload_size: u64,
@@ -191,6 +195,7 @@ impl ServeArgs {
             s3_region,
             s3_virtual_hosted,
             s3_equal_parts,
+            s3_redirect_downloads,
             max_upload_size,
             min_free_space,
             expire_incomplete,

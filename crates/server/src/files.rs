@@ -101,16 +101,15 @@ pub async fn by_file_id(
     }
 }
 
+/// How long a download's presigned URL works (`--s3-redirect-downloads`).
+const REDIRECT_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
 async fn serve_upload(
     state: &AppState,
     u: Upload,
     method: &Method,
     headers: &HeaderMap,
 ) -> Response {
-    let (blob, modified) = match state.engine.open_complete(&u).await {
-        Ok(x) => x,
-        Err(e) => return ApiError::from(e).into_response(),
-    };
     let content_type = u
         .metadata
         .get("content-type")
@@ -118,6 +117,41 @@ async fn serve_upload(
         .filter(|t| t.parse::<axum::http::HeaderValue>().is_ok())
         .unwrap_or_else(|| content_type_for_ext(&u.ext))
         .to_owned();
+    // With --s3-redirect-downloads, a plain GET (a Range included: the store serves it) goes
+    // to the object itself; HEAD and conditional requests are answered here, with ferry's
+    // validators.
+    if state.redirect_downloads
+        && method == Method::GET
+        && !headers.contains_key(axum::http::header::IF_NONE_MATCH)
+        && !headers.contains_key(axum::http::header::IF_MODIFIED_SINCE)
+        && !headers.contains_key(axum::http::header::IF_RANGE)
+        && u.is_complete()
+    {
+        let disposition = ferry_core::http_range::content_disposition(
+            "attachment",
+            u.file_name.as_deref().unwrap_or(""),
+        );
+        if let Some(url) =
+            state
+                .engine
+                .blobs()
+                .presign(&u.id, REDIRECT_TTL, &content_type, &disposition)
+            && let Ok(location) = axum::http::HeaderValue::from_str(&url)
+        {
+            let mut resp = StatusCode::TEMPORARY_REDIRECT.into_response();
+            let h = resp.headers_mut();
+            h.insert(axum::http::header::LOCATION, location);
+            h.insert(
+                axum::http::header::CACHE_CONTROL,
+                axum::http::HeaderValue::from_static("private, no-store"),
+            );
+            return resp;
+        }
+    }
+    let (blob, modified) = match state.engine.open_complete(&u).await {
+        Ok(x) => x,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
     let len = blob.len();
     let d = Downloadable {
         blob,

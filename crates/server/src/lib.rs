@@ -73,6 +73,9 @@ pub struct AppState {
     pub metrics_access: Arc<metrics::Access>,
     /// `--tls-cert` and `--tls-key`: the main listener speaks HTTPS (reloaded on SIGHUP).
     pub tls: Option<Arc<tls::Tls>>,
+    /// `--s3-redirect-downloads`: downloads are redirected to presigned URLs when the store
+    /// can make them.
+    pub redirect_downloads: bool,
 }
 
 impl AppState {
@@ -242,6 +245,7 @@ pub async fn state_from_args(args: &ServeArgs) -> anyhow::Result<AppState> {
         transport: transport::Settings::from_args(args),
         metrics_access: Arc::new(metrics::Access::from_args(args)?),
         tls,
+        redirect_downloads: args.s3_redirect_downloads,
     })
 }
 

@@ -355,6 +355,26 @@ impl S3Client {
         })
     }
 
+    /// A URL that GETs object `key` for `ttl` without credentials, the answer carrying
+    /// `content_type` and `content_disposition` (S3's `response-*` parameters).
+    pub fn presigned_get(
+        &self,
+        key: &str,
+        ttl: Duration,
+        content_type: &str,
+        content_disposition: &str,
+    ) -> Url {
+        let mut action = self.bucket.get_object(self.creds(), key);
+        action.query_mut().insert(
+            "response-content-disposition",
+            content_disposition.to_owned(),
+        );
+        action
+            .query_mut()
+            .insert("response-content-type", content_type.to_owned());
+        action.sign(ttl)
+    }
+
     /// The body of `resp` as a stream of `io::Result<Bytes>`.
     pub fn stream(
         resp: reqwest::Response,

@@ -432,6 +432,26 @@ impl BlobStore for S3BlobStore {
         }))
     }
 
+    fn presign(
+        &self,
+        id: &UploadId,
+        ttl: std::time::Duration,
+        content_type: &str,
+        content_disposition: &str,
+    ) -> Option<String> {
+        Some(
+            self.0
+                .client
+                .presigned_get(
+                    &self.0.object_key(id),
+                    ttl,
+                    content_type,
+                    content_disposition,
+                )
+                .to_string(),
+        )
+    }
+
     async fn modified(&self, id: &UploadId) -> io::Result<SystemTime> {
         let (_, modified) = head(&self.0.client, &self.0.object_key(id)).await?;
         modified.ok_or_else(|| io::Error::other("the object has no Last-Modified"))
