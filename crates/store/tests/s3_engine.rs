@@ -300,7 +300,24 @@ async fn an_empty_upload_and_a_deleted_one_leave_nothing_behind() {
 
     let src = data(6 * MIB, 4);
     let u = create(&h, Dialect::Tus, Some(12 * MIB as u64)).await;
+    // An unfinished upload's blobs are dated (the start-up sweep of nodes sharing the
+    // bucket leaves young ones alone): by its multipart upload before any byte (where the
+    // store lists multipart uploads), by its newest piece after.
+    let recent = |t: std::io::Result<std::time::SystemTime>| {
+        t.is_ok_and(|t| t.elapsed().unwrap_or_default() < std::time::Duration::from_secs(120))
+    };
+    let before = h.engine.blobs().modified(&u.id).await;
+    if std::env::var("FERRY_TEST_S3_SERVER").as_deref() == Ok("garage") {
+        assert!(
+            recent(before),
+            "a fresh upload is dated by its multipart upload"
+        );
+    }
     append(&h, &u, 0, &src).await;
+    assert!(
+        recent(h.engine.blobs().modified(&u.id).await),
+        "an unfinished upload is dated by its newest piece"
+    );
     assert!(!h.client.list(&h.prefix).await.unwrap().is_empty());
     let mp = h
         .engine

@@ -159,6 +159,8 @@ pub struct Listed {
 pub struct OpenUpload {
     pub key: String,
     pub upload_id: String,
+    /// When it was started, as the store wrote it (RFC 3339).
+    pub initiated: Option<String>,
 }
 
 /// A bucket and the credentials to use it.
@@ -612,6 +614,7 @@ impl S3Client {
                 Some(OpenUpload {
                     key: xml_field(upload, "Key")?,
                     upload_id: xml_field(upload, "UploadId")?,
+                    initiated: xml_field(upload, "Initiated"),
                 })
             })
             .collect())

@@ -453,8 +453,35 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn modified(&self, id: &UploadId) -> io::Result<SystemTime> {
-        let (_, modified) = head(&self.0.client, &self.0.object_key(id)).await?;
-        modified.ok_or_else(|| io::Error::other("the object has no Last-Modified"))
+        let s = &self.0;
+        match head(&s.client, &s.object_key(id)).await {
+            Ok((_, Some(t))) => return Ok(t),
+            Ok((_, None)) => return Err(io::Error::other("the object has no Last-Modified")),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        // Unfinished: its newest piece, else when its multipart upload began (the start-up
+        // sweep of nodes sharing the bucket leaves young leftovers alone).
+        let newest = s
+            .client
+            .list(&s.pieces_prefix(id))
+            .await?
+            .into_iter()
+            .filter_map(|l| l.last_modified.as_deref().and_then(rfc3339))
+            .max();
+        if let Some(t) = newest {
+            return Ok(t);
+        }
+        let key = s.object_key(id);
+        match s.client.list_multipart(&key).await {
+            Ok(open) => open
+                .iter()
+                .filter(|u| u.key == key)
+                .filter_map(|u| u.initiated.as_deref().and_then(rfc3339))
+                .max()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no blob of this upload")),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn delete(&self, id: &UploadId) -> io::Result<()> {
@@ -575,6 +602,12 @@ async fn head(client: &S3Client, key: &str) -> io::Result<(u64, Option<SystemTim
         .and_then(|t| t.parse().ok())
         .ok_or_else(|| io::Error::other("the object store sent no Content-Range"))?;
     Ok((total, last_modified(&resp)))
+}
+
+/// An RFC 3339 time as S3 listings write it (`2026-12-02T17:45:01.000Z`).
+fn rfc3339(s: &str) -> Option<SystemTime> {
+    let t: jiff::Timestamp = s.parse().ok()?;
+    SystemTime::try_from(t).ok()
 }
 
 fn last_modified(resp: &reqwest::Response) -> Option<SystemTime> {
