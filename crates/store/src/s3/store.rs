@@ -607,7 +607,7 @@ async fn head(client: &S3Client, key: &str) -> io::Result<(u64, Option<SystemTim
 /// An RFC 3339 time as S3 listings write it (`2026-12-02T17:45:01.000Z`).
 fn rfc3339(s: &str) -> Option<SystemTime> {
     let t: jiff::Timestamp = s.parse().ok()?;
-    SystemTime::try_from(t).ok()
+    Some(SystemTime::from(t))
 }
 
 fn last_modified(resp: &reqwest::Response) -> Option<SystemTime> {
