@@ -10,7 +10,7 @@ mod support;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Barrier, Mutex, mpsc};
 use std::thread::{self, sleep};
@@ -690,25 +690,7 @@ fn postgresql_restarted_mid_upload_the_cli_rides_it_out() {
     // 8 MiB/s into node A: the upload takes about 6 s.
     let proxy = throttled_proxy(n.a.port, 8 * MIB);
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["upload", "big.bin", "--server"])
-        .arg(format!("http://127.0.0.1:{proxy}"))
-        .args([
-            "--protocol",
-            "tus",
-            "--chunk-size",
-            "1MiB",
-            "--retry-for",
-            "60s",
-        ])
-        .args(["--json", "--state-file"])
-        .arg(tmp.path().join("state.json"))
-        .current_dir(tmp.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning ferry upload");
+    let mut child = support::spawn_tus_upload(tmp.path(), proxy, "60s");
     let (tx, rx) = mpsc::channel::<(Instant, String)>();
     let stdout = child.stdout.take().unwrap();
     thread::spawn(move || {

@@ -8,7 +8,7 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 use support::pg::TestDb;
@@ -357,25 +357,7 @@ fn an_object_store_down_for_10_s_mid_upload_is_ridden_out() {
     std::fs::write(tmp.path().join("big.bin"), &src).unwrap();
     // 8 MiB/s into the node: the upload takes about 5 s without the outage.
     let proxy = throttled_proxy(srv.port, 8 * MIB);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["upload", "big.bin", "--server"])
-        .arg(format!("http://127.0.0.1:{proxy}"))
-        .args([
-            "--protocol",
-            "tus",
-            "--chunk-size",
-            "1MiB",
-            "--retry-for",
-            "90s",
-        ])
-        .args(["--json", "--state-file"])
-        .arg(tmp.path().join("state.json"))
-        .current_dir(tmp.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning ferry upload");
+    let mut child = support::spawn_tus_upload(tmp.path(), proxy, "90s");
     let stdout = BufReader::new(child.stdout.take().unwrap());
     let mut halted: Option<Instant> = None;
     let mut health_during = None;

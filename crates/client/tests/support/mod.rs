@@ -124,3 +124,29 @@ pub fn cli_upload(
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
+
+/// `ferry upload big.bin --protocol tus --chunk-size 1MiB --json` in `dir` against
+/// `127.0.0.1:port`, retrying for `retry_for`, its JSON lines on a piped stdout: the CLI
+/// riding out an outage under it.
+pub fn spawn_tus_upload(dir: &std::path::Path, port: u16, retry_for: &str) -> std::process::Child {
+    use std::process::Stdio;
+    std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["upload", "big.bin", "--server"])
+        .arg(format!("http://127.0.0.1:{port}"))
+        .args([
+            "--protocol",
+            "tus",
+            "--chunk-size",
+            "1MiB",
+            "--retry-for",
+            retry_for,
+        ])
+        .args(["--json", "--state-file"])
+        .arg(dir.join("state.json"))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning ferry upload")
+}
