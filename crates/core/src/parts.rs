@@ -182,6 +182,17 @@ impl CellPlan {
         }
     }
 
+    /// Cell `index`'s bytes, clipped to `length` when it is known.
+    pub fn clipped(&self, index: u32, length: Option<u64>) -> Range<u64> {
+        let r = self.cell(index);
+        r.start..length.map_or(r.end, |l| r.end.min(l))
+    }
+
+    /// The cells that bytes `span` (not empty) touch.
+    pub fn cells_of(&self, span: &Range<u64>) -> std::ops::RangeInclusive<u32> {
+        self.cell_of(span.start)..=self.cell_of(span.end - 1)
+    }
+
     /// The cells an upload of `length` bytes consists of, each clipped to the length.
     pub fn cells(&self, length: u64) -> impl Iterator<Item = (u32, Range<u64>)> + '_ {
         let count = if length == 0 {
@@ -242,6 +253,13 @@ pub struct Piece {
     pub len: u64,
 }
 
+impl Piece {
+    /// The upload's bytes this piece holds; `None` for a staged chunk not placed yet.
+    pub fn span(&self) -> Option<Range<u64>> {
+        self.start.map(|s| s..s + self.len)
+    }
+}
+
 /// What one write added to (and took from) a [`BlobState`]; the commit that acknowledges
 /// the write's bytes applies it. Applying it twice changes nothing (a commit re-applies its
 /// change when another node updated the record first).
@@ -268,20 +286,15 @@ impl BlobState {
             return Vec::new();
         };
         let mut covered = crate::ranges::RangeSet::new();
-        for p in &self.pieces {
-            if let Some(start) = p.start {
-                covered.insert(start..start + p.len);
-            }
+        for span in self.pieces.iter().filter_map(Piece::span) {
+            covered.insert(span);
         }
         let Some(last) = covered.iter().map(|r| r.end).max() else {
             return Vec::new();
         };
         (0..=cells.cell_of(last - 1))
             .filter(|i| !self.parts.contains_key(i))
-            .map(|i| {
-                let r = cells.cell(i);
-                (i, r.start..length.map_or(r.end, |l| r.end.min(l)))
-            })
+            .map(|i| (i, cells.clipped(i, length)))
             .filter(|(_, r)| !r.is_empty() && covered.contains(r.clone()))
             .collect()
     }

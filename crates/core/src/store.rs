@@ -108,6 +108,11 @@ pub trait BlobRead: Send + Sync + 'static {
     fn streams(&self) -> bool {
         false
     }
+    /// When the blob was last modified, when opening it told (an object store's answer
+    /// carries it): spares [`BlobStore::modified`] a request of its own.
+    fn modified(&self) -> Option<SystemTime> {
+        None
+    }
 }
 
 /// A stream of a blob's bytes ([`BlobRead::stream`]).

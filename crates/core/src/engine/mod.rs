@@ -474,12 +474,15 @@ impl Engine {
             return Err(EngineError::NotFound);
         }
         let blob = self.0.blobs.open(&u.id, BlobKind::Complete).await?;
-        let modified = self
-            .0
-            .blobs
-            .modified(&u.id)
-            .await
-            .unwrap_or_else(|_| u.completed_at.unwrap_or(u.created_at).to_system_time());
+        let modified = match blob.modified() {
+            Some(t) => t,
+            None => self
+                .0
+                .blobs
+                .modified(&u.id)
+                .await
+                .unwrap_or_else(|_| u.completed_at.unwrap_or(u.created_at).to_system_time()),
+        };
         Ok((blob, modified))
     }
 }

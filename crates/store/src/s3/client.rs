@@ -228,10 +228,6 @@ impl S3Client {
         &self.stats
     }
 
-    pub fn bucket_name(&self) -> &str {
-        self.bucket.name()
-    }
-
     fn creds(&self) -> Option<&Credentials> {
         self.credentials.as_deref()
     }

@@ -73,15 +73,6 @@ impl S3BlobStore {
             sending: Arc::new(tokio::sync::Semaphore::new(NODE_PARTS_IN_FLIGHT)),
         })))
     }
-
-    pub fn client(&self) -> &S3Client {
-        &self.0.client
-    }
-
-    /// The object key of the finished upload `id`.
-    pub fn object_key(&self, id: &UploadId) -> String {
-        self.0.object_key(id)
-    }
 }
 
 impl Shared {
@@ -134,8 +125,8 @@ impl Shared {
         let spool = tempfile::NamedTempFile::new_in(&self.spool)?;
         let mut covered = RangeSet::new();
         for piece in &state.pieces {
-            let Some(start) = piece.start else { continue };
-            let span = start..start + piece.len;
+            let Some(span) = piece.span() else { continue };
+            let start = span.start;
             let want = span.start.max(cell.start)..span.end.min(cell.end);
             if want.is_empty() || covered.contains(want.clone()) {
                 continue;
@@ -308,9 +299,8 @@ impl BlobStore for S3BlobStore {
             parted.insert(index);
         }
         for p in &state.pieces {
-            let Some(start) = p.start else { continue };
-            let (first, end) = (cells.cell_of(start), cells.cell_of(start + p.len - 1));
-            if (first..=end).all(|i| parted.contains(&i)) {
+            let Some(span) = p.span() else { continue };
+            if cells.cells_of(&span).all(|i| parted.contains(&i)) {
                 delta.spent.push(p.key.clone());
             }
         }
@@ -422,11 +412,12 @@ impl BlobStore for S3BlobStore {
             return Err(unsupported("read an unfinished upload"));
         }
         let key = self.0.object_key(id);
-        let (len, _) = head(&self.0.client, &key).await?;
+        let (len, modified) = head(&self.0.client, &key).await?;
         Ok(Arc::new(S3Read {
             client: self.0.client.clone(),
             key,
             len,
+            modified,
             rt: Handle::current(),
             cursor: Mutex::new(None),
         }))
@@ -629,6 +620,7 @@ struct S3Read {
     client: S3Client,
     key: String,
     len: u64,
+    modified: Option<SystemTime>,
     rt: Handle,
     cursor: Mutex<Option<Cursor>>,
 }
@@ -699,6 +691,10 @@ impl BlobRead for S3Read {
 
     fn streams(&self) -> bool {
         true
+    }
+
+    fn modified(&self) -> Option<SystemTime> {
+        self.modified
     }
 
     fn stream(&self, offset: u64, len: u64) -> Option<ferry_core::store::ByteStream> {
@@ -781,15 +777,6 @@ impl S3Writer {
         })
     }
 
-    /// Cell `index`'s bytes, clipped to the length when it is known.
-    fn cell(&self, cells: &CellPlan, index: u32) -> std::ops::Range<u64> {
-        let r = cells.cell(index);
-        match self.length {
-            Some(len) => r.start..r.end.min(len),
-            None => r,
-        }
-    }
-
     /// Sends every cell `range` touched that is now whole (this write's bytes and recorded
     /// pieces) and has no part yet.
     fn send_whole_cells(&mut self, range: std::ops::Range<u64>) -> io::Result<()> {
@@ -799,15 +786,15 @@ impl S3Writer {
         if self.staging.is_some() || range.is_empty() {
             return Ok(());
         }
-        for index in cells.cell_of(range.start)..=cells.cell_of(range.end - 1) {
-            let cell = self.cell(&cells, index);
+        for index in cells.cells_of(&range) {
+            let cell = cells.clipped(index, self.length);
             if cell.is_empty() || self.parts.contains(&index) {
                 continue;
             }
             let mut have = self.written.clone();
             let mut from_pieces = Vec::new();
             for p in &self.pieces {
-                let span = p.start.unwrap_or(0)..p.start.unwrap_or(0) + p.len;
+                let Some(span) = p.span() else { continue };
                 if span.start < cell.end && cell.start < span.end {
                     have.insert(span.clone());
                     from_pieces.push((p.key.clone(), span));
@@ -886,10 +873,7 @@ impl BlobWrite for S3Writer {
         }
         let cells = self.cells;
         let in_parts = |r: &std::ops::Range<u64>, parts: &BTreeSet<u32>| {
-            cells.is_some_and(|c| {
-                !r.is_empty()
-                    && (c.cell_of(r.start)..=c.cell_of(r.end - 1)).all(|i| parts.contains(&i))
-            })
+            cells.is_some_and(|c| !r.is_empty() && c.cells_of(r).all(|i| parts.contains(&i)))
         };
         // What is left becomes pieces: one per contiguous range outside the parts.
         let written: Vec<_> = self.written.iter().collect();
@@ -938,7 +922,7 @@ impl BlobWrite for S3Writer {
         // write replaced.
         let parts = self.parts.clone();
         for p in &self.pieces {
-            let span = p.start.unwrap_or(0)..p.start.unwrap_or(0) + p.len;
+            let Some(span) = p.span() else { continue };
             if in_parts(&span, &parts) && !self.delta.spent.contains(&p.key) {
                 self.delta.spent.push(p.key.clone());
             }
