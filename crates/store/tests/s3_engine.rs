@@ -14,7 +14,7 @@ use ferry_core::store::{BlobKind, Blobs, Meta};
 use ferry_core::upload::{ChunkLayout, Dialect, Upload};
 use ferry_store::s3::{S3BlobStore, S3Client, S3Config, S3Options};
 use ferry_store::sqlite::SqliteMetaStore;
-use futures_util::stream;
+use futures_util::{StreamExt, stream};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -383,4 +383,80 @@ async fn a_final_upload_is_assembled_from_its_parts_objects() {
         assert!(h.engine.get(p).await.is_err(), "part {p} was released");
     }
     only_the_object_is_left(&h, &fin).await;
+}
+
+/// The store's `ferry_store_spooled_bytes_total`.
+fn spooled(h: &Harness) -> u64 {
+    h.engine
+        .blobs()
+        .metrics()
+        .iter()
+        .find(|m| m.name == "ferry_store_spooled_bytes_total")
+        .expect("the S3 store reports its spooled bytes")
+        .value as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cells_arriving_in_order_go_from_memory_and_many_writes_at_once_spool() {
+    let h = harness();
+    // One body from offset 0: its two whole cells go as parts straight from the received
+    // buffers; only the tail that is no whole cell passes through the spool.
+    let src = data(16 * MIB, 3);
+    let u = create(&h, Dialect::Tus, Some(src.len() as u64)).await;
+    let first = 12 * MIB + 3;
+    let mid = append(&h, &u, 0, &src[..first]).await;
+    let state = mid.blob.clone().unwrap();
+    assert_eq!(state.parts.keys().copied().collect::<Vec<_>>(), [0, 1]);
+    assert_eq!(
+        spooled(&h),
+        (first - 10 * MIB) as u64,
+        "only the unfinished cell was spooled"
+    );
+    let done = append(&h, &u, first as u64, &src[first..]).await;
+    assert!(done.is_complete());
+    assert!(read_back(&h, &done).await == src);
+
+    // Six writes open at once (more than may hold cells in memory): each body waits until
+    // all six writers are open. They spool, and every upload completes intact.
+    let before = spooled(&h);
+    let len = 11 * MIB + 5;
+    let barrier = Arc::new(tokio::sync::Barrier::new(6));
+    let mut tasks = Vec::new();
+    for seed in 0..6u64 {
+        let src = data(len, 10 + seed);
+        let u = create(&h, Dialect::Tus, Some(len as u64)).await;
+        let engine = h.engine.clone();
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            let frames: Vec<Result<Bytes, std::io::Error>> = src
+                .chunks(256 << 10)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect();
+            let gate = stream::once(async move {
+                barrier.wait().await;
+            })
+            .filter_map(|()| async { None });
+            let body = Box::pin(gate.chain(stream::iter(frames)));
+            let done = engine
+                .write(&u.id, WriteMode::Append { offset: 0 }, body)
+                .await
+                .unwrap()
+                .upload;
+            (done, src)
+        }));
+    }
+    for t in tasks {
+        let (done, src) = t.await.unwrap();
+        assert!(done.is_complete());
+        assert_eq!(
+            done.content_digest.as_deref(),
+            Some(blake3_hex(&src).as_str())
+        );
+        assert!(read_back(&h, &done).await == src, "{} is intact", done.id);
+    }
+    assert!(
+        spooled(&h) - before >= len as u64,
+        "at least the first write to end spooled all its bytes: {}",
+        spooled(&h) - before
+    );
 }

@@ -38,6 +38,8 @@ const READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum Body {
     Empty,
     Bytes(Bytes),
+    /// Buffers sent one after another, as received (a cell held in memory).
+    Chunks(Arc<[Bytes]>),
     /// `len` bytes of a local file from `offset` (a spool file), streamed.
     File {
         path: PathBuf,
@@ -51,6 +53,7 @@ impl Body {
         match self {
             Body::Empty => 0,
             Body::Bytes(b) => b.len() as u64,
+            Body::Chunks(c) => c.iter().map(|b| b.len() as u64).sum(),
             Body::File { len, .. } => *len,
         }
     }
@@ -59,6 +62,12 @@ impl Body {
         Ok(match self {
             Body::Empty => reqwest::Body::from(Bytes::new()),
             Body::Bytes(b) => reqwest::Body::from(b.clone()),
+            Body::Chunks(c) => {
+                let chunks = c.clone();
+                let iter =
+                    (0..chunks.len()).map(move |i| Ok::<_, std::io::Error>(chunks[i].clone()));
+                reqwest::Body::wrap_stream(futures_util::stream::iter(iter))
+            }
             Body::File { path, offset, len } => {
                 use tokio::io::{AsyncReadExt, AsyncSeekExt};
                 let mut file = tokio::fs::File::open(path).await?;

@@ -2,9 +2,11 @@
 //!
 //! - Created: a multipart upload for `<prefix>files/<id>` and the cell plan, both kept in
 //!   the record ([`BlobState`]).
-//! - A write spools its bytes to a temporary file under the node's spool directory. Each
-//!   cell the write completes (with pieces already recorded in it) is sent as that cell's
-//!   part while the body streams, several at a time; at the durability point
+//! - A write holds a cell it fills from the cell's start in memory, as received, and sends
+//!   it as the cell's part once whole (within a node-wide memory budget); other bytes spool
+//!   to a temporary file under the node's spool directory. Each cell the write completes
+//!   (with pieces already recorded in it) is sent as that cell's part while the body
+//!   streams, several at a time; at the durability point
 //!   ([`BlobWrite::sync`]) the rest becomes one piece object per contiguous range, and the
 //!   parts and pieces go to the engine as a [`BlobDelta`] it commits with the bytes.
 //! - Published: cells still in pieces are composed into parts, then
@@ -23,6 +25,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use tokio::runtime::Handle;
@@ -33,6 +36,15 @@ const PARTS_IN_FLIGHT: usize = 4;
 /// Parts the whole node sends at once: many concurrent uploads share these, so memory and
 /// the store's load stay bounded however many clients there are.
 const NODE_PARTS_IN_FLIGHT: usize = 16;
+/// Bytes of cells the whole node holds in memory (being filled or on their way as parts).
+/// A write whose cell finds no room spools it instead, so this bounds memory, not speed.
+const MEMORY_BUDGET: u64 = 48 << 20;
+/// Cells are held in memory only while at most this many writes are open on the node: a
+/// few uploads gain most from skipping the spool, and many at once keep memory flat (the
+/// node is then bound by the store, not by its own copies).
+const MEMORY_WRITERS: usize = 4;
+/// The unit of [`MEMORY_BUDGET`]'s permits.
+const MEMORY_UNIT: u64 = 64 << 10;
 
 /// Upload bytes in an S3-compatible bucket.
 #[derive(Clone)]
@@ -47,6 +59,12 @@ struct Shared {
     spool: PathBuf,
     /// [`NODE_PARTS_IN_FLIGHT`] permits for part uploads.
     sending: Arc<tokio::sync::Semaphore>,
+    /// [`MEMORY_BUDGET`] in [`MEMORY_UNIT`]s, for cells held in memory.
+    memory: Arc<tokio::sync::Semaphore>,
+    /// Writes open on this node.
+    writers: std::sync::atomic::AtomicUsize,
+    /// Bytes written to spool files (not held in memory), for `/metrics`.
+    spooled: std::sync::atomic::AtomicU64,
 }
 
 impl S3BlobStore {
@@ -71,6 +89,11 @@ impl S3BlobStore {
             limits,
             spool,
             sending: Arc::new(tokio::sync::Semaphore::new(NODE_PARTS_IN_FLIGHT)),
+            memory: Arc::new(tokio::sync::Semaphore::new(
+                (MEMORY_BUDGET / MEMORY_UNIT) as usize,
+            )),
+            writers: std::sync::atomic::AtomicUsize::new(0),
+            spooled: std::sync::atomic::AtomicU64::new(0),
         })))
     }
 }
@@ -559,6 +582,12 @@ impl BlobStore for S3BlobStore {
                 kind: "counter",
                 value: stats.latency_us.load(Relaxed) as f64 / 1e6,
             },
+            Metric {
+                name: "ferry_store_spooled_bytes_total",
+                help: "Upload bytes written to the node's spool on their way to the object store (the rest went from memory).",
+                kind: "counter",
+                value: self.0.spooled.load(Relaxed) as f64,
+            },
         ]
     }
 
@@ -716,6 +745,18 @@ impl BlobRead for S3Read {
 /// A part upload in flight: its cell, its length, the request (answering the ETag).
 type PartInFlight = (u32, u64, JoinHandle<Result<String, S3Error>>);
 
+/// A cell whose bytes arrive in order from its start, held as received (no copy, no spool)
+/// until it is whole and sent as its part.
+struct Filling {
+    index: u32,
+    cell: std::ops::Range<u64>,
+    bufs: Vec<Bytes>,
+    /// The next byte's offset.
+    at: u64,
+    /// Its share of [`MEMORY_BUDGET`], released once its part is stored.
+    budget: tokio::sync::OwnedSemaphorePermit,
+}
+
 /// One write's bytes on their way into the bucket.
 struct S3Writer {
     s: Arc<Shared>,
@@ -734,8 +775,10 @@ struct S3Writer {
     /// Staged pieces of the same index already recorded (replaced by this write's).
     superseded: Vec<String>,
     spool: tempfile::NamedTempFile,
-    /// Bytes written and not yet stored (absolute offsets; the spool is sparse).
+    /// Bytes written to the spool and not yet stored (absolute offsets; the spool is sparse).
     written: RangeSet,
+    /// The cell this write is filling in memory, from its first byte.
+    filling: Option<Filling>,
     /// Part uploads in flight: cell, length, the request.
     sending: VecDeque<PartInFlight>,
     delta: BlobDelta,
@@ -745,6 +788,7 @@ impl S3Writer {
     fn new(s: Arc<Shared>, upload: &Upload, staging: Option<usize>) -> io::Result<S3Writer> {
         let state = upload.blob.clone().unwrap_or_default();
         let spool = tempfile::NamedTempFile::new_in(&s.spool)?;
+        s.writers.fetch_add(1, Ordering::Relaxed);
         let superseded = match staging {
             Some(i) => state
                 .pieces
@@ -771,6 +815,7 @@ impl S3Writer {
             superseded,
             spool,
             written: RangeSet::new(),
+            filling: None,
             sending: VecDeque::new(),
             delta: BlobDelta::default(),
             s,
@@ -780,7 +825,7 @@ impl S3Writer {
     /// Sends every cell `range` touched that is now whole (this write's bytes and recorded
     /// pieces) and has no part yet.
     fn send_whole_cells(&mut self, range: std::ops::Range<u64>) -> io::Result<()> {
-        let (Some(cells), Some(mp)) = (self.cells, self.multipart.clone()) else {
+        let (Some(cells), true) = (self.cells, self.multipart.is_some()) else {
             return Ok(());
         };
         if self.staging.is_some() || range.is_empty() {
@@ -816,26 +861,117 @@ impl S3Writer {
                     self.spool.as_file().write_all_at(&bytes, gap.start)?;
                 }
             }
-            while self.sending.len() >= PARTS_IN_FLIGHT {
-                self.settle_oldest()?;
-            }
-            let client = self.s.client.clone();
-            let key = self.key.clone();
-            let mp = mp.clone();
             let body = Body::File {
                 path: self.spool.path().to_owned(),
                 offset: cell.start,
                 len: cell.end - cell.start,
             };
-            let number = part_number(index)?;
-            let permits = self.s.sending.clone();
-            let task = self.rt.spawn(async move {
-                let _permit = permits.acquire_owned().await;
-                client.upload_part(&key, &mp, number, body).await
-            });
-            self.sending.push_back((index, cell.end - cell.start, task));
-            self.parts.insert(index);
+            self.send_part(index, cell.end - cell.start, body, None)?;
         }
+        Ok(())
+    }
+
+    /// Starts filling the cell that begins at `at` in memory, if it has no part yet and the
+    /// node's memory budget has room for it.
+    fn start_filling(&mut self, at: u64) -> bool {
+        let (Some(cells), Some(_)) = (self.cells, self.multipart.as_ref()) else {
+            return false;
+        };
+        if self.staging.is_some() {
+            return false;
+        }
+        let index = cells.cell_of(at);
+        let cell = cells.clipped(index, self.length);
+        if cell.start != at || cell.is_empty() || self.parts.contains(&index) {
+            return false;
+        }
+        if self.s.writers.load(Ordering::Relaxed) > MEMORY_WRITERS {
+            return false;
+        }
+        let units = (cell.end - cell.start).div_ceil(MEMORY_UNIT);
+        if units * MEMORY_UNIT > MEMORY_BUDGET / 4 {
+            return false;
+        }
+        let Ok(budget) = self.s.memory.clone().try_acquire_many_owned(units as u32) else {
+            return false;
+        };
+        self.filling = Some(Filling {
+            index,
+            cell,
+            bufs: Vec::new(),
+            at,
+            budget,
+        });
+        true
+    }
+
+    /// Sends the whole cell held in memory as its part.
+    fn send_filled(&mut self) -> io::Result<()> {
+        let Some(f) = self.filling.take() else {
+            return Ok(());
+        };
+        let body = Body::Chunks(f.bufs.into());
+        self.send_part(f.index, f.cell.end - f.cell.start, body, Some(f.budget))
+    }
+
+    /// Moves the cell held in memory to the spool (its bytes stopped arriving in order, or
+    /// the write reached its durability point before the cell was whole).
+    fn spill(&mut self) -> io::Result<()> {
+        let Some(f) = self.filling.take() else {
+            return Ok(());
+        };
+        let mut at = f.cell.start;
+        for b in &f.bufs {
+            self.spool.as_file().write_all_at(b, at)?;
+            at += b.len() as u64;
+        }
+        self.s
+            .spooled
+            .fetch_add(at - f.cell.start, Ordering::Relaxed);
+        drop(f.budget);
+        if at > f.cell.start {
+            self.written.insert(f.cell.start..at);
+            self.send_whole_cells(f.cell.start..at)?;
+        }
+        Ok(())
+    }
+
+    /// Spools `b` at `at` (bytes not held in memory).
+    fn spool_at(&mut self, at: u64, b: &[u8]) -> io::Result<()> {
+        self.spool.as_file().write_all_at(b, at)?;
+        self.s.spooled.fetch_add(b.len() as u64, Ordering::Relaxed);
+        let range = at..at + b.len() as u64;
+        self.written.insert(range.clone());
+        self.send_whole_cells(range)
+    }
+
+    /// Sends `body` as cell `index`'s part in the background, once fewer than
+    /// [`PARTS_IN_FLIGHT`] of this write's are in flight.
+    fn send_part(
+        &mut self,
+        index: u32,
+        len: u64,
+        body: Body,
+        budget: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> io::Result<()> {
+        let Some(mp) = self.multipart.clone() else {
+            return Ok(());
+        };
+        while self.sending.len() >= PARTS_IN_FLIGHT {
+            self.settle_oldest()?;
+        }
+        let client = self.s.client.clone();
+        let key = self.key.clone();
+        let number = part_number(index)?;
+        let permits = self.s.sending.clone();
+        let task = self.rt.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            let etag = client.upload_part(&key, &mp, number, body).await;
+            drop(budget);
+            etag
+        });
+        self.sending.push_back((index, len, task));
+        self.parts.insert(index);
         Ok(())
     }
 
@@ -857,17 +993,39 @@ impl BlobWrite for S3Writer {
     fn write_at(&mut self, offset: u64, bufs: &[Bytes]) -> io::Result<()> {
         let mut at = offset;
         for b in bufs {
-            self.spool.as_file().write_all_at(b, at)?;
-            at += b.len() as u64;
-        }
-        if at > offset {
-            self.written.insert(offset..at);
-            self.send_whole_cells(offset..at)?;
+            let mut b = b.clone();
+            while !b.is_empty() {
+                if let Some(f) = &mut self.filling {
+                    if f.at == at {
+                        let take = b.len().min((f.cell.end - at) as usize);
+                        f.bufs.push(b.split_to(take));
+                        f.at += take as u64;
+                        at += take as u64;
+                        if f.at == f.cell.end {
+                            self.send_filled()?;
+                        }
+                        continue;
+                    }
+                    self.spill()?;
+                }
+                if self.start_filling(at) {
+                    continue;
+                }
+                // To the spool, up to the next cell's start (which may fill in memory).
+                let take = match self.cells {
+                    Some(c) => b.len().min((c.cell(c.cell_of(at)).end - at) as usize),
+                    None => b.len(),
+                };
+                let part = b.split_to(take);
+                self.spool_at(at, &part)?;
+                at += take as u64;
+            }
         }
         Ok(())
     }
 
     fn sync(&mut self) -> io::Result<()> {
+        self.spill()?;
         while !self.sending.is_empty() {
             self.settle_oldest()?;
         }
@@ -942,6 +1100,7 @@ impl BlobWrite for S3Writer {
 
 impl Drop for S3Writer {
     fn drop(&mut self) {
+        self.s.writers.fetch_sub(1, Ordering::Relaxed);
         // A write that ended without its durability point: nothing it sent is recorded, so
         // its parts in flight are not needed (a later write of the cell sends it again).
         for (_, _, task) in self.sending.drain(..) {
