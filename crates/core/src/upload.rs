@@ -44,27 +44,91 @@ impl fmt::Display for UploadId {
     }
 }
 
-/// Which front created an upload; used for metrics and for lookups by client key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Dialect {
-    /// The hash-addressed chunk handshake (SPEC §2.1).
-    Chunk,
-    /// The byte-offset resume protocol (SPEC §2.2).
-    Offset,
-    /// tus 1.0 / IETF resumable uploads (SPEC §2.3–2.4).
-    Tus,
-}
+/// Which front created an upload: a short lowercase name, kept in the record and used as the
+/// `dialect` label of metrics.
+///
+/// The set is open: a front defines its own with [`Dialect::new`] (a constant in its module)
+/// and nothing in the core changes. The built-in fronts' names are [`Dialect::CHUNK`],
+/// [`Dialect::OFFSET`] and [`Dialect::TUS`] (the IETF draft counts as `tus`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Dialect(&'static str);
 
 impl Dialect {
-    pub const ALL: [Dialect; 3] = [Dialect::Chunk, Dialect::Offset, Dialect::Tus];
+    /// The hash-addressed chunk handshake (SPEC §2.1).
+    pub const CHUNK: Dialect = Dialect("chunk");
+    /// The byte-offset resume protocol (SPEC §2.2).
+    pub const OFFSET: Dialect = Dialect("offset");
+    /// tus 1.0 / IETF resumable uploads (SPEC §2.3–2.4).
+    pub const TUS: Dialect = Dialect("tus");
+
+    /// A dialect named `name`: 1–32 characters of `a-z`, `0-9`, `-` and `_` (checked when
+    /// the constant is evaluated, so a bad name fails the build).
+    pub const fn new(name: &'static str) -> Dialect {
+        let b = name.as_bytes();
+        assert!(
+            !b.is_empty() && b.len() <= 32,
+            "a dialect name has 1-32 characters"
+        );
+        let mut i = 0;
+        while i < b.len() {
+            assert!(
+                matches!(b[i], b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_'),
+                "a dialect name is lowercase ASCII letters, digits, '-' and '_'"
+            );
+            i += 1;
+        }
+        Dialect(name)
+    }
 
     pub fn name(self) -> &'static str {
-        match self {
-            Dialect::Chunk => "chunk",
-            Dialect::Offset => "offset",
-            Dialect::Tus => "tus",
+        self.0
+    }
+
+    /// The dialect a stored record names. Names are few (one per front that ever wrote to
+    /// the store), so each distinct one is kept for the life of the process.
+    fn interned(name: &str) -> Dialect {
+        use std::sync::{Mutex, OnceLock};
+        for d in [Dialect::CHUNK, Dialect::OFFSET, Dialect::TUS] {
+            if d.0 == name {
+                return d;
+            }
         }
+        static NAMES: OnceLock<Mutex<Vec<&'static str>>> = OnceLock::new();
+        let mut names = NAMES
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = names.iter().find(|n| **n == name) {
+            return Dialect(n);
+        }
+        let n: &'static str = Box::leak(name.to_owned().into_boxed_str());
+        names.push(n);
+        Dialect(n)
+    }
+}
+
+impl fmt::Debug for Dialect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl fmt::Display for Dialect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl Serialize for Dialect {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Dialect {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Dialect, D::Error> {
+        let name = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        Ok(Dialect::interned(&name))
     }
 }
 

@@ -39,6 +39,26 @@ const MAX_CHUNKS: usize = 1 << 21;
 /// Longest text field (`chunkId`, `fileId`) in a chunk upload.
 const MAX_TEXT_FIELD: usize = 1024;
 
+/// The chunk-handshake front. Its chunk `POST /api/upload` shares the path with the
+/// byte-offset front (told apart by the body's type, in [`crate::app`]).
+pub static FRONT: crate::fronts::Front = crate::fronts::Front {
+    dialect: Dialect::CHUNK,
+    routes,
+    metric_routes: &[
+        ("/api/upload/handshake", "handshake"),
+        ("/api/upload", "upload"),
+        ("/upload", "upload"),
+    ],
+    request_headers: &[],
+    response_headers: &[],
+};
+
+fn routes(_: AppState) -> axum::Router<AppState> {
+    axum::Router::new()
+        .route("/api/upload/handshake", axum::routing::post(handshake))
+        .route_layer(axum::middleware::from_fn(crate::caller::require))
+}
+
 /// Metadata key under which a handshake upload is found again by its `fileId`.
 pub fn key_for(file_id: &str) -> String {
     format!("chunk:{file_id}")
@@ -243,7 +263,7 @@ async fn handshake_inner(
         };
         return Ok(answer(state, headers, &u));
     }
-    let mut new = NewUpload::new(Dialect::Chunk);
+    let mut new = NewUpload::new(Dialect::CHUNK);
     new.key = Some(key);
     new.length = length;
     new.declared = Some(DeclaredDigest {

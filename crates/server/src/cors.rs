@@ -17,24 +17,52 @@ use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use std::sync::OnceLock;
 
 pub const ALLOW_METHODS: &str = "POST, GET, HEAD, PATCH, DELETE, OPTIONS";
 
-/// Request headers any dialect uses: tus, the IETF draft, byte-offset, chunk handshake,
-/// downloads.
-pub const ALLOW_HEADERS: &str = "Authorization, Content-Type, Content-Range, Upload-Offset, \
-    Upload-Length, Upload-Metadata, Upload-Defer-Length, Upload-Concat, Upload-Checksum, \
-    Tus-Resumable, X-HTTP-Method-Override, X-Requested-With, Upload-Complete, \
-    Upload-Incomplete, Upload-Draft-Interop-Version, X-File-Id, X-Start-Byte, X-File-Size, \
-    If-Range, Range, If-None-Match, If-Match, If-Modified-Since, If-Unmodified-Since, \
-    Content-Disposition";
+/// Request headers of every dialect and of downloads; each front adds its own
+/// ([`crate::fronts::Front::request_headers`]).
+const BASE_REQUEST_HEADERS: &[&str] = &[
+    "Authorization",
+    "Content-Type",
+    "Content-Range",
+    "X-Requested-With",
+    "If-Range",
+    "Range",
+    "If-None-Match",
+    "If-Match",
+    "If-Modified-Since",
+    "If-Unmodified-Since",
+    "Content-Disposition",
+];
 
-/// Response headers scripts may read.
-pub const EXPOSE_HEADERS: &str = "Location, Upload-Offset, Upload-Length, Upload-Metadata, \
-    Upload-Expires, Upload-Concat, Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, \
-    Tus-Checksum-Algorithm, Upload-Complete, Upload-Incomplete, Upload-Limit, \
-    Upload-Draft-Interop-Version, ETag, Content-Range, Content-Disposition, X-Upload-Offset, \
-    X-Received-Bytes, X-File-Size, Retry-After";
+/// Response headers scripts may read, whatever the dialect; each front adds its own
+/// ([`crate::fronts::Front::response_headers`]).
+const BASE_RESPONSE_HEADERS: &[&str] = &[
+    "ETag",
+    "Content-Range",
+    "Content-Disposition",
+    "Retry-After",
+];
+
+/// `Access-Control-Allow-Headers`: the base list and every front's, computed once.
+pub fn allow_headers() -> &'static HeaderValue {
+    static V: OnceLock<HeaderValue> = OnceLock::new();
+    V.get_or_init(|| {
+        let list = crate::fronts::header_list(BASE_REQUEST_HEADERS, |f| f.request_headers);
+        HeaderValue::from_str(&list).expect("header names are visible ASCII")
+    })
+}
+
+/// `Access-Control-Expose-Headers`: the base list and every front's, computed once.
+pub fn expose_headers() -> &'static HeaderValue {
+    static V: OnceLock<HeaderValue> = OnceLock::new();
+    V.get_or_init(|| {
+        let list = crate::fronts::header_list(BASE_RESPONSE_HEADERS, |f| f.response_headers);
+        HeaderValue::from_str(&list).expect("header names are visible ASCII")
+    })
+}
 
 /// A day: browsers cap it lower anyway (Chromium at 2 hours), so this means "as long as the
 /// browser allows".
@@ -54,7 +82,7 @@ pub async fn layer(req: Request, next: Next) -> Response {
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
     h.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static(EXPOSE_HEADERS),
+        expose_headers().clone(),
     );
     h.append(header::VARY, HeaderValue::from_static("Origin"));
     resp
@@ -74,7 +102,7 @@ fn preflight(origin: HeaderValue) -> Response {
     );
     h.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static(ALLOW_HEADERS),
+        allow_headers().clone(),
     );
     h.insert(header::ACCESS_CONTROL_MAX_AGE, MAX_AGE_SECS.into());
     h.insert(header::VARY, HeaderValue::from_static("Origin"));

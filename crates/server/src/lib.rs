@@ -20,6 +20,7 @@ pub mod cors;
 pub mod download;
 pub mod error;
 pub mod files;
+pub mod fronts;
 pub mod hygiene;
 pub mod links;
 pub mod metrics;
@@ -295,21 +296,20 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
 
 /// The router: every dialect and download route over one state.
 pub fn app(state: AppState) -> Router {
-    let uploads = Router::new()
-        .route("/api/upload/handshake", post(chunked::handshake))
+    // The chunk and byte-offset fronts share their upload path.
+    let shared = Router::new()
         .route("/api/upload", post(upload_dispatch))
         .route("/upload", post(upload_dispatch))
-        .route("/api/upload/status", get(offset::status))
-        .route("/status", get(offset::status))
         .route_layer(middleware::from_fn(caller::require));
-    Router::new()
-        .merge(uploads)
-        .route(
-            "/upload/{name}",
-            get(files::by_file_id).head(files::by_file_id),
-        )
-        // tus, the IETF draft and downloads of finished files share `/files/`.
-        .merge(tus::routes(state.clone()))
+    let mut router = Router::new().merge(shared).route(
+        "/upload/{name}",
+        get(files::by_file_id).head(files::by_file_id),
+    );
+    for front in fronts::all() {
+        state.engine.stats().register(front.dialect);
+        router = router.merge((front.routes)(state.clone()));
+    }
+    router
         .merge(web::routes())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::handler))

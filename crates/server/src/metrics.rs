@@ -16,8 +16,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use ferry_core::engine::Stats;
-use ferry_core::upload::Dialect;
+use ferry_core::engine::{DialectStats, Stats};
 use std::fmt::Write;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -29,17 +28,6 @@ const BUCKETS: [f64; 12] = [
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
 ];
 
-/// Route groups requests are counted under (a closed set keeps label cardinality fixed).
-const ROUTES: [&str; 7] = [
-    "handshake",
-    "upload",
-    "status",
-    "download",
-    "tus",
-    "ops",
-    "other",
-];
-
 #[derive(Default)]
 struct Histogram {
     buckets: [AtomicU64; BUCKETS.len()],
@@ -48,37 +36,56 @@ struct Histogram {
     sum_us: AtomicU64,
 }
 
-#[derive(Default)]
+/// Request latency and status classes by route group. The groups are the fronts' (see
+/// [`crate::fronts`]) and the server's own, fixed at start, so label cardinality is fixed.
 pub struct Metrics {
-    latency: [Histogram; ROUTES.len()],
+    groups: Vec<&'static str>,
+    latency: Vec<Histogram>,
     /// Responses by status class: 2xx, 3xx, 4xx, 5xx.
-    status: [[AtomicU64; 4]; ROUTES.len()],
+    status: Vec<[AtomicU64; 4]>,
 }
 
-/// `/files` serves tus and the IETF draft ("tus") as well as downloads: a GET, or a HEAD
-/// without either protocol's header, is a download.
-fn route_group(method: &Method, path: &str, headers: &HeaderMap) -> usize {
+impl Default for Metrics {
+    fn default() -> Self {
+        let groups = crate::fronts::metric_groups();
+        Metrics {
+            latency: groups.iter().map(|_| Histogram::default()).collect(),
+            status: groups.iter().map(|_| Default::default()).collect(),
+            groups,
+        }
+    }
+}
+
+/// The group name of a request: `/files/{id}` serves tus and the IETF draft as well as
+/// downloads (a GET, or a HEAD without either protocol's header, is a download); other
+/// routes belong to the front that registered them, or to the server.
+fn route_group_name(method: &Method, path: &str, headers: &HeaderMap) -> &'static str {
     let download = method == Method::GET
         || (method == Method::HEAD
             && !headers.contains_key("tus-resumable")
             && !headers.contains_key("upload-draft-interop-version"));
-    let name = match path {
-        "/api/upload/handshake" => "handshake",
-        "/api/upload" | "/upload" => "upload",
-        "/api/upload/status" | "/status" => "status",
+    match path {
         "/healthz" | "/metrics" => "ops",
-        "/files" | "/files/" => "tus",
-        "/files/{id}" if !download => "tus",
-        p if p.starts_with("/upload/") || p.starts_with("/files/") => "download",
-        _ => "other",
-    };
-    ROUTES
-        .iter()
-        .position(|r| *r == name)
-        .unwrap_or(ROUTES.len() - 1)
+        "/files/{id}" | "/upload/{name}" if download => "download",
+        p => crate::fronts::metric_group_of(p).unwrap_or(
+            if p.starts_with("/upload/") || p.starts_with("/files/") {
+                "download"
+            } else {
+                "other"
+            },
+        ),
+    }
 }
 
 impl Metrics {
+    fn group(&self, method: &Method, path: &str, headers: &HeaderMap) -> usize {
+        let name = route_group_name(method, path, headers);
+        self.groups
+            .iter()
+            .position(|g| *g == name)
+            .unwrap_or(self.groups.len() - 1)
+    }
+
     fn record(&self, group: usize, status: u16, secs: f64) {
         let h = &self.latency[group];
         for (i, le) in BUCKETS.iter().enumerate() {
@@ -112,36 +119,35 @@ impl Metrics {
             "# HELP ferry_lock_wait_seconds_total Time those writes waited, in all.\n# TYPE ferry_lock_wait_seconds_total counter\nferry_lock_wait_seconds_total {}",
             stats.lock_wait_us.load(Ordering::Relaxed) as f64 / 1e6
         );
-        let counters: [(&str, &str, &[AtomicU64; 3]); 4] = [
+        type Counter = fn(&DialectStats) -> &AtomicU64;
+        let counters: [(&str, &str, Counter); 4] = [
             (
                 "ferry_bytes_received_total",
                 "Request body bytes read for uploads.",
-                &stats.bytes_received,
+                |d| &d.bytes_received,
             ),
-            (
-                "ferry_uploads_started_total",
-                "Uploads created.",
-                &stats.started,
-            ),
+            ("ferry_uploads_started_total", "Uploads created.", |d| {
+                &d.started
+            }),
             (
                 "ferry_uploads_completed_total",
                 "Uploads completed and published.",
-                &stats.completed,
+                |d| &d.completed,
             ),
             (
                 "ferry_uploads_failed_total",
                 "Uploads discarded (digest mismatch, expiry).",
-                &stats.failed,
+                |d| &d.failed,
             ),
         ];
-        for (name, help, values) in counters {
+        let dialects = stats.dialects();
+        for (name, help, counter) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for d in Dialect::ALL {
+            for (d, values) in &dialects {
                 let _ = writeln!(
                     out,
-                    "{name}{{dialect=\"{}\"}} {}",
-                    d.name(),
-                    Stats::get(values, d)
+                    "{name}{{dialect=\"{d}\"}} {}",
+                    counter(values).load(Ordering::Relaxed)
                 );
             }
         }
@@ -160,7 +166,7 @@ impl Metrics {
             out,
             "# HELP {name} Time to answer HTTP requests, by route group.\n# TYPE {name} histogram"
         );
-        for (g, route) in ROUTES.iter().enumerate() {
+        for (g, route) in self.groups.iter().enumerate() {
             let h = &self.latency[g];
             for (i, le) in BUCKETS.iter().enumerate() {
                 let _ = writeln!(
@@ -186,7 +192,7 @@ impl Metrics {
             out,
             "# HELP {name} HTTP responses by route group and status class.\n# TYPE {name} counter"
         );
-        for (g, route) in ROUTES.iter().enumerate() {
+        for (g, route) in self.groups.iter().enumerate() {
             for (c, class) in ["2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
                 let _ = writeln!(
                     out,
@@ -213,7 +219,7 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
         axum::http::Version::HTTP_10 => "1.0",
         _ => "1.1",
     };
-    let group = route_group(&method, &route, req.headers());
+    let group = state.metrics.group(&method, &route, req.headers());
     // The access line: the path without its query (a signed link's signature is a
     // capability and stays out of logs), the request's declared body size, the peer.
     let path = req.uri().path().to_owned();
@@ -243,7 +249,7 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
         })
         .unwrap_or_default();
     let ms = (secs * 1e6).round() / 1e3;
-    if ROUTES[group] == "ops" {
+    if state.metrics.groups[group] == "ops" {
         tracing::debug!(%method, %path, status, ms, %peer, "request");
     } else {
         tracing::info!(%method, %path, %upload, status, bytes, ms, %peer, %http, "request");

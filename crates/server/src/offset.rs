@@ -139,6 +139,28 @@ fn wants_json(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.contains("application/json"))
 }
 
+/// The byte-offset front. Its `POST /api/upload` shares the path with the chunk front (told
+/// apart by the body's type, in [`crate::app`]).
+pub static FRONT: crate::fronts::Front = crate::fronts::Front {
+    dialect: Dialect::OFFSET,
+    routes,
+    metric_routes: &[
+        ("/api/upload/status", "status"),
+        ("/status", "status"),
+        ("/api/upload", "upload"),
+        ("/upload", "upload"),
+    ],
+    request_headers: &["X-File-Id", "X-Start-Byte", "X-File-Size", "Content-Range"],
+    response_headers: &["X-Upload-Offset", "X-Received-Bytes", "X-File-Size"],
+};
+
+fn routes(_: AppState) -> axum::Router<AppState> {
+    axum::Router::new()
+        .route("/api/upload/status", axum::routing::get(status))
+        .route("/status", axum::routing::get(status))
+        .route_layer(axum::middleware::from_fn(crate::caller::require))
+}
+
 /// `GET /api/upload/status`.
 pub async fn status(State(state): State<AppState>, caller: Caller, headers: HeaderMap) -> Response {
     let id = match client_id(&headers) {
@@ -293,7 +315,7 @@ pub async fn upload(
     let mut u = match engine.find(&key).await? {
         Some(u) => u,
         None => {
-            let mut new = NewUpload::new(Dialect::Offset);
+            let mut new = NewUpload::new(Dialect::OFFSET);
             new.key = Some(key);
             new.length = total;
             new.file_name = file_name(&headers);

@@ -56,7 +56,7 @@ fn full_upload() -> Upload {
     Upload {
         owner: Some("tenant 甲".to_owned()),
         key: Some(format!("chunk:{}", UploadId::generate())),
-        dialect: Dialect::Chunk,
+        dialect: Dialect::CHUNK,
         length: Some(3 * 4_194_304 + 1_234),
         state: UploadState::Receiving,
         held: RangeSet::from_pairs([(0, 4_194_304), (2 * 4_194_304, 3 * 4_194_304)]),
@@ -117,7 +117,7 @@ fn plain_upload(state: UploadState, updated_at: Timestamp) -> Upload {
         id: UploadId::generate(),
         owner: None,
         key: None,
-        dialect: Dialect::Tus,
+        dialect: Dialect::TUS,
         length: None,
         state,
         held: RangeSet::new(),

@@ -18,7 +18,7 @@ fn sample(key: Option<&str>) -> Upload {
         owner: None,
         id: UploadId::generate(),
         key: key.map(str::to_owned),
-        dialect: Dialect::Offset,
+        dialect: Dialect::OFFSET,
         length: Some(10),
         state: UploadState::Receiving,
         held: ferry_core::ranges::RangeSet::from_pairs([(0, 4)]),

@@ -10,7 +10,7 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use ferry_core::engine::{EngineConfig, NewUpload, Stats, WriteMode, WriteOutcome};
+use ferry_core::engine::{EngineConfig, NewUpload, WriteMode, WriteOutcome};
 use ferry_core::hash::{self, HashAlg};
 use ferry_core::store::{
     BlobKind, BlobRead, BlobStore, BlobWrite, Blobs, Meta, MetaError, MetaStore,
@@ -157,7 +157,7 @@ fn channel_body() -> (mpsc::UnboundedSender<Frame>, Body) {
 }
 
 async fn create_offset(engine: &Engine, length: Option<u64>) -> Upload {
-    let mut new = NewUpload::new(Dialect::Offset);
+    let mut new = NewUpload::new(Dialect::OFFSET);
     new.length = length;
     let (u, created) = engine.create(new).await.unwrap();
     assert!(created);
@@ -193,7 +193,7 @@ async fn create_chunked(
     length: Option<u64>,
     declared: Option<DeclaredDigest>,
 ) -> Upload {
-    let mut new = NewUpload::new(Dialect::Chunk);
+    let mut new = NewUpload::new(Dialect::CHUNK);
     new.chunks = Some(layout);
     new.length = length;
     new.declared = declared;
@@ -449,7 +449,14 @@ async fn appends_complete_exactly_when_the_last_byte_is_held() {
         "the ETag derives from the content digest"
     );
     assert_eq!(engine.stats().rehashed_bytes.load(Ordering::Relaxed), 0);
-    assert_eq!(Stats::get(&engine.stats().completed, Dialect::Offset), 1);
+    assert_eq!(
+        engine
+            .stats()
+            .dialect(Dialect::OFFSET)
+            .completed
+            .load(Ordering::Relaxed),
+        1
+    );
     assert!(matches!(
         append(&engine, &u.id, len, b"x").await,
         Err(EngineError::AlreadyComplete)
@@ -461,7 +468,7 @@ async fn a_declared_digest_sets_the_content_algorithm_and_etag() {
     let dir = tempfile::tempdir().unwrap();
     let engine = open_engine(dir.path());
     let src = data(300 * KIB, 2);
-    let mut new = NewUpload::new(Dialect::Offset);
+    let mut new = NewUpload::new(Dialect::OFFSET);
     new.length = Some(src.len() as u64);
     new.declared = Some(DeclaredDigest {
         alg: HashAlg::Md5,
@@ -1187,8 +1194,22 @@ async fn a_declared_file_digest_mismatch_discards_the_upload() {
     assert!(!partial_path(dir.path(), &u.id).exists());
     assert!(!complete_path(dir.path(), &u.id).exists());
     assert!(staging_entries(dir.path(), &u.id).is_empty());
-    assert_eq!(Stats::get(&engine.stats().failed, Dialect::Chunk), 1);
-    assert_eq!(Stats::get(&engine.stats().completed, Dialect::Chunk), 0);
+    assert_eq!(
+        engine
+            .stats()
+            .dialect(Dialect::CHUNK)
+            .failed
+            .load(Ordering::Relaxed),
+        1
+    );
+    assert_eq!(
+        engine
+            .stats()
+            .dialect(Dialect::CHUNK)
+            .completed
+            .load(Ordering::Relaxed),
+        0
+    );
 }
 
 #[tokio::test]
@@ -1649,8 +1670,22 @@ async fn expire_removes_idle_incomplete_uploads_and_keeps_complete_ones() {
     let fresh = engine.get(&fresh.id).await.unwrap();
     assert!(!fresh.is_complete());
     assert!(partial_path(dir.path(), &fresh.id).is_file());
-    assert_eq!(Stats::get(&engine.stats().failed, Dialect::Offset), 1);
-    assert_eq!(Stats::get(&engine.stats().failed, Dialect::Chunk), 1);
+    assert_eq!(
+        engine
+            .stats()
+            .dialect(Dialect::OFFSET)
+            .failed
+            .load(Ordering::Relaxed),
+        1
+    );
+    assert_eq!(
+        engine
+            .stats()
+            .dialect(Dialect::CHUNK)
+            .failed
+            .load(Ordering::Relaxed),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1678,7 +1713,11 @@ async fn expire_spares_an_upload_with_a_write_in_flight() {
         .unwrap();
     let e = engine.clone();
     wait_for("the write to start streaming", async || {
-        Stats::get(&e.stats().bytes_received, Dialect::Offset) >= 20 * KIB as u64
+        e.stats()
+            .dialect(Dialect::OFFSET)
+            .bytes_received
+            .load(Ordering::Relaxed)
+            >= 20 * KIB as u64
     })
     .await;
     assert_eq!(engine.expire(Duration::from_millis(100)).await.unwrap(), 0);

@@ -157,7 +157,7 @@ async fn only_the_object_is_left(h: &Harness, u: &Upload) {
 async fn appends_of_any_size_complete_into_one_object() {
     let h = harness();
     let src = data(13 * MIB + 12_345, 1);
-    let u = create(&h, Dialect::Tus, Some(src.len() as u64)).await;
+    let u = create(&h, Dialect::TUS, Some(src.len() as u64)).await;
     let mut at = 0usize;
     // 1-byte appends, then up to 5 MiB − 1 (no cell is whole yet: pieces only), then a
     // body completing two cells (sent as parts while it streams, the first composed with
@@ -206,7 +206,7 @@ async fn appends_of_any_size_complete_into_one_object() {
 async fn writes_out_of_order_complete_and_the_digest_is_checked() {
     let h = harness();
     let src = data(11 * MIB + 7, 2);
-    let u = create(&h, Dialect::Offset, Some(src.len() as u64)).await;
+    let u = create(&h, Dialect::OFFSET, Some(src.len() as u64)).await;
     let len = src.len();
     // Last cell first, then the middle, then the start: the hasher never sees them in order.
     for r in [10 * MIB..len, 3 * MIB..10 * MIB, 0..3 * MIB] {
@@ -242,7 +242,7 @@ async fn chunks_in_any_order_and_staged_complete() {
         .enumerate()
         .map(|(i, c)| format!("{}-{i}", hex_of(HashAlg::Md5, c)))
         .collect();
-    let mut new = NewUpload::new(Dialect::Chunk);
+    let mut new = NewUpload::new(Dialect::CHUNK);
     new.length = Some(src.len() as u64);
     new.chunks = Some(ChunkLayout {
         ids: ids.clone(),
@@ -293,13 +293,13 @@ async fn chunks_in_any_order_and_staged_complete() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_upload_and_a_deleted_one_leave_nothing_behind() {
     let h = harness();
-    let empty = create(&h, Dialect::Tus, Some(0)).await;
+    let empty = create(&h, Dialect::TUS, Some(0)).await;
     assert!(empty.is_complete());
     assert!(read_back(&h, &empty).await.is_empty());
     h.engine.delete(&empty.id).await.unwrap();
 
     let src = data(6 * MIB, 4);
-    let u = create(&h, Dialect::Tus, Some(12 * MIB as u64)).await;
+    let u = create(&h, Dialect::TUS, Some(12 * MIB as u64)).await;
     // An unfinished upload's blobs are dated (the start-up sweep of nodes sharing the
     // bucket leaves young ones alone): by its multipart upload before any byte (where the
     // store lists multipart uploads), by its newest piece after.
@@ -356,7 +356,7 @@ async fn a_final_upload_is_assembled_from_its_parts_objects() {
     let cuts = [0, 3 * MIB + 1, 3 * MIB + 1000, src.len()];
     let mut parts = Vec::new();
     for w in cuts.windows(2) {
-        let mut new = NewUpload::new(Dialect::Tus);
+        let mut new = NewUpload::new(Dialect::TUS);
         new.length = Some((w[1] - w[0]) as u64);
         new.concat = Some(ferry_core::upload::Concat::Partial { finals: Vec::new() });
         let part = h.engine.create(new).await.unwrap().0;
@@ -366,7 +366,7 @@ async fn a_final_upload_is_assembled_from_its_parts_objects() {
     }
     let fin = h
         .engine
-        .create_final(NewUpload::new(Dialect::Tus), parts.clone())
+        .create_final(NewUpload::new(Dialect::TUS), parts.clone())
         .await
         .unwrap();
     assert!(fin.is_complete(), "assembled at once: {fin:?}");
@@ -402,7 +402,7 @@ async fn cells_arriving_in_order_go_from_memory_and_many_writes_at_once_spool() 
     // One body from offset 0: its two whole cells go as parts straight from the received
     // buffers; only the tail that is no whole cell passes through the spool.
     let src = data(16 * MIB, 3);
-    let u = create(&h, Dialect::Tus, Some(src.len() as u64)).await;
+    let u = create(&h, Dialect::TUS, Some(src.len() as u64)).await;
     let first = 12 * MIB + 3;
     let mid = append(&h, &u, 0, &src[..first]).await;
     let state = mid.blob.clone().unwrap();
@@ -424,7 +424,7 @@ async fn cells_arriving_in_order_go_from_memory_and_many_writes_at_once_spool() 
     let mut tasks = Vec::new();
     for seed in 0..6u64 {
         let src = data(len, 10 + seed);
-        let u = create(&h, Dialect::Tus, Some(len as u64)).await;
+        let u = create(&h, Dialect::TUS, Some(len as u64)).await;
         let engine = h.engine.clone();
         let barrier = barrier.clone();
         tasks.push(tokio::spawn(async move {

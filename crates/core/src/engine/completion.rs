@@ -3,7 +3,7 @@
 
 use super::hashing::load_hasher;
 use super::write::record_stored;
-use super::{Engine, NewUpload, STALE_RETRIES, Stats};
+use super::{Engine, NewUpload, STALE_RETRIES};
 use crate::crash;
 use crate::error::EngineError;
 use crate::hash::Hasher;
@@ -153,7 +153,11 @@ impl Engine {
             self.0.meta.delete(id).await?;
             crash::point("engine.discard.forgotten");
             self.0.blobs.delete_for(&u).await?;
-            Stats::add(&self.0.stats.failed, u.dialect, 1);
+            self.0
+                .stats
+                .dialect(u.dialect)
+                .failed
+                .fetch_add(1, Ordering::Relaxed);
             return Err(EngineError::FileDigestMismatch {
                 expected: declared.hex.clone(),
                 actual: digest,
@@ -190,7 +194,11 @@ impl Engine {
                 Err(e) => return Err(e),
             }
         }
-        Stats::add(&self.0.stats.completed, u.dialect, 1);
+        self.0
+            .stats
+            .dialect(u.dialect)
+            .completed
+            .fetch_add(1, Ordering::Relaxed);
         tracing::info!(%id, length = len, rehashed = rehash, finalize_ms = started.elapsed().as_millis() as u64, "upload complete");
         Ok(u)
     }
@@ -333,7 +341,11 @@ impl Engine {
                 _ => Err(e),
             };
         }
-        Stats::add(&self.0.stats.completed, u.dialect, 1);
+        self.0
+            .stats
+            .dialect(u.dialect)
+            .completed
+            .fetch_add(1, Ordering::Relaxed);
         tracing::info!(%id, length = offset, parts = loaded.len(), assemble_ms = started.elapsed().as_millis() as u64, "final upload assembled");
         crash::point("engine.assemble.committed");
         self.release_parts(&loaded).await;

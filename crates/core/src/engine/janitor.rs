@@ -1,7 +1,7 @@
 //! Housekeeping: expiry of idle uploads, start-up recovery, and the sweep of blobs no record
 //! needs.
 
-use super::{Engine, Stats};
+use super::Engine;
 use crate::coord::LeaseGuard;
 use crate::crash;
 use crate::error::EngineError;
@@ -39,7 +39,11 @@ impl Engine {
                 && !self.parts_active(&u, before).await
             {
                 self.delete(&id).await?;
-                Stats::add(&self.0.stats.failed, u.dialect, 1);
+                self.0
+                    .stats
+                    .dialect(u.dialect)
+                    .failed
+                    .fetch_add(1, Ordering::Relaxed);
                 self.0.stats.expired.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(%id, "expired incomplete upload removed");
                 removed += 1;

@@ -81,13 +81,21 @@ impl Default for EngineConfig {
     }
 }
 
-/// Counters the server exports as metrics, per dialect.
+/// Counters of one dialect, exported as metrics with its name as the `dialect` label.
+#[derive(Default)]
+pub struct DialectStats {
+    pub bytes_received: AtomicU64,
+    pub started: AtomicU64,
+    pub completed: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+/// Counters the server exports as metrics.
 #[derive(Default)]
 pub struct Stats {
-    pub bytes_received: [AtomicU64; 3],
-    pub started: [AtomicU64; 3],
-    pub completed: [AtomicU64; 3],
-    pub failed: [AtomicU64; 3],
+    /// Per dialect, in name order: the fronts' dialects are registered at start (so their
+    /// counters show as 0 before any upload), any other appears with its first upload.
+    dialects: std::sync::RwLock<BTreeMap<Dialect, Arc<DialectStats>>>,
     /// Bytes re-read to finish the whole-file digest (out-of-order arrival).
     pub rehashed_bytes: AtomicU64,
     /// Incomplete uploads this node removed for being idle (each is removed by one node).
@@ -98,20 +106,38 @@ pub struct Stats {
     pub lock_wait_us: AtomicU64,
 }
 
-fn slot(d: Dialect) -> usize {
-    match d {
-        Dialect::Chunk => 0,
-        Dialect::Offset => 1,
-        Dialect::Tus => 2,
-    }
-}
-
 impl Stats {
-    pub fn get(counter: &[AtomicU64; 3], d: Dialect) -> u64 {
-        counter[slot(d)].load(Ordering::Relaxed)
+    /// The counters of `d`, made on first use.
+    pub fn dialect(&self, d: Dialect) -> Arc<DialectStats> {
+        if let Some(s) = self
+            .dialects
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&d)
+        {
+            return s.clone();
+        }
+        self.dialects
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(d)
+            .or_default()
+            .clone()
     }
-    fn add(counter: &[AtomicU64; 3], d: Dialect, n: u64) {
-        counter[slot(d)].fetch_add(n, Ordering::Relaxed);
+
+    /// Makes `d`'s counters exist (at 0), so they are exported before its first upload.
+    pub fn register(&self, d: Dialect) {
+        self.dialect(d);
+    }
+
+    /// Every dialect with counters, in name order.
+    pub fn dialects(&self) -> Vec<(Dialect, Arc<DialectStats>)> {
+        self.dialects
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(d, s)| (*d, s.clone()))
+            .collect()
     }
 }
 
@@ -340,7 +366,11 @@ impl Engine {
                 return Err(e.into());
             }
         }
-        Stats::add(&self.0.stats.started, upload.dialect, 1);
+        self.0
+            .stats
+            .dialect(upload.dialect)
+            .started
+            .fetch_add(1, Ordering::Relaxed);
         // Plain values only (JSON logs): a deferred length is left out rather than `None`.
         match upload.length {
             Some(length) => {

@@ -2,7 +2,7 @@
 //! offsets, hashed on the way, made durable, then committed.
 
 use super::hashing::HashClaim;
-use super::{BodyCheck, Engine, Stats, WriteMode, WriteOutcome};
+use super::{BodyCheck, Engine, WriteMode, WriteOutcome};
 use crate::error::EngineError;
 use crate::hash::Hasher;
 use crate::parts::BlobDelta;
@@ -13,6 +13,7 @@ use futures_util::{Stream, StreamExt};
 use std::fmt::Display;
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use tokio::task::{JoinHandle, spawn_blocking};
 
 /// Bytes gathered from the body before one positional write: large enough that the per-write
@@ -333,6 +334,7 @@ impl Engine {
         let mut end = PumpEnd::Complete;
         let targets: Arc<[u64]> = plan.targets.clone().into();
         let writable: Arc<[Range<u64>]> = plan.writable.clone().into();
+        let received_counter = self.0.stats.dialect(dialect);
 
         loop {
             let next: Option<Result<Bytes, String>> = match preempt.as_mut() {
@@ -349,7 +351,9 @@ impl Engine {
             let mut last = false;
             match next {
                 Some(Ok(mut bytes)) => {
-                    Stats::add(&self.0.stats.bytes_received, dialect, bytes.len() as u64);
+                    received_counter
+                        .bytes_received
+                        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
                     let room = plan.limit - received;
                     if bytes.len() as u64 > room {
                         bytes.truncate(room as usize);

@@ -2,7 +2,7 @@
 //! on the same `/files/` endpoint as tus (SPEC §2.4). The tus front dispatches a request here
 //! when it carries `Upload-Draft-Interop-Version`.
 //!
-//! An IETF upload is a normal engine upload ([`Dialect::Tus`]): every append is
+//! An IETF upload is a normal engine upload ([`Dialect::TUS`]): every append is
 //! [`Engine::write`](ferry_core::Engine::write) at the held offset, so it is durable before it is
 //! acknowledged, hashed while it streams, finished by the engine's atomic publish, counted in
 //! the metrics and removed by the expiry janitor like any other. This module only translates
@@ -572,7 +572,7 @@ fn describe(new: &mut NewUpload, headers: &HeaderMap) {
 /// front or here; ids of the other dialects answer 404 like unknown ones).
 async fn load(state: &AppState, actor: &Actor, id: &UploadId) -> Result<Upload, Fail> {
     match state.engine.scoped(actor).get(id).await {
-        Ok(u) if u.dialect == Dialect::Tus => Ok(u),
+        Ok(u) if u.dialect == Dialect::TUS => Ok(u),
         Ok(_) | Err(EngineError::NotFound) => Err(Fail::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -727,7 +727,7 @@ async fn create_upload(
         return Err(Fail::engine(EngineError::TooLarge { size, max }));
     }
 
-    let mut new = NewUpload::new(Dialect::Tus);
+    let mut new = NewUpload::new(Dialect::TUS);
     new.length = length;
     describe(&mut new, headers);
     let (u, _) = state

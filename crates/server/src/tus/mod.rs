@@ -65,7 +65,7 @@ use axum::routing::any;
 use ferry_core::EngineError;
 use ferry_core::engine::Actor;
 use ferry_core::tus::{Checksum, ChecksumError, parse_non_negative};
-use ferry_core::upload::{Upload, UploadId};
+use ferry_core::upload::{Dialect, Upload, UploadId};
 use std::time::Duration;
 
 pub const TUS_RESUMABLE: HeaderName = HeaderName::from_static("tus-resumable");
@@ -95,6 +95,48 @@ pub const META_RAW_METADATA: &str = "tus:upload-metadata";
 pub const META_RAW_CONCAT: &str = "tus:upload-concat";
 
 /// The `/files` routes: tus, the IETF draft and downloads share them, see the module docs.
+/// tus 1.0 and the IETF resumable-upload draft on `/files/` (downloads of finished files
+/// share the path). Both count as the `tus` dialect.
+pub static FRONT: crate::fronts::Front = crate::fronts::Front {
+    dialect: Dialect::TUS,
+    routes,
+    metric_routes: &[
+        ("/files", "tus"),
+        ("/files/", "tus"),
+        ("/files/{id}", "tus"),
+    ],
+    request_headers: &[
+        "Upload-Offset",
+        "Upload-Length",
+        "Upload-Metadata",
+        "Upload-Defer-Length",
+        "Upload-Concat",
+        "Upload-Checksum",
+        "Tus-Resumable",
+        "X-HTTP-Method-Override",
+        "Upload-Complete",
+        "Upload-Incomplete",
+        "Upload-Draft-Interop-Version",
+    ],
+    response_headers: &[
+        "Location",
+        "Upload-Offset",
+        "Upload-Length",
+        "Upload-Metadata",
+        "Upload-Expires",
+        "Upload-Concat",
+        "Tus-Resumable",
+        "Tus-Version",
+        "Tus-Extension",
+        "Tus-Max-Size",
+        "Tus-Checksum-Algorithm",
+        "Upload-Complete",
+        "Upload-Incomplete",
+        "Upload-Limit",
+        "Upload-Draft-Interop-Version",
+    ],
+};
+
 pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/files", any(collection))

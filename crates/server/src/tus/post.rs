@@ -212,7 +212,7 @@ fn new_upload(
     concat: Option<&UploadConcat>,
     length: &Length,
 ) -> Result<NewUpload, TusError> {
-    let mut new = NewUpload::new(Dialect::Tus);
+    let mut new = NewUpload::new(Dialect::TUS);
     new.length = match length {
         Length::Known(l) => Some(*l),
         _ => None,
