@@ -31,6 +31,7 @@ pub fn all() -> &'static [&'static Front] {
         &crate::chunked::FRONT,
         &crate::offset::FRONT,
         &crate::tus::FRONT,
+        &crate::resumable::FRONT,
     ];
     ALL
 }

@@ -25,6 +25,7 @@ pub mod hygiene;
 pub mod links;
 pub mod metrics;
 pub mod offset;
+pub mod resumable;
 pub mod tls;
 pub mod transport;
 pub mod tus;
