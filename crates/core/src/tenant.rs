@@ -98,6 +98,48 @@ impl QuotaLocks {
     }
 }
 
+/// What an append request says besides its body ([`Scoped::append`]).
+#[derive(Clone, Debug, Default)]
+pub struct AppendRequest {
+    /// Where the body goes: must be the held offset.
+    pub offset: u64,
+    /// The upload's total length, if the request declares it (tus `Upload-Length` on a
+    /// PATCH of a deferred-length upload, byte-offset `X-File-Size`).
+    pub length: Option<u64>,
+    /// The body's length, when the request says it (`Content-Length`; `Some(0)` for a body
+    /// known to be empty).
+    pub body_len: Option<u64>,
+    /// A digest the whole body must have.
+    pub check: Option<BodyCheck>,
+}
+
+/// How an append ended.
+#[derive(Debug)]
+pub enum Appended {
+    /// The body was written (and made durable).
+    Written(WriteOutcome),
+    /// The upload was already complete and the request was an empty append at its end: a
+    /// retry of the request that finished it. Nothing was written.
+    Finished(Upload),
+}
+
+impl Appended {
+    /// The upload after the request.
+    pub fn upload(&self) -> &Upload {
+        match self {
+            Appended::Written(out) => &out.upload,
+            Appended::Finished(u) => u,
+        }
+    }
+
+    pub fn into_upload(self) -> Upload {
+        match self {
+            Appended::Written(out) => out.upload,
+            Appended::Finished(u) => u,
+        }
+    }
+}
+
 /// The engine as one actor sees it. Cheap to make: fronts make one per request.
 pub struct Scoped<'a> {
     engine: &'a Engine,
@@ -274,6 +316,50 @@ impl<'a> Scoped<'a> {
         self.engine
             .write_chunk_as(Some(&self.actor.tenant), id, chunk_id, body)
             .await
+    }
+
+    /// An append request as the append-only fronts (tus PATCH, byte-offset `X-Start-Byte`)
+    /// make it: stops an older append still streaming for the upload (its client
+    /// reconnected), refuses a body that cannot fit before storing any of it, applies a
+    /// length declared with the request (only when `offset` is the held offset: a refused
+    /// append changes nothing), answers a retry of the request that finished the upload
+    /// (empty body at its end) without writing, and writes.
+    pub async fn append<S, E>(
+        &self,
+        id: &UploadId,
+        req: AppendRequest,
+        body: S,
+    ) -> Result<Appended, EngineError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: Display,
+    {
+        self.preempt(id).await;
+        let mut u = self.get(id).await?;
+        // A final (concatenated) upload takes no bytes; saying it first keeps a declared
+        // length from being applied.
+        if matches!(u.concat, Some(crate::upload::Concat::Final { .. })) {
+            return Err(EngineError::FinalUpload);
+        }
+        if let (Some(n), Some(length)) = (req.body_len, u.length.or(req.length)) {
+            let end = req.offset.saturating_add(n);
+            if end > length {
+                return Err(EngineError::PastLength { length, end });
+            }
+        }
+        if let Some(len) = req.length
+            && req.offset == u.offset()
+            && u.length != Some(len)
+        {
+            u = self.set_length(id, len).await?;
+        }
+        if u.is_complete() && Some(req.offset) == u.length && req.body_len == Some(0) {
+            return Ok(Appended::Finished(u));
+        }
+        let out = self
+            .write_checked_from(u, WriteMode::Append { offset: req.offset }, req.check, body)
+            .await?;
+        Ok(Appended::Written(out))
     }
 
     /// Stops appends in flight on an upload of this actor (see [`Engine::preempt`]); does

@@ -34,6 +34,7 @@ use ferry_core::EngineError;
 use ferry_core::engine::{BodyCheck, NewUpload, WriteMode};
 use ferry_core::hash::HashAlg;
 use ferry_core::http_range::{ContentRangeError, parse_content_range};
+use ferry_core::tenant::AppendRequest;
 use ferry_core::upload::{Dialect, Upload, clean_file_name};
 use futures_util::StreamExt;
 use serde_json::json;
@@ -354,15 +355,21 @@ pub async fn upload(
         while let Some(Ok(_)) = body.next().await {}
         return Ok(summary(&state, &headers, &id, &u));
     }
-    if let WriteMode::Append { .. } = mode {
+    let body = req.into_body().into_data_stream();
+    let u = match mode {
         // A new append supersedes one still streaming for this file (a client that
         // reconnected): that one keeps what arrived, and a stale X-Start-Byte gets the 409
         // with the held count at once instead of after the dead connection times out.
-        engine.preempt(&u.id).await;
-    }
-    let body = req.into_body().into_data_stream();
-    match engine.write_checked(&u.id, mode, check, body).await {
-        Ok(out) => Ok(summary(&state, &headers, &id, &out.upload)),
-        Err(e) => Err(e.into()),
-    }
+        WriteMode::Append { offset } => {
+            let req = AppendRequest {
+                offset,
+                length: None,
+                body_len,
+                check,
+            };
+            engine.append(&u.id, req, body).await?.into_upload()
+        }
+        WriteMode::At { .. } => engine.write_checked(&u.id, mode, check, body).await?.upload,
+    };
+    Ok(summary(&state, &headers, &id, &u))
 }

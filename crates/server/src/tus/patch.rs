@@ -10,10 +10,10 @@ use crate::error::ApiError;
 use axum::body::{Body, HttpBody};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use ferry_core::EngineError;
 use ferry_core::engine::Actor;
-use ferry_core::engine::{BodyCheck, WriteMode};
-use ferry_core::upload::{Concat, Upload, UploadId};
+use ferry_core::engine::BodyCheck;
+use ferry_core::tenant::AppendRequest;
+use ferry_core::upload::{Upload, UploadId};
 
 pub async fn handle(
     state: &AppState,
@@ -61,48 +61,28 @@ async fn append(
 
     // A new PATCH supersedes one still streaming (tus-js-client re-sends after a network
     // error): the old one stops and keeps what arrived; if that moves the offset past this
-    // request's Upload-Offset, the 409 below sends the client to HEAD for the new one.
-    state.engine.scoped(actor).preempt(id).await;
-    let mut u = state.engine.scoped(actor).get(id).await?;
-    // "Concatenation": PATCH to a final upload is 403 and changes nothing. The engine refuses
-    // the write too; saying it here keeps an Upload-Length on the request from being applied.
-    if matches!(u.concat, Some(Concat::Final { .. })) {
-        return Err(EngineError::FinalUpload.into());
-    }
-    // A body that cannot fit is refused before any of it is stored. Without Content-Length
-    // (a chunked body) the engine stops at the length instead.
-    if let (Some(n), Some(length)) = (body_len, u.length.or(new_length)) {
-        let end = offset.saturating_add(n);
-        if end > length {
-            return Err(EngineError::PastLength { length, end }.into());
-        }
-    }
+    // request's Upload-Offset, the write's 409 sends the client to HEAD for the new one.
+    // "Concatenation": PATCH to a final upload is 403 and changes nothing.
     // "creation-defer-length": once the length is known, the client sets Upload-Length on
-    // the next PATCH, and it must never change (the engine refuses a different one, 409).
-    // It is applied only when the offset matches: a PATCH answered 409 must not modify the
-    // upload ("Core Protocol", PATCH); the write below reports that 409.
-    if let Some(len) = new_length
-        && offset == u.offset()
-    {
-        u = state.engine.scoped(actor).set_length(id, len).await?;
-    }
-    if u.is_complete() && Some(offset) == u.length && body.size_hint().exact() == Some(0) {
-        // An empty PATCH at the end of a finished upload (a retry of the request that
-        // finished it, or a deferred-length client declaring the length it already sent)
-        // changes nothing and is answered as it would have been the first time.
-        return Ok(no_content(state, &u));
-    }
+    // the next PATCH, and it must never change (409); it is applied only when the offset
+    // matches, since a PATCH answered 409 must not modify the upload ("Core Protocol").
+    // An empty PATCH at the end of a finished upload (a retry of the request that finished
+    // it) changes nothing and is answered as it would have been the first time.
     let out = state
         .engine
         .scoped(actor)
-        .write_checked_from(
-            u,
-            WriteMode::Append { offset },
-            check,
+        .append(
+            id,
+            AppendRequest {
+                offset,
+                length: new_length,
+                body_len: body_len.or(body.size_hint().exact()),
+                check,
+            },
             body.into_data_stream(),
         )
         .await?;
-    Ok(no_content(state, &out.upload))
+    Ok(no_content(state, out.upload()))
 }
 
 /// "The Server MUST acknowledge successful PATCH requests with the 204 No Content status"
