@@ -15,6 +15,7 @@
 use crate::AppState;
 use crate::caller::Caller;
 use crate::error::ApiError;
+use crate::form::read_text;
 use axum::Json;
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -38,6 +39,8 @@ const MAX_HANDSHAKE_BYTES: usize = 64 << 20;
 const MAX_CHUNKS: usize = 1 << 21;
 /// Longest text field (`chunkId`, `fileId`) in a chunk upload.
 const MAX_TEXT_FIELD: usize = 1024;
+/// The text fields of a chunk upload, as error messages name them.
+const FIELDS: &str = "form fields chunkId and fileId";
 
 /// The chunk-handshake front. Its chunk `POST /api/upload` shares the path with the
 /// byte-offset front (told apart by the body's type, in [`crate::app`]).
@@ -328,8 +331,11 @@ async fn upload_chunk_inner(
 ) -> Result<Response, ApiError> {
     // Ids may also come in the query string, which lets a client stream the file part first
     // without the server spooling it.
-    let query: BTreeMap<String, String> =
-        req.uri().query().and_then(query_pairs).unwrap_or_default();
+    let query: BTreeMap<String, String> = req
+        .uri()
+        .query()
+        .and_then(crate::form::query_pairs)
+        .unwrap_or_default();
     let mut chunk_id = query.get("chunkId").cloned();
     let mut file_id = query.get("fileId").cloned();
     let mut multipart = Multipart::from_request(req, state)
@@ -345,8 +351,8 @@ async fn upload_chunk_inner(
         })?;
         let Some(mut field) = field else { break };
         match field.name().unwrap_or("") {
-            "chunkId" => chunk_id = Some(read_text(&mut field).await?),
-            "fileId" => file_id = Some(read_text(&mut field).await?),
+            "chunkId" => chunk_id = Some(read_text(&mut field, MAX_TEXT_FIELD, FIELDS).await?),
+            "fileId" => file_id = Some(read_text(&mut field, MAX_TEXT_FIELD, FIELDS).await?),
             "file" | "chunk" => {
                 if let (Some(f), Some(c)) = (
                     file_id.as_ref().filter(|f| !f.is_empty()),
@@ -401,44 +407,6 @@ async fn upload_chunk_inner(
     .await;
     drop(spool);
     resp
-}
-
-fn query_pairs(q: &str) -> Option<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
-    for pair in q.split('&') {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let decode = |s: &str| {
-            percent_encoding::percent_decode_str(&s.replace('+', " "))
-                .decode_utf8()
-                .ok()
-                .map(|c| c.into_owned())
-        };
-        out.insert(decode(k)?, decode(v)?);
-    }
-    Some(out)
-}
-
-async fn read_text(field: &mut axum::extract::multipart::Field<'_>) -> Result<String, ApiError> {
-    let mut buf = Vec::new();
-    while let Some(chunk) = field.chunk().await.map_err(|e| {
-        ApiError::bad_request(
-            "malformed_multipart",
-            format!("a form field could not be read: {e}"),
-        )
-    })? {
-        buf.extend_from_slice(&chunk);
-        if buf.len() > MAX_TEXT_FIELD {
-            return Err(ApiError::bad_request(
-                "field_too_long",
-                format!(
-                    "form fields chunkId and fileId must be shorter than {MAX_TEXT_FIELD} bytes"
-                ),
-            ));
-        }
-    }
-    String::from_utf8(buf)
-        .map(|s| s.trim().to_owned())
-        .map_err(|_| ApiError::bad_request("malformed_multipart", "form fields must be UTF-8 text"))
 }
 
 async fn spool(

@@ -20,6 +20,7 @@ pub mod cors;
 pub mod download;
 pub mod error;
 pub mod files;
+pub mod form;
 pub mod fronts;
 pub mod hygiene;
 pub mod links;

@@ -330,28 +330,23 @@ fn refusal(e: impl Into<ApiError>) -> Response {
     e.into_response()
 }
 
-fn query_pairs(q: Option<&str>) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let decode = |s: &str| {
-            percent_encoding::percent_decode_str(&s.replace('+', " "))
-                .decode_utf8()
-                .map(|c| c.into_owned())
-                .unwrap_or_default()
-        };
-        out.insert(decode(k), decode(v));
-    }
-    out
+/// The query string's pairs; one that is not UTF-8 is a refusal.
+fn query(q: Option<&str>) -> Result<BTreeMap<String, String>, ApiError> {
+    crate::form::query_pairs(q.unwrap_or("")).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_chunk_field",
+            "the query string is not UTF-8 once percent-decoded",
+        )
+    })
 }
 
 /// `GET /api/resumable`: is this chunk held?
 async fn test_chunk(state: State<AppState>, caller: Caller, req: Request) -> Response {
     let headers = req.headers().clone();
-    let raw = query_pairs(req.uri().query());
+    let query = query(req.uri().query());
     let engine = state.engine.scoped(&caller.0);
     let result = async {
-        let f = Fields::parse(&raw)?;
+        let f = Fields::parse(&query?)?;
         let Some(u) = engine.find(&key_for(&f.identifier)).await? else {
             return Ok(StatusCode::NO_CONTENT.into_response());
         };
@@ -382,7 +377,7 @@ async fn store_chunk(
     headers: &HeaderMap,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let mut raw = query_pairs(req.uri().query());
+    let mut raw = query(req.uri().query())?;
     let mut multipart = Multipart::from_request(req, state).await.map_err(|e| {
         ApiError::bad_request(
             "malformed_multipart",
@@ -410,22 +405,9 @@ async fn store_chunk(
             let f = Fields::parse(&raw)?;
             return write_chunk(state, engine, headers, &f, field_stream(field)).await;
         }
-        let mut text = Vec::new();
-        while let Some(chunk) = field.chunk().await.map_err(|e| {
-            ApiError::bad_request(
-                "malformed_multipart",
-                format!("a form field could not be read: {e}"),
-            )
-        })? {
-            text.extend_from_slice(&chunk);
-            if text.len() > MAX_FIELD {
-                return Err(ApiError::bad_request(
-                    "field_too_long",
-                    format!("form field {name} is longer than {MAX_FIELD} bytes"),
-                ));
-            }
-        }
-        raw.insert(name, String::from_utf8_lossy(&text).into_owned());
+        let text =
+            crate::form::read_text(&mut field, MAX_FIELD, &format!("form field {name}")).await?;
+        raw.insert(name, text);
     }
 }
 
