@@ -308,10 +308,13 @@ fn check_layout(n: usize, size: Option<u64>, chunk_size: Option<u64>) -> Result<
 pub async fn upload_chunk(state: State<AppState>, caller: Caller, req: Request) -> Response {
     let headers = req.headers().clone();
     let engine = state.engine.scoped(&caller.0);
-    match upload_chunk_inner(&state, &engine, &headers, req).await {
+    let (req, rest) = crate::form::Rest::split(req);
+    let resp = match upload_chunk_inner(&state, &engine, &headers, req).await {
         Ok(resp) => resp,
         Err(e) => e.into_envelope(),
-    }
+    };
+    rest.discard().await;
+    resp
 }
 
 /// Deletes a spooled chunk when the request ends, however it ends.

@@ -365,10 +365,13 @@ async fn test_chunk(state: State<AppState>, caller: Caller, req: Request) -> Res
 async fn upload_chunk(state: State<AppState>, caller: Caller, req: Request) -> Response {
     let headers = req.headers().clone();
     let engine = state.engine.scoped(&caller.0);
-    match store_chunk(&state, &engine, &headers, req).await {
+    let (req, rest) = crate::form::Rest::split(req);
+    let resp = match store_chunk(&state, &engine, &headers, req).await {
         Ok(resp) => resp,
         Err(e) => refusal(e),
-    }
+    };
+    rest.discard().await;
+    resp
 }
 
 async fn store_chunk(
