@@ -70,6 +70,17 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn list_incomplete(&self) -> Result<Vec<UploadId>, MetaError>;
     /// What the uploads of `owner` (`None`: uploads without an owner) hold.
     async fn usage(&self, owner: Option<&str>) -> Result<Usage, MetaError>;
+    /// Up to `limit` uploads of `owner` (`None`: uploads without an owner), finished or not,
+    /// newest first: by `created_at` descending, ties by id descending. With `after`, only
+    /// uploads strictly older than that `(created_at, id)` position, so the last upload of
+    /// one page is the cursor of the next: pages neither repeat nor skip an upload that
+    /// existed throughout, whatever is created or deleted in between.
+    async fn list_owned(
+        &self,
+        owner: Option<&str>,
+        after: Option<(Timestamp, UploadId)>,
+        limit: usize,
+    ) -> Result<Vec<Upload>, MetaError>;
     /// Answers when the backend is reachable (for `/healthz`).
     async fn ping(&self) -> Result<(), MetaError>;
     /// Figures for `/metrics` (a connection pool's, say); none by default.

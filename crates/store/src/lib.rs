@@ -447,6 +447,8 @@ pub async fn meta_store_suite(store: Meta) {
     let nobody = store.usage(Some("nobody at all")).await.unwrap();
     assert_eq!(nobody, Usage::default());
 
+    list_owned_cases(&store).await;
+
     // Leave the store as found.
     for u in [
         &keyless_a,
@@ -461,6 +463,229 @@ pub async fn meta_store_suite(store: Meta) {
     {
         store.delete(&u.id).await.expect("delete failed");
     }
+}
+
+/// `MetaStore::list_owned`: an owner's uploads newest first (creation time, then id, both
+/// descending), pages that neither repeat nor skip, other owners and owner-less uploads
+/// apart. Owners are fresh names; owner-less uploads are created at times no other run of
+/// the suite uses, and only they are asserted about.
+async fn list_owned_cases(store: &Meta) {
+    let me = format!("list-{}", UploadId::generate());
+    let them = format!("list-{}", UploadId::generate());
+    // A run's own stretch of time, far from the suite's other samples and from now.
+    let seed = i64::from_str_radix(&UploadId::generate().as_str()[..8], 16).expect("hex");
+    let base = 5_000_000_000_000 + seed * 100;
+    let mk = |owner: Option<&str>, created: i64, state: UploadState, dialect: Dialect| {
+        let mut u = plain_upload(state, Timestamp(base + created));
+        u.owner = owner.map(str::to_owned);
+        u.dialect = dialect;
+        // Updated in the reverse order of creation: the order must not follow updated_at.
+        u.updated_at = Timestamp(base + 1_000 - created);
+        u
+    };
+    let mine = vec![
+        mk(Some(&me), 0, UploadState::Complete, Dialect::CHUNK),
+        mk(Some(&me), 10, UploadState::Receiving, Dialect::OFFSET),
+        mk(Some(&me), 10, UploadState::Complete, Dialect::TUS),
+        mk(Some(&me), 20, UploadState::Receiving, Dialect::TUS),
+        mk(Some(&me), 20, UploadState::Complete, Dialect::CHUNK),
+        mk(Some(&me), 20, UploadState::Receiving, Dialect::new("other")),
+        mk(Some(&me), 30, UploadState::Receiving, Dialect::OFFSET),
+    ];
+    let theirs = [
+        mk(Some(&them), 20, UploadState::Complete, Dialect::TUS),
+        mk(Some(&them), 35, UploadState::Receiving, Dialect::TUS),
+    ];
+    let nobodys = [
+        mk(None, 25, UploadState::Complete, Dialect::TUS),
+        mk(None, 20, UploadState::Receiving, Dialect::CHUNK),
+        mk(None, 20, UploadState::Receiving, Dialect::OFFSET),
+    ];
+    // Inserted in an order that is neither the listed one nor its reverse.
+    for u in mine
+        .iter()
+        .rev()
+        .step_by(2)
+        .chain(mine.iter().skip(1).step_by(2))
+    {
+        store.insert(u).await.expect("insert failed");
+    }
+    for u in theirs.iter().chain(&nobodys) {
+        store.insert(u).await.expect("insert failed");
+    }
+    let newest_first = |list: &[Upload]| {
+        let mut sorted = list.to_vec();
+        sorted.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+        sorted
+    };
+    let ids = |list: &[Upload]| list.iter().map(|u| u.id.clone()).collect::<Vec<_>>();
+    let want = newest_first(&mine);
+    assert_eq!(mine.len(), want.len());
+
+    let all = store
+        .list_owned(Some(&me), None, 100)
+        .await
+        .expect("list_owned failed");
+    assert_eq!(
+        ids(&all),
+        ids(&want),
+        "list_owned is not the owner's uploads newest first (ties by id, descending)"
+    );
+    assert_eq!(all, want, "list_owned did not return the records unchanged");
+
+    // Pages: each at most `limit` long, the cursor the last of the previous page; together
+    // every upload once, in order.
+    for limit in [1, 2, 3, 6, 7, 8] {
+        let mut walked: Vec<Upload> = Vec::new();
+        let mut after = None;
+        for _ in 0..=mine.len() {
+            let page = store
+                .list_owned(Some(&me), after.clone(), limit)
+                .await
+                .expect("list_owned failed");
+            assert!(
+                page.len() <= limit,
+                "a page of limit {limit} has {} uploads",
+                page.len()
+            );
+            let Some(last) = page.last() else { break };
+            after = Some((last.created_at, last.id.clone()));
+            walked.extend(page);
+        }
+        assert_eq!(
+            ids(&walked),
+            ids(&want),
+            "walking pages of {limit} did not give every upload once, newest first"
+        );
+    }
+
+    // The cursor is strict, also inside a run of equal creation times, and need not be an
+    // upload that exists.
+    let tie = &want[2];
+    assert_eq!(
+        (want[1].created_at, want[3].created_at),
+        (tie.created_at, tie.created_at)
+    );
+    let after_tie = store
+        .list_owned(Some(&me), Some((tie.created_at, tie.id.clone())), 100)
+        .await
+        .expect("list_owned failed");
+    assert_eq!(
+        ids(&after_tie),
+        ids(&want[3..]),
+        "a cursor inside equal creation times must list exactly the uploads after it"
+    );
+    let highest = UploadId::parse(&"f".repeat(32)).expect("an id");
+    let lowest = UploadId::parse(&"0".repeat(32)).expect("an id");
+    let from_time = store
+        .list_owned(Some(&me), Some((Timestamp(base + 20), highest)), 100)
+        .await
+        .expect("list_owned failed");
+    assert_eq!(
+        ids(&from_time),
+        ids(&want[1..]),
+        "a cursor at (t, highest id) must list every upload created at t or before"
+    );
+    let before_time = store
+        .list_owned(Some(&me), Some((Timestamp(base + 20), lowest.clone())), 100)
+        .await
+        .expect("list_owned failed");
+    assert_eq!(
+        ids(&before_time),
+        ids(&want[4..]),
+        "a cursor at (t, lowest id) must list only uploads created before t"
+    );
+    assert!(
+        store
+            .list_owned(Some(&me), None, 0)
+            .await
+            .expect("list_owned failed")
+            .is_empty(),
+        "a limit of 0 must list nothing"
+    );
+
+    // Owners apart; an unknown owner has nothing.
+    let listed = store
+        .list_owned(Some(&them), None, 100)
+        .await
+        .expect("list_owned failed");
+    assert_eq!(
+        ids(&listed),
+        ids(&newest_first(&theirs)),
+        "list_owned of one owner must list exactly its uploads"
+    );
+    let unknown = format!("list-{}", UploadId::generate());
+    assert!(
+        store
+            .list_owned(Some(&unknown), None, 100)
+            .await
+            .expect("list_owned failed")
+            .is_empty(),
+        "an owner without uploads must list nothing"
+    );
+
+    // Owner-less uploads (a server without authentication): from just after this run's
+    // stretch of time, only owner-less uploads, this run's newest first. (The store may
+    // hold other owner-less uploads; the stretch makes this run's come first.)
+    let from = Some((Timestamp(base + 1_000), lowest));
+    let listed = store
+        .list_owned(None, from.clone(), 50)
+        .await
+        .expect("list_owned failed");
+    assert!(
+        listed.iter().all(|u| u.owner.is_none()),
+        "list_owned(None) listed an upload that has an owner"
+    );
+    let ours: Vec<UploadId> = listed
+        .iter()
+        .filter(|u| nobodys.iter().any(|n| n.id == u.id))
+        .map(|u| u.id.clone())
+        .collect();
+    assert_eq!(
+        ours,
+        ids(&newest_first(&nobodys)),
+        "list_owned(None) is not the owner-less uploads newest first"
+    );
+    let first = store
+        .list_owned(None, from, 1)
+        .await
+        .expect("list_owned failed");
+    assert_eq!(ids(&first), ids(&newest_first(&nobodys)[..1]));
+
+    // An update changes the record listed, not its place; a deleted upload is gone.
+    let mut done = want[0].clone();
+    done.state = UploadState::Complete;
+    done.held = RangeSet::from_pairs([(0, 10)]);
+    done.length = Some(10);
+    done.updated_at = Timestamp(base + 5_000);
+    done.completed_at = Some(done.updated_at);
+    store.update(&done).await.expect("update failed");
+    done.version += 1;
+    store.delete(&want[3].id).await.expect("delete failed");
+    let listed = store
+        .list_owned(Some(&me), None, 100)
+        .await
+        .expect("list_owned failed");
+    let mut expected = want.clone();
+    expected[0] = done;
+    expected.remove(3);
+    assert_eq!(
+        listed, expected,
+        "after an update and a delete, list_owned must list the updated record in its place \
+         and not the deleted one"
+    );
+
+    for u in mine.iter().chain(&theirs).chain(&nobodys) {
+        store.delete(&u.id).await.expect("delete failed");
+    }
+    assert!(
+        store
+            .list_owned(Some(&me), None, 100)
+            .await
+            .expect("list_owned failed")
+            .is_empty(),
+        "list_owned lists deleted uploads"
+    );
 }
 
 /// Deterministic, position-dependent bytes, so a write at a wrong offset is visible.

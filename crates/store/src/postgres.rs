@@ -19,6 +19,10 @@
 //! the database, `JSONB` would refuse a `\u0000` that a client can put in its metadata, and
 //! text stores the bytes serde wrote without a parse on every write. `version` counts the
 //! updates of a row (0 on insert), for compare-and-set updates across nodes later.
+//! `created_at` (schema 4) is the record's creation time, for an owner's uploads newest
+//! first (index on `(owner, created_at, id)`). It is a column rather than an index on an
+//! expression of the record because `record::json ->> 'created_at'` fails on a record
+//! holding `\u0000` anywhere, and an index expression that fails would refuse the write.
 //!
 //! The schema version lives in the one row of `ferry_schema`. Migrations run in one
 //! transaction that first takes a transaction-scoped advisory lock, so nodes starting at
@@ -41,7 +45,7 @@ use tokio_postgres::{Config, NoTls};
 pub mod coord;
 
 /// Schema version this code writes and understands; stored in `ferry_schema.version`.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// Key of the advisory lock that serialises migrations ("ferry_mi" in ASCII). Advisory
 /// locks are per database, so this only ever contends with other ferry nodes on it.
@@ -133,6 +137,19 @@ const MIGRATIONS: &[&str] = &[
         SELECT u.record, u.version INTO o_record, o_version FROM uploads u WHERE u.id = p_upload;
         RETURN NEXT;
     END $$;",
+    // 3 → 4: the creation time as a column, for an owner's uploads newest first
+    // (`MetaStore::list_owned`). Existing rows take it from their record: serde writes the
+    // field as `"created_at":<digits>`, and a pattern finds it where `->>` would fail on a
+    // `\u0000` elsewhere in the record. Nodes of the previous build still running during a
+    // rolling upgrade insert without the column; the default gives their rows the time of
+    // the insert, which is the time of creation to within the request.
+    r#"ALTER TABLE uploads ADD COLUMN created_at BIGINT;
+    UPDATE uploads SET created_at =
+        COALESCE((regexp_match(record, '"created_at":(-?[0-9]+)'))[1]::BIGINT, 0);
+    ALTER TABLE uploads
+        ALTER COLUMN created_at SET DEFAULT (extract(epoch FROM now()) * 1000)::BIGINT,
+        ALTER COLUMN created_at SET NOT NULL;
+    CREATE INDEX uploads_owner_created ON uploads (owner, created_at, id);"#,
 ];
 
 /// How long opening a TCP connection may take when the URL sets no `connect_timeout`: an
@@ -140,14 +157,14 @@ const MIGRATIONS: &[&str] = &[
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 const INSERT: &str = "INSERT INTO uploads
-    (id, key, state, dialect, updated_at, record, owner, size, version)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+    (id, key, state, dialect, updated_at, record, owner, size, version, created_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 // One round trip that also tells a stale version (the row exists, the update did not
 // apply) from a deleted upload (no row): the `EXISTS` reads the snapshot before the update.
 const UPDATE: &str = "WITH changed AS (
         UPDATE uploads
         SET key = $2, state = $3, dialect = $4, updated_at = $5, record = $6, owner = $7,
-            size = $8, version = version + 1
+            size = $8, version = version + 1, created_at = $10
         WHERE id = $1 AND version = $9
         RETURNING 1)
     SELECT (SELECT count(*) FROM changed), EXISTS (SELECT 1 FROM uploads WHERE id = $1)";
@@ -163,6 +180,19 @@ const USAGE_OF: &str = "SELECT COUNT(*) FILTER (WHERE state = $2), COALESCE(SUM(
 const USAGE_OF_NOBODY: &str =
     "SELECT COUNT(*) FILTER (WHERE state = $1), COALESCE(SUM(size), 0)::BIGINT
     FROM uploads WHERE owner IS NULL";
+// An owner's uploads newest first, from the cursor on: four statements (owner or none,
+// first page or a later one) so that each is one index range scan of
+// `uploads_owner_created`, backwards.
+const LIST_OWNED: &str = "SELECT record, version FROM uploads WHERE owner = $1
+    ORDER BY created_at DESC, id DESC LIMIT $2";
+const LIST_OWNED_AFTER: &str = "SELECT record, version FROM uploads
+    WHERE owner = $1 AND (created_at, id) < ($3, $4)
+    ORDER BY created_at DESC, id DESC LIMIT $2";
+const LIST_NOBODYS: &str = "SELECT record, version FROM uploads WHERE owner IS NULL
+    ORDER BY created_at DESC, id DESC LIMIT $1";
+const LIST_NOBODYS_AFTER: &str = "SELECT record, version FROM uploads
+    WHERE owner IS NULL AND (created_at, id) < ($2, $3)
+    ORDER BY created_at DESC, id DESC LIMIT $1";
 const PING: &str = "SELECT version FROM ferry_schema";
 
 /// Metadata store on PostgreSQL. Cheap to clone; clones share the pool.
@@ -502,13 +532,13 @@ impl<'a> Row<'a> {
 }
 
 impl Row<'_> {
-    /// The parameters of INSERT and UPDATE, `$1`..`$9` (`$9`: the version; stored on
+    /// The parameters of INSERT and UPDATE, `$1`..`$10` (`$9`: the version; stored on
     /// insert, expected on update).
     fn params<'a>(
         &'a self,
         upload: &'a Upload,
         version: &'a i64,
-    ) -> [&'a (dyn tokio_postgres::types::ToSql + Sync); 9] {
+    ) -> [&'a (dyn tokio_postgres::types::ToSql + Sync); 10] {
         [
             &self.id,
             &upload.key,
@@ -519,6 +549,7 @@ impl Row<'_> {
             &upload.owner,
             &self.size,
             version,
+            &upload.created_at.0,
         ]
     }
 }
@@ -648,6 +679,50 @@ impl MetaStore for PgMetaStore {
             incomplete: incomplete.max(0) as u64,
             stored_bytes: stored_bytes.max(0) as u64,
         })
+    }
+
+    async fn list_owned(
+        &self,
+        owner: Option<&str>,
+        after: Option<(Timestamp, UploadId)>,
+        limit: usize,
+    ) -> Result<Vec<Upload>, MetaError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let client = self.client().await?;
+        let rows = match (owner, &after) {
+            (Some(owner), None) => {
+                let st = client.prepare_cached(LIST_OWNED).await.map_err(backend)?;
+                client.query(&st, &[&owner, &limit]).await
+            }
+            (Some(owner), Some((at, id))) => {
+                let st = client
+                    .prepare_cached(LIST_OWNED_AFTER)
+                    .await
+                    .map_err(backend)?;
+                client
+                    .query(&st, &[&owner, &limit, &at.0, &id.as_str()])
+                    .await
+            }
+            (None, None) => {
+                let st = client.prepare_cached(LIST_NOBODYS).await.map_err(backend)?;
+                client.query(&st, &[&limit]).await
+            }
+            (None, Some((at, id))) => {
+                let st = client
+                    .prepare_cached(LIST_NOBODYS_AFTER)
+                    .await
+                    .map_err(backend)?;
+                client.query(&st, &[&limit, &at.0, &id.as_str()]).await
+            }
+        }
+        .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                let mut u = decode(row.try_get::<_, &str>(0).map_err(backend)?)?;
+                u.version = row.try_get::<_, i64>(1).map_err(backend)?.max(0) as u64;
+                Ok(u)
+            })
+            .collect()
     }
 
     async fn ping(&self) -> Result<(), MetaError> {

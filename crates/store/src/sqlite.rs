@@ -14,6 +14,12 @@
 //! uploads (index on `(state, updated_at)`) do not have to parse JSON. New fields of the
 //! record therefore need no migration as long as serde can default them; the schema
 //! version (`PRAGMA user_version`) moves only when the columns or indexes change.
+//!
+//! A tenant's files, newest first (`list_owned`), come from an index on `(owner,
+//! json_extract(record, '$.created_at'), id)`: an index on an expression of the record
+//! rather than another copied column, since the creation time never changes once written,
+//! and SQLite computes the key from the record the same way on every insert and update.
+//! Queries name the same expression, so they walk the index from the cursor onwards.
 
 use async_trait::async_trait;
 use ferry_core::crash;
@@ -25,7 +31,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// Schema version this code writes and understands; stored in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Migrations in order: entry `n` takes the schema from version `n` to `n + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -52,7 +58,14 @@ const MIGRATIONS: &[&str] = &[
      WHERE state = 'complete' AND json_extract(record, '$.concat.final') IS NOT NULL;",
     // 3 → 4: the record's version, for compare-and-set updates (`MetaStore::update`).
     "ALTER TABLE uploads ADD COLUMN version INTEGER NOT NULL DEFAULT 0;",
+    // 4 → 5: an owner's uploads newest first, page by page (`MetaStore::list_owned`).
+    "CREATE INDEX IF NOT EXISTS uploads_owner_created
+        ON uploads (owner, json_extract(record, '$.created_at'), id);",
 ];
+
+/// The creation time as the index `uploads_owner_created` holds it: a query must spell the
+/// expression exactly so for SQLite to use the index.
+const CREATED: &str = "json_extract(record, '$.created_at')";
 
 /// How long a statement waits for a lock held by another connection (an operator's
 /// `sqlite3` shell, a backup) before giving up with SQLITE_BUSY.
@@ -384,6 +397,46 @@ impl MetaStore for SqliteMetaStore {
                 "SELECT id FROM uploads WHERE state = ?1 ORDER BY updated_at, id",
                 [receiving],
             )
+        })
+        .await
+    }
+
+    async fn list_owned(
+        &self,
+        owner: Option<&str>,
+        after: Option<(Timestamp, UploadId)>,
+        limit: usize,
+    ) -> Result<Vec<Upload>, MetaError> {
+        let owner = owner.map(str::to_owned);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with_conn(move |conn| {
+            // `c <= t AND (c < t OR id < i)` rather than the row value `(c, id) < (t, i)`:
+            // SQLite seeks the index to the cursor with the first form and scans from the
+            // owner's newest entry with the second.
+            let page = if after.is_some() {
+                format!(
+                    "AND {CREATED} <= ?2 AND ({CREATED} < ?2 OR id < ?3) ORDER BY {CREATED} DESC, id DESC LIMIT ?4"
+                )
+            } else {
+                format!("ORDER BY {CREATED} DESC, id DESC LIMIT ?4")
+            };
+            let sql = format!("SELECT record, version FROM uploads WHERE owner IS ?1 {page}");
+            let mut st = conn.prepare_cached(&sql).map_err(backend)?;
+            let (at, id) = after.map_or((None, None), |(t, id)| (Some(t.0), Some(id)));
+            // Unused parameters are bound too (as NULL): the statement names ?1 to ?4.
+            let rows = st
+                .query_map(
+                    params![owner, at, id.as_ref().map(UploadId::as_str), limit],
+                    |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)),
+                )
+                .map_err(backend)?;
+            rows.map(|r| {
+                let (json, version) = r.map_err(backend)?;
+                let mut u = decode(&json)?;
+                u.version = version.max(0) as u64;
+                Ok(u)
+            })
+            .collect()
         })
         .await
     }

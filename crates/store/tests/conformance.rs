@@ -213,6 +213,18 @@ async fn sqlite_file_is_in_wal_mode_at_the_current_schema() {
         )
         .unwrap();
     assert_eq!(index, 1, "the (state, updated_at) index is missing");
+    let index: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'uploads'
+             AND sql LIKE '%(owner, json_extract(record, ''$.created_at''), id)%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        index, 1,
+        "the index of an owner's uploads by creation is missing"
+    );
 }
 
 #[tokio::test]
@@ -460,6 +472,7 @@ mod postgres {
             ("owner", "text", "YES"),
             ("size", "bigint", "NO"),
             ("version", "bigint", "NO"),
+            ("created_at", "bigint", "NO"),
         ];
         let want: Vec<(String, String, String)> = want
             .iter()
@@ -476,7 +489,13 @@ mod postgres {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        for cols in ["(state, updated_at)", "(owner, state)", "(id)", "(key)"] {
+        for cols in [
+            "(state, updated_at)",
+            "(owner, state)",
+            "(owner, created_at, id)",
+            "(id)",
+            "(key)",
+        ] {
             assert!(
                 indexes.iter().any(|def| def.ends_with(cols)),
                 "no index on {cols}: {indexes:?}"
@@ -509,6 +528,85 @@ mod postgres {
         let dup = sample(Some("offset:abc"));
         assert!(matches!(again.insert(&dup).await, Err(MetaError::Conflict)));
         assert_eq!(schema_versions(&db.client().await).await, [SCHEMA_VERSION]);
+    }
+
+    /// Schema 4 adds `created_at`: rows written before it take theirs from the record (also
+    /// a record with a NUL, which `->>` could not read), and rows a node of the previous
+    /// build inserts during a rolling upgrade get the time of the insert.
+    #[tokio::test]
+    async fn pg_v4_takes_created_at_from_the_record_and_defaults_old_nodes_inserts() {
+        let db = TestDb::create().await;
+        let mut older = sample(None);
+        older.created_at = ferry_core::upload::Timestamp(1_000);
+        older.metadata.insert("nul".to_owned(), "a\0b".to_owned());
+        older
+            .metadata
+            .insert("created_at".to_owned(), "9".to_owned());
+        let mut newer = sample(None);
+        newer.created_at = ferry_core::upload::Timestamp(2_000);
+        {
+            let store = db.connect().await;
+            store.insert(&older).await.unwrap();
+            store.insert(&newer).await.unwrap();
+        }
+        // Back to version 3, as a database written by that release.
+        let client = db.client().await;
+        client
+            .batch_execute(
+                "DROP INDEX uploads_owner_created;
+                 ALTER TABLE uploads DROP COLUMN created_at;
+                 UPDATE ferry_schema SET version = 3;",
+            )
+            .await
+            .unwrap();
+        let store = db.connect().await;
+        assert_eq!(schema_versions(&client).await, [SCHEMA_VERSION]);
+        let created = |id: UploadId| {
+            let client = &client;
+            async move {
+                client
+                    .query_one(
+                        "SELECT created_at FROM uploads WHERE id = $1",
+                        &[&id.as_str()],
+                    )
+                    .await
+                    .unwrap()
+                    .get::<_, i64>(0)
+            }
+        };
+        assert_eq!(created(older.id.clone()).await, 1_000);
+        assert_eq!(created(newer.id.clone()).await, 2_000);
+        let listed: Vec<UploadId> = store
+            .list_owned(None, None, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| u.id)
+            .collect();
+        assert_eq!(listed, [newer.id.clone(), older.id.clone()]);
+
+        // A previous build's insert names no created_at.
+        let old_node = sample(None);
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        client
+            .execute(
+                "INSERT INTO uploads (id, key, state, dialect, updated_at, record, owner, size)
+                 VALUES ($1, NULL, 'receiving', 'offset', 2, $2, NULL, 10)",
+                &[
+                    &old_node.id.as_str(),
+                    &serde_json::to_string(&old_node).unwrap(),
+                ],
+            )
+            .await
+            .unwrap();
+        let at = created(old_node.id.clone()).await;
+        assert!(
+            (before - 5_000..before + 60_000).contains(&at),
+            "an insert without created_at got {at}, not about now ({before})"
+        );
     }
 
     #[tokio::test]

@@ -340,6 +340,14 @@ impl MetaStore for FailCompletionOnce {
     async fn usage(&self, owner: Option<&str>) -> Result<ferry_core::store::Usage, MetaError> {
         self.inner.usage(owner).await
     }
+    async fn list_owned(
+        &self,
+        owner: Option<&str>,
+        after: Option<(Timestamp, UploadId)>,
+        limit: usize,
+    ) -> Result<Vec<Upload>, MetaError> {
+        self.inner.list_owned(owner, after, limit).await
+    }
     async fn ping(&self) -> Result<(), MetaError> {
         self.inner.ping().await
     }
