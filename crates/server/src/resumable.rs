@@ -22,10 +22,10 @@
 //! - "The same file" is the same identifier within a tenant (the libraries derive it from
 //!   the size and name): a completed file answers every test with 200 and `skipUpload`, so
 //!   no chunk body is sent again.
-//! - Refusals are 400 (bad fields) and 409 (fields contradicting the file's earlier
-//!   chunks): permanent for resumable.js, and not retried by flow.js and simple-uploader
-//!   (`maxChunkRetries` 0). A size over the server's limit is a 400 too here, because
-//!   resumable.js retries a 413.
+//! - Refusals are 400, for bad fields and for fields contradicting the file's earlier
+//!   chunks alike: the one client-error status resumable.js gives up on (it retries a 409
+//!   or a 413 a hundred times), and flow.js and simple-uploader retry no failed chunk
+//!   (`maxChunkRetries` 0). A size over the server's limit is a 400 too here.
 
 use crate::AppState;
 use crate::caller::Caller;
@@ -245,7 +245,7 @@ impl Fields {
             return Ok(());
         }
         Err(ApiError::new(
-            StatusCode::CONFLICT,
+            StatusCode::BAD_REQUEST,
             "chunk_layout_conflict",
             format!(
                 "identifier {:?} is already a file of {} bytes in {} chunks of {}; this request \
@@ -323,7 +323,7 @@ fn refusal(e: impl Into<ApiError>) -> Response {
     let mut e: ApiError = e.into();
     if matches!(
         e.status,
-        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNPROCESSABLE_ENTITY
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNPROCESSABLE_ENTITY | StatusCode::CONFLICT
     ) {
         e.status = StatusCode::BAD_REQUEST;
     }

@@ -415,16 +415,16 @@ async fn bad_and_contradictory_fields_are_refused_and_change_nothing() {
             );
         }
     }
-    // The same identifier with another layout contradicts the earlier chunk: 409.
+    // The same identifier with another layout contradicts the earlier chunk: 400 (resumable.js retries a 409).
     let mut other = File::new(Lib::Flow, 3 * MIB + 10, 2 * MIB, true, 7);
     other.identifier = f.identifier.clone();
     let (status, body) = other.send(&srv, 1).await;
-    assert_eq!(status, 409, "{body}");
+    assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"], "chunk_layout_conflict");
     let mut longer = File::new(Lib::Flow, 4 * MIB, MIB, false, 7);
     longer.identifier = f.identifier.clone();
     let (status, body) = longer.test(&srv, 2).await;
-    assert_eq!(status, 409, "{body}");
+    assert_eq!(status, 400, "{body}");
     // Over the size limit: 400 (resumable.js retries a 413), nothing created.
     let big = File {
         data: Vec::new(),

@@ -4,6 +4,7 @@
 //   node bench.mjs                 256 MiB hashes, 1 GiB uploads, median of 3 runs
 //   node bench.mjs --runs 5
 //   node bench.mjs --quick         small sizes, 1 run: a smoke test that every path works
+//   node bench.mjs --chunk-libs    only the chunk-library part (below); a default run includes it
 //
 // The server and the CLI are the same binary: FERRY_BIN, else target/release/ferry (build
 // it with `cargo build --release -p ferry`). Every upload run gets a fresh server and data
@@ -17,10 +18,18 @@
 //   SHA-256 (SDK JS)        the SDK's own SHA-256, as tus uses where crypto.subtle is missing
 //   chunk-dialect pass      workerHashers().fileMd5(file, 5 MiB): file MD5 + every chunk MD5,
 //                           what the page does before a chunk-dialect handshake
+//
+// Chunk libraries (chunk-libs.mjs's test page, on another origin, straight to ferry): a 256 MiB
+// file (--quick: 32 MiB) picked from disk, uploaded by resumable.js to /api/resumable (1 MiB
+// chunks, 3 at once, its defaults otherwise: a test GET before every chunk) and by
+// tus-js-client to /files/ (8 MiB chunks, one request at a time); then resumable.js again
+// with the same file, which is how it resumes: one test GET per chunk, each answered 200, no
+// chunk sent. Times are the page's own (from adding the file to fileSuccess / onSuccess).
 
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { MiB, fetchDigest, ferryBin, launchChromium, randomFixture, sleep, startFerry, workDir } from './lib.mjs';
+import { countRequests, finishedUrl, openPage, pageRoutes, startUpload, waitEnd } from './chunk-libs.mjs';
+import { MiB, fetchDigest, ferryBin, launchChromium, randomFixture, sleep, startFerry, startStatic, workDir } from './lib.mjs';
 
 const argv = process.argv.slice(2);
 const quick = argv.includes('--quick');
@@ -28,8 +37,10 @@ const runsArg = argv.indexOf('--runs');
 const RUNS = quick ? 1 : runsArg >= 0 ? Number(argv[runsArg + 1]) : 3;
 const HASH_SIZE = quick ? 16 * MiB : 256 * MiB;
 const UPLOAD_SIZE = quick ? 32 * MiB : 1024 * MiB;
+const CHUNK_LIBS_SIZE = quick ? 32 * MiB : 256 * MiB;
+const chunkLibsOnly = argv.includes('--chunk-libs');
 if (!(RUNS >= 1)) {
-  console.error('usage: node bench.mjs [--quick] [--runs N]');
+  console.error('usage: node bench.mjs [--quick] [--runs N] [--chunk-libs]');
   process.exit(2);
 }
 
@@ -173,6 +184,76 @@ async function cliUpload(fixture, protocol) {
   }
 }
 
+/**
+ * One run of the chunk-library part on a fresh server: resumable.js (1 MiB × 3), the same
+ * file again with resumable.js (its resume: a test GET per chunk), tus-js-client (8 MiB).
+ * Returns { resumable, again, tus }, each { ms, requests }.
+ */
+async function chunkLibsRun(browser, fixture) {
+  const ferry = await startFerry({ bin: BIN, logDir: WORK, name: 'bench-chunk-libs' });
+  const site = await startStatic(pageRoutes());
+  const ctx = await browser.newContext();
+  try {
+    const resumable = async () => {
+      const page = await ctx.newPage();
+      const requests = countRequests(page);
+      await openPage(page, site.url);
+      await startUpload(page, 'resumable', { target: `${ferry.url}/api/resumable`, chunkSize: MiB, simultaneousUploads: 3 }, fixture.path);
+      const end = await waitEnd(page, 600_000);
+      await page.close();
+      if (end.error) throw new Error(`resumable.js: fileError ${end.error.message.slice(0, 300)}`);
+      const { url } = await finishedUrl(ferry.url, 'resumable', { chunkSize: MiB, size: fixture.size, identifier: end.identifier, filename: fixture.name }, end.success.message);
+      await verify(url, fixture);
+      return { ms: end.success.ms, chunks: end.chunks, requests: { ...requests } };
+    };
+    const first = await resumable();
+    const again = await resumable();
+    if (again.requests.POST) throw new Error(`resumable.js sent ${again.requests.POST} chunk POSTs for a file the server holds`);
+
+    const page = await ctx.newPage();
+    const requests = countRequests(page, '/files/');
+    await openPage(page, site.url);
+    await page.setInputFiles('#pick', fixture.path);
+    const res = await page.evaluate(({ endpoint, chunkSize }) => window.harness.tus(endpoint, chunkSize), { endpoint: `${ferry.url}/files/`, chunkSize: 8 * MiB });
+    await page.close();
+    await verify(res.url, fixture);
+    return { resumable: first, again, tus: { ms: res.ms, requests: { ...requests } } };
+  } finally {
+    await ctx.close();
+    await site.stop();
+    await ferry.stop();
+  }
+}
+
+async function chunkLibsBench(browser, fixture) {
+  const runs = [];
+  for (let r = 0; r < RUNS; r++) {
+    runs.push(await chunkLibsRun(browser, fixture));
+    await sleep(200);
+  }
+  const med = (pick) => median(runs.map(pick));
+  const size = fixture.size;
+  const rq = runs[0];
+  console.log(`  ${'client'.padEnd(36)} ${'median s'.padStart(9)} ${'MiB/s'.padStart(7)} ${'chunk req/s'.padStart(12)} ${'all req/s'.padStart(10)}   requests per upload`);
+  const row = (name, pick, chunkReqs, allReqs, what) => {
+    const ms = med(pick);
+    console.log(
+      `  ${name.padEnd(36)} ${(ms / 1000).toFixed(2).padStart(9)} ${mibps(size, ms).toFixed(0).padStart(7)} ${(chunkReqs / (ms / 1000)).toFixed(0).padStart(12)} ${(allReqs / (ms / 1000)).toFixed(0).padStart(10)}   ${what}`,
+    );
+  };
+  const R = rq.resumable.requests;
+  row('resumable.js, 1 MiB chunks, 3 at once', (x) => x.resumable.ms, R.POST, R.POST + R.GET, `${R.POST} POST + ${R.GET} test GET`);
+  const T = rq.tus.requests;
+  row('tus-js-client, 8 MiB chunks', (x) => x.tus.ms, T.PATCH, T.PATCH + T.POST + T.HEAD + T.other, `${T.POST} POST + ${T.PATCH} PATCH${T.HEAD ? ` + ${T.HEAD} HEAD` : ''}${T.other ? ` + ${T.other} other` : ''}`);
+  const A = rq.again;
+  const ms = med((x) => x.again.ms);
+  console.log(
+    `  resumable.js resuming the complete file: ${A.requests.GET} test GETs (= its ${A.chunks} chunks: one per chunk, whatever is held), ` +
+      `${A.requests.POST} POST, median ${(ms / 1000).toFixed(2)} s (${(A.requests.GET / (ms / 1000)).toFixed(0)} GET/s); runs (s): ${runs.map((x) => (x.again.ms / 1000).toFixed(2)).join(' ')}`,
+  );
+  console.log(`  runs (s): resumable.js ${runs.map((x) => (x.resumable.ms / 1000).toFixed(2)).join(' ')}; tus-js-client ${runs.map((x) => (x.tus.ms / 1000).toFixed(2)).join(' ')}`);
+}
+
 async function verify(url, fixture) {
   const got = await fetchDigest(url);
   if (got.status !== 200 || got.sha !== fixture.sha) throw new Error(`GET ${url}: ${got.status}, ${got.length} bytes, bytes ${got.sha === fixture.sha ? 'identical' : 'DIFFER'}`);
@@ -193,11 +274,26 @@ function run(cmd, args) {
 // ---------------------------------------------------------------------------------------
 
 console.log(`# ferry ${BIN}; ${RUNS} run(s) per line, median; ${quick ? 'quick mode' : 'full sizes'}`);
-const hashFix = await randomFixture(WORK, 'hash.bin', HASH_SIZE);
-const upFix = await randomFixture(WORK, 'upload.bin', UPLOAD_SIZE);
 const browser = await launchChromium();
 let failed = false;
 try {
+  if (!chunkLibsOnly) await pageAndCli();
+  const fix = await randomFixture(WORK, 'chunk-libs.bin', CHUNK_LIBS_SIZE);
+  console.log(`\nchunk libraries, ${CHUNK_LIBS_SIZE / MiB} MiB from one page (another origin, straight to a fresh server each run, loopback; ${/release/.test(BIN) ? "release" : "not a release"} build)`);
+  try {
+    await chunkLibsBench(browser, fix);
+  } catch (err) {
+    failed = true;
+    console.log(`  FAILED: ${err.message.split('\n')[0]}`);
+  }
+} finally {
+  await browser.close();
+}
+process.exit(failed ? 1 : 0);
+
+async function pageAndCli() {
+  const hashFix = await randomFixture(WORK, 'hash.bin', HASH_SIZE);
+  const upFix = await randomFixture(WORK, 'upload.bin', UPLOAD_SIZE);
   console.log(`\nin-browser hashing, ${HASH_SIZE / MiB} MiB file from disk (Chromium ${browser.version()})`);
   for (const [name, rate] of await hashBench(browser, hashFix)) console.log(`  ${name.padEnd(46)} ${rate.toFixed(0).padStart(6)} MiB/s`);
 
@@ -223,7 +319,4 @@ try {
       console.log(`  ${name.padEnd(30)} FAILED: ${err.message.split('\n')[0]}`);
     }
   }
-} finally {
-  await browser.close();
 }
-process.exit(failed ? 1 : 0);

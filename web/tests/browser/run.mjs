@@ -1192,6 +1192,8 @@ scenario('https: tus-js-client in the page over h2 (Uppy + @uppy/tus to ferry\'s
   return `${note}; ${h2} (DevTools protocol: cross-origin)`;
 });
 
+(await import('./chunk-libs.mjs')).register(scenario); // 26–30: resumable.js, flow.js, simple-uploader.js → /api/resumable
+
 // ---------------------------------------------------------------------------------------
 // Runner
 
