@@ -64,6 +64,12 @@ pub enum EngineError {
         "the server is out of disk space; what was acknowledged is kept, try again once space is freed"
     )]
     OutOfSpace,
+    /// A blocking hook (`--hook-url`) refused: `status` is the 4xx the receiver chose.
+    #[error("{message}")]
+    HookRejected { status: u16, message: String },
+    /// A blocking hook could not be asked; nothing was changed.
+    #[error("{}", hook_unavailable_message(.event))]
+    HookUnavailable { event: crate::hooks::EventKind },
     #[error("storage failed")]
     Storage(#[from] io::Error),
     #[error("metadata store failed")]
@@ -94,6 +100,8 @@ impl EngineError {
             EngineError::TooManyIncomplete { .. } => "too_many_incomplete_uploads",
             EngineError::QuotaExceeded { .. } => "storage_quota_exceeded",
             EngineError::OutOfSpace => "insufficient_storage",
+            EngineError::HookRejected { .. } => "hook_rejected",
+            EngineError::HookUnavailable { .. } => "hook_unavailable",
             EngineError::Storage(e) if is_out_of_space(e) => "insufficient_storage",
             EngineError::Storage(e) if is_unreachable(e) => "storage_unavailable",
             EngineError::Storage(_) => "storage_error",
@@ -125,6 +133,20 @@ impl EngineError {
             EngineError::Storage(e) => is_out_of_space(e),
             _ => false,
         }
+    }
+}
+
+fn hook_unavailable_message(event: &crate::hooks::EventKind) -> String {
+    match event {
+        crate::hooks::EventKind::PreFinish => {
+            "the server's upload hook (pre-finish) cannot be reached right now; every byte is kept \
+             and the upload is finished once the hook answers; retry shortly"
+                .to_owned()
+        }
+        e => format!(
+            "the server's upload hook ({}) cannot be reached right now; nothing was changed, retry shortly",
+            e.name()
+        ),
     }
 }
 

@@ -16,6 +16,7 @@ pub mod engine;
 pub mod error;
 pub mod handshake;
 pub mod hash;
+pub mod hooks;
 pub mod http_range;
 pub mod lock;
 pub mod parts;

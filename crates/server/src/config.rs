@@ -119,6 +119,17 @@ pub struct ServeArgs {
     /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of the --tls-cert certificate.
     #[arg(long, env = "FERRY_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// POST upload events (hooks) as JSON to this URL; `pre-create` and `pre-finish` may
+    /// refuse or amend (see docs/PROTOCOL.md, Hooks).
+    #[arg(long, env = "FERRY_HOOK_URL", hide_env_values = true)]
+    pub hook_url: Option<String>,
+    /// Sign each hook body: `X-Ferry-Signature` is the hex HMAC-SHA256 of the body with this key.
+    #[arg(long, env = "FERRY_HOOK_SECRET", hide_env_values = true)]
+    pub hook_secret: Option<String>,
+    /// Comma-separated hook events to send (default: all): pre-create, pre-finish,
+    /// post-create, post-receive, post-finish, post-terminate.
+    #[arg(long, env = "FERRY_HOOK_EVENTS")]
+    pub hook_events: Option<String>,
     /// Configuration file (default: `./ferry.toml` when it exists).
     #[arg(long, env = "FERRY_CONFIG")]
     pub config: Option<PathBuf>,
@@ -218,7 +229,10 @@ impl ServeArgs {
             log_format,
             web_dir,
             tls_cert,
-            tls_key
+            tls_key,
+            hook_url,
+            hook_secret,
+            hook_events
         );
         merged.config = Some(path);
         Ok(merged)

@@ -101,6 +101,12 @@ impl From<EngineError> for ApiError {
             EngineError::TooManyIncomplete { .. } => StatusCode::TOO_MANY_REQUESTS,
             EngineError::QuotaExceeded { .. } => StatusCode::INSUFFICIENT_STORAGE,
             EngineError::OutOfSpace => StatusCode::INSUFFICIENT_STORAGE,
+            // The receiver chose the status; only a client error makes sense for a refusal.
+            EngineError::HookRejected { status, .. } => StatusCode::from_u16(*status)
+                .ok()
+                .filter(StatusCode::is_client_error)
+                .unwrap_or(StatusCode::FORBIDDEN),
+            EngineError::HookUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             _ if e.is_out_of_space() => StatusCode::INSUFFICIENT_STORAGE,
             _ if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             EngineError::Storage(_) | EngineError::Meta(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -126,7 +132,7 @@ impl From<EngineError> for ApiError {
         };
         let retry_after = if matches!(e, EngineError::TooManyIncomplete { .. }) {
             Some(RETRY_AFTER_LIMIT)
-        } else if e.is_unavailable() {
+        } else if e.is_unavailable() || matches!(e, EngineError::HookUnavailable { .. }) {
             Some(RETRY_AFTER_UNAVAILABLE)
         } else {
             None

@@ -22,6 +22,7 @@ pub mod error;
 pub mod files;
 pub mod form;
 pub mod fronts;
+pub mod hooks;
 pub mod hygiene;
 pub mod links;
 pub mod metrics;
@@ -207,6 +208,7 @@ pub async fn state_from_args(args: &ServeArgs) -> anyhow::Result<AppState> {
     let tls = tls::Tls::from_args(args.tls_cert.as_deref(), args.tls_key.as_deref())?;
     let storage = args.storage()?;
     let db = args.database_url()?;
+    let hooks = hooks::HookConfig::from_args(args)?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let data_lock = lock_data_dir(&args.data_dir)?;
@@ -235,6 +237,9 @@ pub async fn state_from_args(args: &ServeArgs) -> anyhow::Result<AppState> {
         coord,
     );
     engine.follow_preemptions();
+    if let Some(cfg) = hooks {
+        engine.set_hooks(Arc::new(hooks::HttpHooks::start(cfg, &args.data_dir)?));
+    }
     Ok(AppState {
         engine,
         metrics: Arc::default(),

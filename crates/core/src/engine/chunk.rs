@@ -235,6 +235,7 @@ impl Engine {
         self.drop_spent(&stored.spent).await;
         let u = self.place_staged(u).await?;
         let u = self.fill_duplicates(u, chunk_id).await?;
+        self.notify(crate::hooks::EventKind::PostReceive, &u).await;
         let accepted = match &dest {
             ChunkDest::Spans(spans) => spans.iter().map(|s| s.end - s.start).sum(),
             _ => received,

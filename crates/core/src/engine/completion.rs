@@ -7,10 +7,11 @@ use super::{Engine, NewUpload, STALE_RETRIES};
 use crate::crash;
 use crate::error::EngineError;
 use crate::hash::Hasher;
+use crate::hooks::EventKind;
 use crate::store::BlobKind;
 use crate::upload::{Concat, Timestamp, Upload, UploadId, UploadState};
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 impl Engine {
     /// After a commit: finish the upload when every byte is held, otherwise let the hasher
@@ -88,12 +89,28 @@ impl Engine {
     /// Completes an upload whose bytes are all held: finishes the whole-file digest, checks
     /// it against the declared one, publishes the blob atomically, and records completion.
     /// Idempotent, so recovery after a crash at any point simply calls it again.
+    ///
+    /// With a pre-finish hook, the hook is asked after the digest is verified and before
+    /// the upload is published; a refusal leaves the upload incomplete with every byte held
+    /// (the next request, or [`Engine::finish_later`] when the hook could not be reached,
+    /// asks again).
     pub async fn finalize(&self, id: &UploadId) -> Result<Upload, EngineError> {
-        let u = self.finalize_one(id).await?;
+        let u = match self.finalize_one(id).await {
+            Ok(u) => u,
+            Err(e) => {
+                if matches!(e, EngineError::HookUnavailable { .. }) {
+                    self.finish_later(id, Duration::from_secs(2));
+                }
+                return Err(e);
+            }
+        };
         // A completed part may be the last one some final upload was waiting for.
         if let Some(Concat::Partial { finals }) = &u.concat {
             for f in finals {
                 if let Err(e) = self.assemble(f).await {
+                    if matches!(e, EngineError::HookUnavailable { .. }) {
+                        self.finish_later(f, Duration::from_secs(2));
+                    }
                     tracing::warn!(final_id = %f, error = %e, "could not assemble a final upload");
                 }
             }
@@ -144,6 +161,11 @@ impl Engine {
             };
             hasher = self.hash_range(blob, hasher, len).await?;
         }
+        // Kept for a pre-finish refusal: the next attempt need not hash the file again.
+        let kept = self
+            .hooks_for(EventKind::PreFinish)
+            .is_some()
+            .then(|| hasher.clone());
         let digest = hasher.finalize_hex();
         if let Some(declared) = &u.declared
             && declared.hex != digest
@@ -164,6 +186,11 @@ impl Engine {
             });
         }
         crash::point("engine.finalize.verified");
+        if let Err(e) = self.pre_finish(&u).await {
+            *hslot = kept;
+            tracing::info!(%id, error = %e, "pre-finish hook did not allow completion; every byte stays held");
+            return Err(e);
+        }
         if positional {
             self.0.blobs.publish_for(&u).await?;
         }
@@ -200,6 +227,9 @@ impl Engine {
             .completed
             .fetch_add(1, Ordering::Relaxed);
         tracing::info!(%id, length = len, rehashed = rehash, finalize_ms = started.elapsed().as_millis() as u64, "upload complete");
+        drop(_c);
+        drop(hslot);
+        self.notify(EventKind::PostFinish, &u).await;
         Ok(u)
     }
 
@@ -326,6 +356,10 @@ impl Engine {
             .hash_range(blob, Hasher::new(u.content_alg), offset)
             .await?
             .finalize_hex();
+        if let Err(e) = self.pre_finish(&u).await {
+            tracing::info!(%id, error = %e, "pre-finish hook did not allow assembling the final upload");
+            return Err(e);
+        }
         if positional {
             self.0.blobs.publish_for(&u).await?;
         }
@@ -348,6 +382,9 @@ impl Engine {
             .fetch_add(1, Ordering::Relaxed);
         tracing::info!(%id, length = offset, parts = loaded.len(), assemble_ms = started.elapsed().as_millis() as u64, "final upload assembled");
         crash::point("engine.assemble.committed");
+        drop(_c);
+        drop(_h);
+        self.notify(EventKind::PostFinish, &u).await;
         self.release_parts(&loaded).await;
         Ok(u)
     }
@@ -371,7 +408,7 @@ impl Engine {
             if needed {
                 continue;
             }
-            match self.delete(&part.id).await {
+            match self.remove(&part.id, false).await {
                 Ok(()) | Err(EngineError::NotFound) => {
                     tracing::debug!(part = %part.id, "part released after concatenation")
                 }

@@ -5,6 +5,7 @@ use super::Engine;
 use crate::coord::LeaseGuard;
 use crate::crash;
 use crate::error::EngineError;
+use crate::hooks::EventKind;
 use crate::upload::{Concat, Timestamp, Upload, UploadId};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -37,6 +38,7 @@ impl Engine {
                 && u.updated_at < before
                 && !u.is_complete()
                 && !self.parts_active(&u, before).await
+                && !self.finished_instead(&u).await
             {
                 self.delete(&id).await?;
                 self.0
@@ -51,6 +53,29 @@ impl Engine {
             drop(res);
         }
         Ok(removed)
+    }
+
+    /// With a pre-finish hook, an upload whose bytes are all held may be idle only because
+    /// the hook was not reachable when it was finished: it is finished now rather than
+    /// removed. True when it was, or when the hook still cannot be reached (it is kept);
+    /// false when it should expire (the hook refused it, or it is not fully held).
+    async fn finished_instead(&self, u: &Upload) -> bool {
+        if self.hooks_for(EventKind::PreFinish).is_none() {
+            return false;
+        }
+        let held = match (&u.concat, u.length) {
+            (Some(Concat::Final { .. }), _) => true,
+            (_, Some(len)) => u.held.is_complete(len),
+            _ => false,
+        };
+        if !held {
+            return false;
+        }
+        match self.finish(&u.id).await {
+            Ok(done) => done.is_complete(),
+            Err(EngineError::HookUnavailable { .. }) => true,
+            Err(_) => false,
+        }
     }
 
     /// A final upload is idle only when its parts are: its own record does not move while
@@ -90,6 +115,14 @@ impl Engine {
                     continue;
                 }
             };
+            // A pre-finish hook is asked in the background: a slow or unreachable receiver
+            // must not hold up the start.
+            let held = matches!(u.concat, Some(Concat::Final { .. }))
+                || u.length.is_some_and(|len| u.held.is_complete(len));
+            if held && self.hooks_for(EventKind::PreFinish).is_some() {
+                self.finish_later(&id, std::time::Duration::ZERO);
+                continue;
+            }
             if matches!(u.concat, Some(Concat::Final { .. })) {
                 match self.assemble(&id).await {
                     Ok(f) if f.is_complete() => done += 1,

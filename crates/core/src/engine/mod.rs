@@ -40,6 +40,7 @@ use crate::coord::Coordinator;
 use crate::crash;
 use crate::error::EngineError;
 use crate::hash::HashAlg;
+use crate::hooks::{EventKind, HookError, Hooks};
 use crate::lock::Locks;
 use crate::store::{BlobKind, BlobRead, Blobs, Meta, MetaError};
 use crate::tenant::QuotaLocks;
@@ -50,9 +51,10 @@ use crate::upload::{
 use chunk::check_layout_fits;
 pub use chunk::verify_chunk;
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Block size of read-back hashing passes.
 const READ_BLOCK: usize = 1 << 20;
@@ -212,7 +214,17 @@ struct Inner {
     stats: Stats,
     quota: QuotaLocks,
     coord: Option<Arc<dyn Coordinator>>,
+    /// `--hook-url`: who is told about (and asked before) uploads' events; unset, no hook
+    /// call is made at all.
+    hooks: OnceLock<Arc<dyn Hooks>>,
+    /// Uploads whose completion waits for a pre-finish hook that could not be reached, with a
+    /// retry scheduled ([`Engine::finish_later`]).
+    finishing: Mutex<HashSet<UploadId>>,
 }
+
+/// How long the engine keeps retrying a completion whose pre-finish hook could not be
+/// reached, before leaving it to the next request, restart or expiry pass.
+const FINISH_RETRY_FOR: Duration = Duration::from_secs(3600);
 
 /// The upload engine; cheap to clone.
 #[derive(Clone)]
@@ -240,7 +252,100 @@ impl Engine {
             stats: Stats::default(),
             quota: QuotaLocks::default(),
             coord,
+            hooks: OnceLock::new(),
+            finishing: Mutex::new(HashSet::new()),
         }))
+    }
+
+    /// Installs the hooks ([`crate::hooks`]) every dialect's uploads report to; once, before
+    /// requests are served. `false` when hooks were installed already.
+    pub fn set_hooks(&self, hooks: Arc<dyn Hooks>) -> bool {
+        self.0.hooks.set(hooks).is_ok()
+    }
+
+    /// The hooks, when installed and interested in `kind`.
+    pub(crate) fn hooks_for(&self, kind: EventKind) -> Option<&Arc<dyn Hooks>> {
+        self.0.hooks.get().filter(|h| h.wants(kind))
+    }
+
+    pub(crate) fn has_hooks(&self) -> bool {
+        self.0.hooks.get().is_some()
+    }
+
+    /// Queues a non-blocking event (a no-op without hooks).
+    pub(crate) async fn notify(&self, kind: EventKind, u: &Upload) {
+        if let Some(h) = self.hooks_for(kind) {
+            h.notify(kind, u).await;
+        }
+    }
+
+    /// Asks the pre-finish hook (if any) whether `u`, every byte held and verified, may be
+    /// published and marked complete.
+    pub(crate) async fn pre_finish(&self, u: &Upload) -> Result<(), EngineError> {
+        match self.hooks_for(EventKind::PreFinish) {
+            Some(h) => h
+                .pre_finish(u)
+                .await
+                .map_err(|e| hook_error(EventKind::PreFinish, e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Retries, in the background with growing pauses, the completion of an upload whose
+    /// pre-finish hook could not be reached (first after `first`). One retry loop per upload;
+    /// after [`FINISH_RETRY_FOR`] the next request, a restart ([`Engine::recover`]) or the
+    /// expiry pass finishes it.
+    pub(crate) fn finish_later(&self, id: &UploadId, first: Duration) {
+        if !self
+            .0
+            .finishing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone())
+        {
+            return;
+        }
+        let (engine, id) = (self.clone(), id.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let mut pause = first;
+            loop {
+                tokio::time::sleep(pause).await;
+                match engine.finish(&id).await {
+                    Err(EngineError::HookUnavailable { .. })
+                        if started.elapsed() < FINISH_RETRY_FOR =>
+                    {
+                        pause = (pause * 2).clamp(Duration::from_secs(2), Duration::from_secs(300));
+                    }
+                    Err(EngineError::HookUnavailable { .. }) => {
+                        tracing::warn!(%id, "the pre-finish hook stayed unreachable; the upload is finished by its next request, a restart or the expiry pass");
+                        break;
+                    }
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::info!(%id, error = %e, "completion retry ended");
+                        break;
+                    }
+                }
+            }
+            engine
+                .0
+                .finishing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+        });
+    }
+
+    /// Completes an upload whose bytes are all held: a final upload is assembled, any other
+    /// finalized.
+    pub(crate) async fn finish(&self, id: &UploadId) -> Result<Upload, EngineError> {
+        let u = self.get(id).await?;
+        if matches!(u.concat, Some(Concat::Final { .. })) {
+            self.assemble(id).await
+        } else {
+            self.finalize(id).await
+        }
     }
 
     /// Stops local appends other nodes ask to preempt (a client that gave up on a request
@@ -316,40 +421,23 @@ impl Engine {
 
     /// Creates an upload. When `key` names an existing upload, that one is returned instead
     /// (the boolean says whether it was created now).
-    pub async fn create(&self, new: NewUpload) -> Result<(Upload, bool), EngineError> {
+    pub async fn create(&self, mut new: NewUpload) -> Result<(Upload, bool), EngineError> {
         if let Some(len) = new.length {
             self.check_size(len)?;
         }
         self.check_space()?;
-        let content_alg = new
-            .declared
-            .as_ref()
-            .map(|d| d.alg)
-            .unwrap_or(HashAlg::Blake3);
-        let now = Timestamp::now();
-        let mut upload = Upload {
-            id: UploadId::generate(),
-            owner: new.owner,
-            key: new.key,
-            dialect: new.dialect,
-            length: new.length,
-            state: UploadState::Receiving,
-            held: Default::default(),
-            declared: new.declared,
-            content_alg,
-            hash_progress: None,
-            content_digest: None,
-            file_name: new.file_name,
-            ext: new.ext,
-            chunks: new.chunks,
-            metadata: new.metadata,
-            concat: new.concat,
-            created_at: now,
-            updated_at: now,
-            completed_at: None,
-            blob: None,
-            version: 0,
-        };
+        let id = UploadId::generate();
+        // The pre-create hook decides before anything is stored, on the record as it would
+        // be (its id included).
+        if let Some(h) = self.hooks_for(EventKind::PreCreate) {
+            let draft = new_record(id.clone(), new.clone());
+            match h.pre_create(&draft).await {
+                Ok(Some(changes)) => crate::hooks::apply_metadata(&mut new, &changes),
+                Ok(None) => {}
+                Err(e) => return Err(hook_error(EventKind::PreCreate, e)),
+            }
+        }
+        let mut upload = new_record(id, new);
         upload.blob = self.0.blobs.begin(&upload).await?;
         match self.0.meta.insert(&upload).await {
             Ok(()) => {}
@@ -380,6 +468,7 @@ impl Engine {
                 tracing::info!(id = %upload.id, dialect = upload.dialect.name(), "upload created, length deferred")
             }
         }
+        self.notify(EventKind::PostCreate, &upload).await;
         // A zero-length upload is complete the moment it exists.
         if upload.length == Some(0) {
             return Ok((self.finalize(&upload.id).await?, true));
@@ -468,7 +557,13 @@ impl Engine {
     /// crash can have removed; a crash in between leaves bytes no record needs, which the
     /// start-up sweep removes ([`Engine::recover`]).
     pub async fn delete(&self, id: &UploadId) -> Result<(), EngineError> {
-        let waiting = {
+        self.remove(id, true).await
+    }
+
+    /// [`Engine::delete`]; `notify`: whether a post-terminate event reports it (not for the
+    /// parts of a final upload, released once it is assembled).
+    pub(crate) async fn remove(&self, id: &UploadId, notify: bool) -> Result<(), EngineError> {
+        let (waiting, removed) = {
             let lock = self.0.locks.entry(id);
             let _h = lock.hasher.lock().await;
             let _c = lock.commit.lock().await;
@@ -476,18 +571,22 @@ impl Engine {
             self.0.meta.delete(id).await?;
             crash::point("engine.delete.forgotten");
             self.0.blobs.delete_for(&u).await?;
-            match u.concat {
-                Some(Concat::Partial { finals }) => finals,
+            let finals = match &u.concat {
+                Some(Concat::Partial { finals }) => finals.clone(),
                 _ => Vec::new(),
-            }
+            };
+            (finals, u)
         };
+        if notify {
+            self.notify(EventKind::PostTerminate, &removed).await;
+        }
         // A final still waiting for this part can never be assembled now: it goes too
         // (tus termination of one part of a parallel upload ends the whole upload).
         for f in waiting {
             match self.get(&f).await {
                 Ok(fin) if !fin.is_complete() => {
                     tracing::info!(final_id = %f, part = %id, "final upload removed with its deleted part");
-                    Box::pin(self.delete(&f)).await?;
+                    Box::pin(self.remove(&f, notify)).await?;
                 }
                 _ => {}
             }
@@ -514,5 +613,46 @@ impl Engine {
                 .unwrap_or_else(|_| u.completed_at.unwrap_or(u.created_at).to_system_time()),
         };
         Ok((blob, modified))
+    }
+}
+
+/// The record of a new upload, as [`Engine::create`] inserts it.
+fn new_record(id: UploadId, new: NewUpload) -> Upload {
+    let content_alg = new
+        .declared
+        .as_ref()
+        .map(|d| d.alg)
+        .unwrap_or(HashAlg::Blake3);
+    let now = Timestamp::now();
+    Upload {
+        id,
+        owner: new.owner,
+        key: new.key,
+        dialect: new.dialect,
+        length: new.length,
+        state: UploadState::Receiving,
+        held: Default::default(),
+        declared: new.declared,
+        content_alg,
+        hash_progress: None,
+        content_digest: None,
+        file_name: new.file_name,
+        ext: new.ext,
+        chunks: new.chunks,
+        metadata: new.metadata,
+        concat: new.concat,
+        created_at: now,
+        updated_at: now,
+        completed_at: None,
+        blob: None,
+        version: 0,
+    }
+}
+
+/// A blocking hook's refusal as the engine's error.
+pub(crate) fn hook_error(event: EventKind, e: HookError) -> EngineError {
+    match e {
+        HookError::Rejected { status, message } => EngineError::HookRejected { status, message },
+        HookError::Unavailable => EngineError::HookUnavailable { event },
     }
 }

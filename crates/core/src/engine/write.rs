@@ -254,6 +254,7 @@ impl Engine {
             claim.settle(u.is_ok(), whole);
             let u = u?;
             self.drop_spent(&stored.spent).await;
+            self.notify(crate::hooks::EventKind::PostReceive, &u).await;
             Some(u)
         } else {
             claim.abandon();
@@ -262,6 +263,9 @@ impl Engine {
         drop(reservation);
         let upload = match committed {
             Some(u) => self.after_commit(u).await?,
+            // With hooks, an upload whose completion a pre-finish hook held up is finished
+            // by its next write, even one with nothing new (a tus PATCH of 0 bytes).
+            None if self.has_hooks() => self.after_commit(self.get(id).await?).await?,
             None => self.get(id).await?,
         };
         match end {
