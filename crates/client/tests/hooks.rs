@@ -388,6 +388,59 @@ fn tus_and_chunk_uploads_report_their_events_in_order_signed() {
         "chunk events: {kinds:?}"
     );
 
+    // A chunk upload whose file digest is not its fileId is discarded: post-terminate, and
+    // no pre-finish or post-finish.
+    let bsrc = support::source(100_000, 3);
+    let mut bad = Chunked::new(&bsrc, 64 * 1024);
+    bad.file_id = Chunked::new(&support::source(100_000, 4), 64 * 1024).file_id;
+    let r = handshake_status(port, &bad);
+    assert_eq!(r.status, 200, "handshake: {}", r.text());
+    let last = bad.ids.len() - 1;
+    for i in 0..last {
+        bad.send(port, &bsrc, i);
+    }
+    let (mut body, post) = bad.envelope(last);
+    body.extend_from_slice(&bsrc[bad.chunks[last].clone()]);
+    body.extend_from_slice(&post);
+    let r = request(
+        port,
+        "POST",
+        "/api/upload",
+        &[Chunked::content_type()],
+        &body,
+    );
+    assert!(
+        r.text().contains("file_digest_mismatch"),
+        "the last chunk of a file whose digest is not its fileId: {} {}",
+        r.status,
+        r.text()
+    );
+    let hits = rx.wait_for(
+        Duration::from_secs(15),
+        "post-terminate of the discarded upload",
+        |hits| {
+            hits.iter()
+                .any(|h| h.kind() == "post-terminate" && h.upload() != id && h.upload() != cid)
+        },
+    );
+    let bid = hits
+        .iter()
+        .find(|h| h.kind() == "post-terminate" && h.upload() != id && h.upload() != cid)
+        .unwrap()
+        .upload()
+        .to_owned();
+    let kinds = rx.kinds_of(&bid);
+    assert_eq!(
+        collapsed(&kinds),
+        [
+            "pre-create",
+            "post-create",
+            "post-receive",
+            "post-terminate"
+        ],
+        "events of an upload discarded for its digest: {kinds:?}"
+    );
+
     // Every body is signed, names its event in a header, and says what it should.
     for h in rx.hits() {
         assert_eq!(

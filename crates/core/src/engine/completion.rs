@@ -180,6 +180,7 @@ impl Engine {
                 .dialect(u.dialect)
                 .failed
                 .fetch_add(1, Ordering::Relaxed);
+            self.notify(EventKind::PostTerminate, &u).await;
             return Err(EngineError::FileDigestMismatch {
                 expected: declared.hex.clone(),
                 actual: digest,
