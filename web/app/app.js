@@ -8,6 +8,7 @@ import { Settings } from './settings.js';
 import { FileRow, ACTIVE_STATES } from './rows.js';
 import { UnfinishedList, fileMatchesRecord } from './unfinished.js';
 import { describeError } from './errors.js';
+import { YourFiles } from './yours.js';
 
 const $ = (sel) => document.querySelector(sel);
 
@@ -41,6 +42,7 @@ els.lang.addEventListener('change', () => {
   setLang(els.lang.value, { remember: true });
   for (const row of rows.values()) row.relabel();
   unfinished?.relabel();
+  yours.relabel();
   settings.render();
   renderSettingsSummary();
   scheduleRender();
@@ -61,6 +63,7 @@ settings.onChange((what) => {
   if (what === 'token') {
     settings.fillHeaders(headers);
     announce(t(settings.token ? 'settings.token.saved' : 'settings.token.cleared'));
+    yours.refresh(); // another token, maybe another tenant's files
     // Uploads refused for want of a token try again with the new one.
     if (settings.token) {
       for (const row of rows.values()) {
@@ -71,6 +74,20 @@ settings.onChange((what) => {
     applySettings();
   }
 });
+
+// ---------------------------------------------------------------------------------------
+// "Your files": finished uploads on the server (GET /api/files), with the uploads' headers.
+
+const yours = new YourFiles({
+  section: $('#your-files-section'),
+  list: $('#your-files'),
+  template: $('#your-file-template'),
+  more: $('#your-files-more'),
+  refreshButton: $('#your-files-refresh'),
+  headers,
+  endpoint: location.origin,
+});
+yours.refresh();
 
 // ---------------------------------------------------------------------------------------
 // The SDK
@@ -133,6 +150,7 @@ function attach(up) {
   });
   up.on('success', (e) => {
     row.setSuccess(e);
+    yours.refreshSoon();
     scheduleRender();
   });
   up.on('error', ({ error }) => {

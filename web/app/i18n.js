@@ -105,6 +105,14 @@ const en = {
   'unfinished.gone': '{name} can no longer be read (moved or deleted?). Select it again to resume.',
   'unfinished.when': 'started {when}',
 
+  'yours.heading': 'Your files',
+  'yours.hint': 'Finished uploads on this server, newest first.',
+  'yours.refresh': 'Refresh',
+  'yours.more': 'Show more',
+  'yours.download': 'Download',
+  'yours.downloadLabel': 'Download {name}',
+  'yours.when': 'uploaded {when}',
+
   'announce.state': '{name}: {state}',
   'announce.done': '{name}: upload finished.',
   'announce.instant': '{name}: instant upload, the server already had it.',
@@ -239,6 +247,14 @@ const zh = {
   'unfinished.denied': '浏览器未允许读取 {name}。请重新选择该文件以继续。',
   'unfinished.gone': '无法再读取 {name}（已被移动或删除？）。请重新选择该文件以继续。',
   'unfinished.when': '开始于 {when}',
+
+  'yours.heading': '我的文件',
+  'yours.hint': '服务器上已上传完成的文件，最新的在前。',
+  'yours.refresh': '刷新',
+  'yours.more': '显示更多',
+  'yours.download': '下载',
+  'yours.downloadLabel': '下载 {name}',
+  'yours.when': '上传于 {when}',
 
   'announce.state': '{name}：{state}',
   'announce.done': '{name}：上传完成。',

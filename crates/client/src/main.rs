@@ -1,8 +1,9 @@
 //! The `ferry` command: `serve` runs the server; `upload` and `download` are thin layers over
-//! the `ferry_client` library.
+//! the `ferry_client` library; `ls` and `rm` use the server's files API.
 
 /// Modules of the binary only (the library is `ferry_client`, `lib.rs`).
 mod cli {
+    pub mod files;
     pub mod output;
 }
 
@@ -38,6 +39,10 @@ enum Command {
     Upload(UploadArgs),
     /// Download a file with resume (`FILE.part`), optionally over several connections.
     Download(DownloadArgs),
+    /// List your uploads on the server, newest first, unfinished ones included.
+    Ls(LsArgs),
+    /// Delete uploads from the server (finished or not), without asking.
+    Rm(RmArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -147,6 +152,49 @@ struct DownloadArgs {
     output_args: OutputArgs,
 }
 
+/// The server and credentials of `ls` and `rm`, as `upload` and `download` take them.
+#[derive(Args)]
+struct ServerArgs {
+    /// The server's base URL, e.g. http://127.0.0.1:8080.
+    #[arg(long, env = "FERRY_SERVER", value_name = "URL")]
+    server: String,
+    /// Bearer token for servers with tokens: lists and deletes that tenant's uploads.
+    #[arg(long, env = "FERRY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+#[derive(Args)]
+struct LsArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// One JSON object per upload and line (the files API's fields) instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Uploads asked for per request (the listing follows the pages to the end).
+    #[arg(long, hide = true, default_value_t = 1000, value_parser = clap::value_parser!(u16).range(1..=1000).map(usize::from))]
+    page_size: usize,
+}
+
+#[derive(Args)]
+struct RmArgs {
+    /// Ids of the uploads to delete (as `ferry ls` prints them).
+    #[arg(required = true, value_name = "ID")]
+    ids: Vec<String>,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+impl ServerArgs {
+    fn http(&self) -> Result<ferry_client::http::Http, ExitCode> {
+        ferry_client::http::Http::new(self.token.as_deref(), &self.tls.options()).map_err(|e| {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        })
+    }
+}
+
 fn parse_chunk_size(s: &str) -> Result<u64, String> {
     match parse_size(s)? {
         0 => Err("the chunk size must be at least 1 byte".into()),
@@ -177,6 +225,19 @@ fn main() -> anyhow::Result<ExitCode> {
         }
         Command::Upload(args) => Ok(runtime()?.block_on(upload(args))),
         Command::Download(args) => Ok(runtime()?.block_on(download(args))),
+        Command::Ls(args) => Ok(match args.server.http() {
+            Ok(http) => runtime()?.block_on(cli::files::ls(
+                &http,
+                &args.server.server,
+                args.json,
+                args.page_size,
+            )),
+            Err(code) => code,
+        }),
+        Command::Rm(args) => Ok(match args.server.http() {
+            Ok(http) => runtime()?.block_on(cli::files::rm(&http, &args.server.server, &args.ids)),
+            Err(code) => code,
+        }),
     }
 }
 

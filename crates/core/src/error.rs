@@ -1,6 +1,7 @@
 //! Engine errors: typed, each with a stable machine-readable code. Only the server maps them
 //! to HTTP status codes; infrastructure failures keep their detail for logs, never for clients.
 
+use crate::codes;
 use crate::store::MetaError;
 use std::io;
 
@@ -80,33 +81,33 @@ impl EngineError {
     /// Stable machine-readable code; clients may branch on it, so never rename one.
     pub fn code(&self) -> &'static str {
         match self {
-            EngineError::NotFound => "not_found",
-            EngineError::AlreadyComplete => "already_complete",
-            EngineError::OffsetMismatch { .. } => "offset_mismatch",
-            EngineError::Busy => "upload_busy",
-            EngineError::PastLength { .. } => "past_declared_length",
-            EngineError::TooLarge { .. } => "too_large",
-            EngineError::LengthMismatch { .. } => "length_mismatch",
-            EngineError::UnknownChunk(_) => "unknown_chunk",
-            EngineError::ChunkDigestMismatch { .. } => "chunk_digest_mismatch",
-            EngineError::ChunkSize(_) => "chunk_size_mismatch",
-            EngineError::FileDigestMismatch { .. } => "file_digest_mismatch",
-            EngineError::BodyInterrupted { .. } => "body_interrupted",
-            EngineError::Superseded { .. } => "upload_superseded",
-            EngineError::ChecksumMismatch { .. } => "checksum_mismatch",
-            EngineError::FinalUpload => "final_upload_immutable",
-            EngineError::UnknownPart(_) => "concat_part_unknown",
-            EngineError::Invalid(_) => "invalid_request",
-            EngineError::TooManyIncomplete { .. } => "too_many_incomplete_uploads",
-            EngineError::QuotaExceeded { .. } => "storage_quota_exceeded",
-            EngineError::OutOfSpace => "insufficient_storage",
-            EngineError::HookRejected { .. } => "hook_rejected",
-            EngineError::HookUnavailable { .. } => "hook_unavailable",
-            EngineError::Storage(e) if is_out_of_space(e) => "insufficient_storage",
-            EngineError::Storage(e) if is_unreachable(e) => "storage_unavailable",
-            EngineError::Storage(_) => "storage_error",
-            EngineError::Meta(MetaError::Unavailable(_)) => "metadata_unavailable",
-            EngineError::Meta(_) => "metadata_error",
+            EngineError::NotFound => codes::NOT_FOUND,
+            EngineError::AlreadyComplete => codes::ALREADY_COMPLETE,
+            EngineError::OffsetMismatch { .. } => codes::OFFSET_MISMATCH,
+            EngineError::Busy => codes::UPLOAD_BUSY,
+            EngineError::PastLength { .. } => codes::PAST_DECLARED_LENGTH,
+            EngineError::TooLarge { .. } => codes::TOO_LARGE,
+            EngineError::LengthMismatch { .. } => codes::LENGTH_MISMATCH,
+            EngineError::UnknownChunk(_) => codes::UNKNOWN_CHUNK,
+            EngineError::ChunkDigestMismatch { .. } => codes::CHUNK_DIGEST_MISMATCH,
+            EngineError::ChunkSize(_) => codes::CHUNK_SIZE_MISMATCH,
+            EngineError::FileDigestMismatch { .. } => codes::FILE_DIGEST_MISMATCH,
+            EngineError::BodyInterrupted { .. } => codes::BODY_INTERRUPTED,
+            EngineError::Superseded { .. } => codes::UPLOAD_SUPERSEDED,
+            EngineError::ChecksumMismatch { .. } => codes::CHECKSUM_MISMATCH,
+            EngineError::FinalUpload => codes::FINAL_UPLOAD_IMMUTABLE,
+            EngineError::UnknownPart(_) => codes::CONCAT_PART_UNKNOWN,
+            EngineError::Invalid(_) => codes::INVALID_REQUEST,
+            EngineError::TooManyIncomplete { .. } => codes::TOO_MANY_INCOMPLETE_UPLOADS,
+            EngineError::QuotaExceeded { .. } => codes::STORAGE_QUOTA_EXCEEDED,
+            EngineError::OutOfSpace => codes::INSUFFICIENT_STORAGE,
+            EngineError::HookRejected { .. } => codes::HOOK_REJECTED,
+            EngineError::HookUnavailable { .. } => codes::HOOK_UNAVAILABLE,
+            EngineError::Storage(e) if is_out_of_space(e) => codes::INSUFFICIENT_STORAGE,
+            EngineError::Storage(e) if is_unreachable(e) => codes::STORAGE_UNAVAILABLE,
+            EngineError::Storage(_) => codes::STORAGE_ERROR,
+            EngineError::Meta(MetaError::Unavailable(_)) => codes::METADATA_UNAVAILABLE,
+            EngineError::Meta(_) => codes::METADATA_ERROR,
         }
     }
 

@@ -9,7 +9,9 @@
 //! - [`coord`]: leases and preemption across nodes sharing one database.
 //! - [`tus`]: tus 1.0.0 header codecs (`Upload-Metadata`, `Upload-Checksum`, `Upload-Concat`).
 //! - [`engine`]: the upload engine every protocol front drives.
+//! - [`codes`]: every machine-readable error code clients see, defined once.
 
+pub mod codes;
 pub mod coord;
 pub mod crash;
 pub mod engine;

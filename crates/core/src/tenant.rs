@@ -11,7 +11,7 @@
 
 use crate::engine::{BodyCheck, Engine, NewUpload, WriteMode, WriteOutcome};
 use crate::error::EngineError;
-use crate::upload::{ChunkLayout, Upload, UploadId, UploadState};
+use crate::upload::{ChunkLayout, Timestamp, Upload, UploadId, UploadState};
 use bytes::Bytes;
 use futures_util::Stream;
 use std::collections::HashMap;
@@ -374,6 +374,26 @@ impl<'a> Scoped<'a> {
     pub async fn delete(&self, id: &UploadId) -> Result<(), EngineError> {
         self.get(id).await?;
         self.engine.delete(id).await
+    }
+
+    /// Up to `limit` of this actor's uploads, finished or not, of every dialect, newest
+    /// first (creation time, then id, both descending). With `after` (the creation time and
+    /// id of the last upload of the previous page), only uploads strictly older than it: the
+    /// pages neither repeat nor skip an upload that exists throughout
+    /// ([`crate::store::MetaStore::list_owned`]).
+    pub async fn list(
+        &self,
+        after: Option<(Timestamp, UploadId)>,
+        limit: usize,
+    ) -> Result<Vec<Upload>, EngineError> {
+        let mut found = self
+            .engine
+            .meta()
+            .list_owned(self.actor.tenant.as_deref(), after, limit)
+            .await?;
+        // The store lists by owner already; checked once more where ownership is decided.
+        found.retain(|u| self.actor.owns(u));
+        Ok(found)
     }
 
     /// Refuses a new upload (or a newly declared length) that would break a limit.

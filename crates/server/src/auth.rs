@@ -26,6 +26,7 @@
 use crate::config::ServeArgs;
 use anyhow::{Context, bail};
 use axum::http::{HeaderMap, header};
+use ferry_core::codes;
 use ferry_core::engine::{Actor, TenantLimits};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -62,9 +63,9 @@ impl AuthError {
     /// Stable machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {
-            AuthError::Missing => "unauthorized",
-            AuthError::Invalid(_) => "invalid_token",
-            AuthError::Expired => "token_expired",
+            AuthError::Missing => codes::UNAUTHORIZED,
+            AuthError::Invalid(_) => codes::INVALID_TOKEN,
+            AuthError::Expired => codes::TOKEN_EXPIRED,
         }
     }
 

@@ -22,6 +22,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use ferry_core::EngineError;
+use ferry_core::codes;
 use ferry_core::engine::{NewUpload, Scoped};
 use ferry_core::handshake::{Envelope, HandshakeData, HandshakeRequest, valid_chunk_id};
 use ferry_core::hash::{HashAlg, parse_hex};
@@ -125,7 +126,7 @@ fn missing_file_id() -> ApiError {
     // 403 as in the original design (请携带文件编号: "please send the file id").
     ApiError::new(
         StatusCode::FORBIDDEN,
-        "file_id_required",
+        codes::FILE_ID_REQUIRED,
         "fileId is missing (请携带文件编号): send the hex MD5 of the whole file as fileId",
     )
 }
@@ -136,7 +137,7 @@ fn parse_file_id(raw: &str, alg: HashAlg) -> Result<String, ApiError> {
     }
     if parse_hex(alg, raw).is_none() {
         return Err(ApiError::bad_request(
-            "invalid_file_id",
+            codes::INVALID_FILE_ID,
             format!(
                 "fileId must be the {} hex characters of the file's {} digest",
                 alg.hex_len(),
@@ -171,19 +172,19 @@ async fn handshake_inner(
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             if !too_large {
                 return ApiError::bad_request(
-                    "body_interrupted",
+                    codes::BODY_INTERRUPTED,
                     format!("the handshake body could not be read to its end: {e}"),
                 );
             }
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "handshake_too_large",
+                codes::HANDSHAKE_TOO_LARGE,
                 format!("the handshake body is larger than {MAX_HANDSHAKE_BYTES} bytes; use larger chunks"),
             )
         })?;
     let hs: HandshakeRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(
-            "malformed_json",
+            codes::MALFORMED_JSON,
             format!("the handshake body is not the expected JSON object: {e}"),
         )
     })?;
@@ -193,7 +194,7 @@ async fn handshake_inner(
             Some(alg @ (HashAlg::Md5 | HashAlg::Sha256)) => alg,
             _ => {
                 return Err(ApiError::bad_request(
-                    "unsupported_hash",
+                    codes::UNSUPPORTED_HASH,
                     format!("hashAlgorithm {a:?} is not supported; use \"md5\" or \"sha256\""),
                 ));
             }
@@ -201,17 +202,17 @@ async fn handshake_inner(
     };
     let file_id = parse_file_id(hs.file_id.as_deref().unwrap_or(""), alg)?;
     let ext = validate_ext(hs.ext.as_deref().unwrap_or(""))
-        .map_err(|m| ApiError::bad_request("invalid_ext", format!("ext: {m}")))?;
+        .map_err(|m| ApiError::bad_request(codes::INVALID_EXT, format!("ext: {m}")))?;
     let ids = hs.chunk_ids.ok_or_else(|| {
         ApiError::bad_request(
-            "chunk_ids_required",
+            codes::CHUNK_IDS_REQUIRED,
             "chunkIds is missing: send the array of chunk digests in file order",
         )
     })?;
     if ids.len() > MAX_CHUNKS {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "too_many_chunks",
+            codes::TOO_MANY_CHUNKS,
             format!(
                 "{} chunks is more than the {MAX_CHUNKS} allowed; use larger chunks",
                 ids.len()
@@ -220,7 +221,7 @@ async fn handshake_inner(
     }
     if let Some(bad) = ids.iter().find(|id| !valid_chunk_id(id, alg.hex_len())) {
         return Err(ApiError::bad_request(
-            "invalid_chunk_id",
+            codes::INVALID_CHUNK_ID,
             format!(
                 "chunk id {bad:?} is not a {}-character hex {} digest with an optional suffix of letters, digits, - or _",
                 alg.hex_len(),
@@ -282,7 +283,7 @@ async fn handshake_inner(
 
 /// Checks that declared `size` and `chunkSize` agree with the number of chunk ids.
 fn check_layout(n: usize, size: Option<u64>, chunk_size: Option<u64>) -> Result<(), ApiError> {
-    let bad = |m: String| Err(ApiError::bad_request("inconsistent_layout", m));
+    let bad = |m: String| Err(ApiError::bad_request(codes::INCONSISTENT_LAYOUT, m));
     if chunk_size == Some(0) {
         return bad("chunkSize must be at least 1 byte".into());
     }
@@ -343,12 +344,12 @@ async fn upload_chunk_inner(
     let mut file_id = query.get("fileId").cloned();
     let mut multipart = Multipart::from_request(req, state)
         .await
-        .map_err(|e| ApiError::bad_request("malformed_multipart", e.body_text()))?;
+        .map_err(|e| ApiError::bad_request(codes::MALFORMED_MULTIPART, e.body_text()))?;
     let mut spooled: Option<(Spool, u64)> = None;
     loop {
         let field = multipart.next_field().await.map_err(|e| {
             ApiError::bad_request(
-                "malformed_multipart",
+                codes::MALFORMED_MULTIPART,
                 format!("the multipart body could not be read: {e}"),
             )
         })?;
@@ -385,13 +386,13 @@ async fn upload_chunk_inner(
         .ok_or_else(missing_file_id)?;
     let chunk_id = chunk_id.filter(|c| !c.is_empty()).ok_or_else(|| {
         ApiError::bad_request(
-            "chunk_id_required",
+            codes::CHUNK_ID_REQUIRED,
             "chunkId is missing: send the chunk's id from the handshake",
         )
     })?;
     let (spool, _len) = spooled.ok_or_else(|| {
         ApiError::bad_request(
-            "file_required",
+            codes::FILE_REQUIRED,
             "the multipart body has no file field with the chunk's bytes",
         )
     })?;
@@ -456,21 +457,21 @@ where
     let file_id = file_id.to_ascii_lowercase();
     if !file_id.bytes().all(|b| b.is_ascii_hexdigit()) || !matches!(file_id.len(), 32 | 64) {
         return Err(ApiError::bad_request(
-            "invalid_file_id",
+            codes::INVALID_FILE_ID,
             "fileId must be the hex digest of the whole file, as sent in the handshake",
         ));
     }
     let Some(u) = engine.find(&key_for(&file_id)).await? else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            "handshake_required",
+            codes::HANDSHAKE_REQUIRED,
             "no handshake for this fileId: POST /api/upload/handshake first, then send the chunks it asks for",
         ));
     };
     let alg = u.chunks.as_ref().map_or(HashAlg::Md5, |c| c.alg);
     if !valid_chunk_id(chunk_id, alg.hex_len()) {
         return Err(ApiError::bad_request(
-            "invalid_chunk_id",
+            codes::INVALID_CHUNK_ID,
             format!("chunkId {chunk_id:?} is not a hex {alg} digest with an optional suffix"),
         ));
     }
@@ -503,7 +504,7 @@ fn part_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     match (parsed, values.next()) {
         (Some(n), None) => Ok(Some(n)),
         _ => Err(ApiError::bad_request(
-            "invalid_part_length",
+            codes::INVALID_PART_LENGTH,
             "the file part's Content-Length must be one non-negative number of bytes",
         )),
     }
@@ -511,7 +512,7 @@ fn part_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
 
 fn part_length_mismatch(declared: u64, got: u64) -> ApiError {
     ApiError::bad_request(
-        "part_length_mismatch",
+        codes::PART_LENGTH_MISMATCH,
         format!(
             "the file part declares Content-Length {declared} but carries {got} bytes; nothing was stored, send the chunk again"
         ),

@@ -9,12 +9,13 @@ use crate::links::LinkCheck;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use ferry_core::codes;
 use ferry_core::upload::{Upload, UploadId, validate_ext};
 
 fn not_found() -> Response {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "not_found",
+        codes::NOT_FOUND,
         "no finished file at this address; check the URL the upload returned",
     )
     .into_response()
@@ -43,13 +44,13 @@ pub async fn by_id(
         },
         LinkCheck::Expired => {
             return link_refused(
-                "link_expired",
+                codes::LINK_EXPIRED,
                 "this download link has expired; ask its owner for a new one",
             );
         }
         LinkCheck::Invalid => {
             return link_refused(
-                "link_invalid",
+                codes::LINK_INVALID,
                 "this download link is not valid (altered, or for another file)",
             );
         }

@@ -6,6 +6,7 @@ use axum::body::{Body, BodyDataStream};
 use axum::extract::Request;
 use axum::extract::multipart::Field;
 use bytes::Bytes;
+use ferry_core::codes;
 use futures_util::{Stream, StreamExt};
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -88,19 +89,21 @@ pub async fn read_text(field: &mut Field<'_>, max: usize, what: &str) -> Result<
     let mut buf = Vec::new();
     while let Some(chunk) = field.chunk().await.map_err(|e| {
         ApiError::bad_request(
-            "malformed_multipart",
+            codes::MALFORMED_MULTIPART,
             format!("a form field could not be read: {e}"),
         )
     })? {
         buf.extend_from_slice(&chunk);
         if buf.len() > max {
             return Err(ApiError::bad_request(
-                "field_too_long",
+                codes::FIELD_TOO_LONG,
                 format!("{what} must be shorter than {max} bytes"),
             ));
         }
     }
     String::from_utf8(buf)
         .map(|s| s.trim().to_owned())
-        .map_err(|_| ApiError::bad_request("malformed_multipart", "form fields must be UTF-8 text"))
+        .map_err(|_| {
+            ApiError::bad_request(codes::MALFORMED_MULTIPART, "form fields must be UTF-8 text")
+        })
 }

@@ -18,6 +18,7 @@ use axum::extract::Request;
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use ferry_core::codes;
 
 /// Marks a request whose raw head carried both `Content-Length` and `Transfer-Encoding`
 /// (set by [`crate::transport`], which sees the head before hyper normalises it).
@@ -65,14 +66,14 @@ fn refusal(req: &Request) -> Option<ApiError> {
             && headers.contains_key(header::TRANSFER_ENCODING))
     {
         return Some(ApiError::bad_request(
-            "conflicting_length",
+            codes::CONFLICTING_LENGTH,
             "the request has both Content-Length and Transfer-Encoding, which frame the body \
              in two different ways; send only one of them",
         ));
     }
     duplicate(headers).map(|name| {
         ApiError::bad_request(
-            "duplicate_header",
+            codes::DUPLICATE_HEADER,
             format!("the {name} header appears more than once; send it once"),
         )
     })
@@ -121,7 +122,7 @@ mod tests {
     fn duplicates_are_named() {
         for (name, shown) in SINGLE {
             let e = refusal(&req(&[(name, "1"), (name, "1")])).expect(name);
-            assert_eq!(e.code, "duplicate_header");
+            assert_eq!(e.code, codes::DUPLICATE_HEADER);
             assert!(e.message.contains(shown), "{}", e.message);
         }
     }
@@ -133,10 +134,13 @@ mod tests {
             ("transfer-encoding", "chunked"),
         ]))
         .expect("refused");
-        assert_eq!(e.code, "conflicting_length");
+        assert_eq!(e.code, codes::CONFLICTING_LENGTH);
         let mut r = req(&[("transfer-encoding", "chunked")]);
         assert!(refusal(&r).is_none());
         r.extensions_mut().insert(ConflictingFraming);
-        assert_eq!(refusal(&r).expect("refused").code, "conflicting_length");
+        assert_eq!(
+            refusal(&r).expect("refused").code,
+            codes::CONFLICTING_LENGTH
+        );
     }
 }

@@ -20,6 +20,7 @@ pub mod cors;
 pub mod download;
 pub mod error;
 pub mod files;
+pub mod files_api;
 pub mod form;
 pub mod fronts;
 pub mod hooks;
@@ -43,6 +44,7 @@ use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ferry_core::Engine;
+use ferry_core::codes;
 use ferry_core::engine::EngineConfig;
 use ferry_core::store::{Blobs, Meta};
 use std::future::Future;
@@ -317,6 +319,7 @@ pub fn app(state: AppState) -> Router {
         router = router.merge((front.routes)(state.clone()));
     }
     router
+        .merge(files_api::routes())
         .merge(web::routes())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::handler))
@@ -352,7 +355,7 @@ async fn upload_dispatch(state: State<AppState>, caller: caller::Caller, req: Re
         offset::upload(state, caller, req).await.into_response()
     } else {
         ApiError::bad_request(
-            "unknown_upload_form",
+            codes::UNKNOWN_UPLOAD_FORM,
             "send either multipart/form-data with file, chunkId and fileId (chunk handshake), \
              or a raw body with X-File-Id and X-Start-Byte or Content-Range (byte-offset resume)",
         )

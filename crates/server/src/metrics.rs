@@ -16,6 +16,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use ferry_core::codes;
 use ferry_core::engine::{DialectStats, Stats};
 use std::fmt::Write;
 use std::net::SocketAddr;
@@ -47,7 +48,9 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let groups = crate::fronts::metric_groups();
+        let mut groups = crate::fronts::metric_groups();
+        // The files API (`files_api`) is no front; its group goes before `other`, kept last.
+        groups.insert(groups.len() - 1, "files");
         Metrics {
             latency: groups.iter().map(|_| Histogram::default()).collect(),
             status: groups.iter().map(|_| Default::default()).collect(),
@@ -66,6 +69,7 @@ fn route_group_name(method: &Method, path: &str, headers: &HeaderMap) -> &'stati
             && !headers.contains_key("upload-draft-interop-version"));
     match path {
         "/healthz" | "/metrics" => "ops",
+        "/api/files" | "/api/files/{id}" => "files",
         "/files/{id}" | "/upload/{name}" if download => "download",
         p => crate::fronts::metric_group_of(p).unwrap_or(
             if p.starts_with("/upload/") || p.starts_with("/files/") {
@@ -349,7 +353,7 @@ pub async fn handler(State(state): State<AppState>, headers: HeaderMap) -> Respo
     if state.metrics_access.listen.is_some() {
         return ApiError::new(
             StatusCode::NOT_FOUND,
-            "not_found",
+            codes::NOT_FOUND,
             "no such resource; metrics are served on their own address",
         )
         .into_response();
@@ -359,7 +363,7 @@ pub async fn handler(State(state): State<AppState>, headers: HeaderMap) -> Respo
     if state.auth.enabled() && !state.metrics_access.has_token() {
         let mut resp = ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            codes::UNAUTHORIZED,
             "this server authenticates its users, so /metrics needs its own token or address: \
              start it with --metrics-token or --metrics-listen",
         )
@@ -389,7 +393,7 @@ fn exposition(state: &AppState, headers: &HeaderMap) -> Response {
     if !state.metrics_access.allows(headers) {
         let mut resp = ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            codes::UNAUTHORIZED,
             "/metrics needs Authorization: Bearer with the metrics token",
         )
         .into_response();

@@ -31,6 +31,7 @@ use axum::http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use ferry_core::EngineError;
+use ferry_core::codes;
 use ferry_core::engine::{BodyCheck, NewUpload, WriteMode};
 use ferry_core::hash::HashAlg;
 use ferry_core::http_range::{ContentRangeError, parse_content_range};
@@ -50,7 +51,7 @@ fn key_for(client_id: &str) -> String {
 fn client_id(headers: &HeaderMap) -> Result<String, ApiError> {
     let raw = headers.get("x-file-id").ok_or_else(|| {
         ApiError::bad_request(
-            "file_id_required",
+            codes::FILE_ID_REQUIRED,
             "X-File-Id is missing: send an id for the file, e.g. name-size-lastModified",
         )
     })?;
@@ -60,7 +61,7 @@ fn client_id(headers: &HeaderMap) -> Result<String, ApiError> {
         .filter(|s| !s.is_empty() && s.len() <= MAX_CLIENT_ID && !s.chars().any(char::is_control))
         .ok_or_else(|| {
             ApiError::bad_request(
-                "invalid_file_id",
+                codes::INVALID_FILE_ID,
                 format!("X-File-Id must be 1 to {MAX_CLIENT_ID} bytes of printable UTF-8 text"),
             )
         })?;
@@ -75,7 +76,7 @@ fn header_u64(headers: &HeaderMap, name: &'static str) -> Result<Option<u64>, Ap
     let s = v.to_str().unwrap_or("").trim();
     if s.is_empty() || s.len() > 19 || !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ApiError::bad_request(
-            "invalid_number",
+            codes::INVALID_NUMBER,
             format!("{name} must be a non-negative whole number of bytes below 2^63, not {s:?}"),
         ));
     }
@@ -83,7 +84,7 @@ fn header_u64(headers: &HeaderMap, name: &'static str) -> Result<Option<u64>, Ap
         .ok()
         .filter(|n| *n < 1 << 63)
         .map(Some)
-        .ok_or_else(|| ApiError::bad_request("invalid_number", format!("{name} is too large")))
+        .ok_or_else(|| ApiError::bad_request(codes::INVALID_NUMBER, format!("{name} is too large")))
 }
 
 /// `Content-Digest` (RFC 9530): the `sha-256` member as a body check. Other algorithms are
@@ -94,7 +95,7 @@ fn content_digest(headers: &HeaderMap) -> Result<Option<BodyCheck>, ApiError> {
     };
     let bad = |why: &str| {
         ApiError::bad_request(
-            "invalid_content_digest",
+            codes::INVALID_CONTENT_DIGEST,
             format!(
                 "Content-Digest must look like \"sha-256=:<base64 of the body's SHA-256>:\" ({why})"
             ),
@@ -239,11 +240,11 @@ pub async fn upload(
         None => None,
         Some(v) => Some(parse_content_range(v.to_str().unwrap_or("")).map_err(|e| match e {
             ContentRangeError::PastTotal => ApiError::bad_request(
-                "range_past_total",
+                codes::RANGE_PAST_TOTAL,
                 "Content-Range ends past its own total; the last byte index must be below the total",
             ),
             _ => ApiError::bad_request(
-                "invalid_content_range",
+                codes::INVALID_CONTENT_RANGE,
                 format!("Content-Range must look like \"bytes 0-1048575/5000000\": {e}"),
             ),
         })?),
@@ -251,7 +252,7 @@ pub async fn upload(
     let total = match (range.and_then(|r| r.total), declared_size) {
         (Some(a), Some(b)) if a != b => {
             return Err(ApiError::bad_request(
-                "length_mismatch",
+                codes::LENGTH_MISMATCH,
                 format!("Content-Range says the file has {a} bytes but X-File-Size says {b}"),
             ));
         }
@@ -260,7 +261,7 @@ pub async fn upload(
     let mode = match (range, start_byte) {
         (Some(r), Some(s)) if s != r.first => {
             return Err(ApiError::bad_request(
-                "invalid_request",
+                codes::INVALID_REQUEST,
                 "X-Start-Byte and Content-Range disagree; send one of them",
             ));
         }
@@ -276,7 +277,7 @@ pub async fn upload(
             };
             if body_len.is_some_and(|n| n != len) {
                 return Err(ApiError::bad_request(
-                    "length_mismatch",
+                    codes::LENGTH_MISMATCH,
                     format!(
                         "Content-Range covers {len} bytes but the body has {}",
                         body_len.unwrap_or(0)
@@ -291,7 +292,7 @@ pub async fn upload(
         (None, Some(s)) => WriteMode::Append { offset: s },
         (None, None) => {
             return Err(ApiError::bad_request(
-                "offset_required",
+                codes::OFFSET_REQUIRED,
                 "send X-Start-Byte (append at the held count from /api/upload/status) or Content-Range",
             ));
         }

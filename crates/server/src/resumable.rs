@@ -36,6 +36,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use ferry_core::EngineError;
+use ferry_core::codes;
 use ferry_core::engine::{NewUpload, Scoped, WriteMode};
 use ferry_core::upload::{Dialect, Upload, clean_file_name};
 use futures_util::{Stream, StreamExt};
@@ -106,7 +107,7 @@ impl Fields {
         let number = |name: &'static str| -> Result<u64, ApiError> {
             let v = find(name).ok_or_else(|| {
                 ApiError::bad_request(
-                    "chunk_field_missing",
+                    codes::CHUNK_FIELD_MISSING,
                     format!(
                         "{name} is missing: send the chunk fields of resumable.js, flow.js or \
                          simple-uploader (e.g. resumable{0}, flow{0} or {name})",
@@ -121,7 +122,7 @@ impl Fields {
                 .filter(|n| *n < 1 << 62)
                 .ok_or_else(|| {
                     ApiError::bad_request(
-                        "invalid_chunk_field",
+                        codes::INVALID_CHUNK_FIELD,
                         format!("{name} must be a whole number, not {v:?}"),
                     )
                 })
@@ -131,14 +132,14 @@ impl Fields {
             .filter(|s| !s.is_empty())
             .ok_or_else(|| {
                 ApiError::bad_request(
-                    "chunk_field_missing",
+                    codes::CHUNK_FIELD_MISSING,
                     "identifier is missing: send the file's identifier (resumableIdentifier, \
                      flowIdentifier or identifier)",
                 )
             })?;
         if identifier.len() > MAX_TEXT || identifier.chars().any(char::is_control) {
             return Err(ApiError::bad_request(
-                "invalid_identifier",
+                codes::INVALID_IDENTIFIER,
                 format!("the identifier must be 1 to {MAX_TEXT} bytes of printable text"),
             ));
         }
@@ -147,7 +148,7 @@ impl Fields {
             Some(name) => {
                 if name.contains(['/', '\\']) || name.len() > MAX_TEXT {
                     return Err(ApiError::bad_request(
-                        "invalid_file_name",
+                        codes::INVALID_FILE_NAME,
                         "the file name must be a plain name without '/' or '\\' (the folder \
                          goes in relativePath)",
                     ));
@@ -173,7 +174,7 @@ impl Fields {
         let (t, c) = (self.total_size, self.chunk_size);
         if c == 0 {
             return Err(ApiError::bad_request(
-                "invalid_chunk_field",
+                codes::INVALID_CHUNK_FIELD,
                 "chunkSize must be at least 1",
             ));
         }
@@ -181,7 +182,7 @@ impl Fields {
         let ceil = t.div_ceil(c).max(1);
         if self.total_chunks != floor && self.total_chunks != ceil {
             return Err(ApiError::bad_request(
-                "chunk_count_mismatch",
+                codes::CHUNK_COUNT_MISMATCH,
                 format!(
                     "totalChunks is {} but a file of {t} bytes in chunks of {c} has {floor} \
                      (or {ceil} with forceChunkSize)",
@@ -191,13 +192,13 @@ impl Fields {
         }
         if self.total_chunks > MAX_CHUNKS {
             return Err(ApiError::bad_request(
-                "too_many_chunks",
+                codes::TOO_MANY_CHUNKS,
                 format!("a file may have at most {MAX_CHUNKS} chunks: use larger chunks"),
             ));
         }
         if self.number == 0 || self.number > self.total_chunks {
             return Err(ApiError::bad_request(
-                "chunk_number_out_of_range",
+                codes::CHUNK_NUMBER_OUT_OF_RANGE,
                 format!(
                     "chunkNumber must be 1 to {} (totalChunks), not {}",
                     self.total_chunks, self.number
@@ -207,7 +208,7 @@ impl Fields {
         let span = self.span();
         if span.end - span.start != self.current_size {
             return Err(ApiError::bad_request(
-                "chunk_size_mismatch",
+                codes::CHUNK_SIZE_MISMATCH,
                 format!(
                     "chunk {} of a {t}-byte file in chunks of {c} has {} bytes, but \
                      currentChunkSize says {}",
@@ -246,7 +247,7 @@ impl Fields {
         }
         Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            "chunk_layout_conflict",
+            codes::CHUNK_LAYOUT_CONFLICT,
             format!(
                 "identifier {:?} is already a file of {} bytes in {} chunks of {}; this request \
                  says {} bytes in {} chunks of {}. Finish or delete that upload, or give this \
@@ -334,7 +335,7 @@ fn refusal(e: impl Into<ApiError>) -> Response {
 fn query(q: Option<&str>) -> Result<BTreeMap<String, String>, ApiError> {
     crate::form::query_pairs(q.unwrap_or("")).ok_or_else(|| {
         ApiError::bad_request(
-            "invalid_chunk_field",
+            codes::INVALID_CHUNK_FIELD,
             "the query string is not UTF-8 once percent-decoded",
         )
     })
@@ -383,7 +384,7 @@ async fn store_chunk(
     let mut raw = query(req.uri().query())?;
     let mut multipart = Multipart::from_request(req, state).await.map_err(|e| {
         ApiError::bad_request(
-            "malformed_multipart",
+            codes::MALFORMED_MULTIPART,
             format!(
                 "send the chunk as multipart/form-data, fields first, then the file part: {}",
                 e.body_text()
@@ -393,13 +394,13 @@ async fn store_chunk(
     loop {
         let field = multipart.next_field().await.map_err(|e| {
             ApiError::bad_request(
-                "malformed_multipart",
+                codes::MALFORMED_MULTIPART,
                 format!("the multipart body could not be read: {e}"),
             )
         })?;
         let Some(mut field) = field else {
             return Err(ApiError::bad_request(
-                "file_required",
+                codes::FILE_REQUIRED,
                 "the multipart body has no file part (named \"file\") with the chunk's bytes",
             ));
         };
@@ -476,7 +477,7 @@ where
     let u = outcome.upload;
     if !u.is_complete() && !u.held.contains(span.clone()) {
         return Err(ApiError::bad_request(
-            "chunk_incomplete",
+            codes::CHUNK_INCOMPLETE,
             format!(
                 "the file part ended before the chunk's {} bytes (currentChunkSize); send the \
                  chunk again",

@@ -63,6 +63,7 @@ use axum::extract::ConnectInfo;
 use axum::http::Request;
 use axum::response::Response;
 use bytes::{Buf, Bytes};
+use ferry_core::codes;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -767,13 +768,20 @@ async fn refuse_tls(stream: TcpStream, tls: Arc<Tls>, _permit: OwnedSemaphorePer
     .await;
 }
 
-const BUSY_BODY: &str = r#"{"error":"server_busy","message":"the server is serving as many connections as it can; retry in a second"}"#;
+/// The body of [`busy_response`] and [`busy`], built once.
+static BUSY_BODY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        r#"{{"error":"{}","message":"the server is serving as many connections as it can; retry in a second"}}"#,
+        codes::SERVER_BUSY
+    )
+});
 
 fn busy_response() -> String {
     format!(
         "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{BUSY_BODY}",
-        BUSY_BODY.len()
+         Content-Length: {}\r\nConnection: close\r\n\r\n{}",
+        BUSY_BODY.len(),
+        BUSY_BODY.as_str()
     )
 }
 
@@ -781,7 +789,7 @@ fn busy_response() -> String {
 /// connection is then closed (HTTP/2 has no `Connection` header: its other streams go on).
 fn busy(close: bool) -> Response {
     use axum::http::{HeaderValue, StatusCode, header};
-    let mut resp = Response::new(Body::from(BUSY_BODY));
+    let mut resp = Response::new(Body::from(BUSY_BODY.as_str()));
     *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     let h = resp.headers_mut();
     h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

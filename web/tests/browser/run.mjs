@@ -1192,7 +1192,73 @@ scenario('https: tus-js-client in the page over h2 (Uppy + @uppy/tus to ferry\'s
   return `${note}; ${h2} (DevTools protocol: cross-origin)`;
 });
 
-(await import('./chunk-libs.mjs')).register(scenario); // 26–30: resumable.js, flow.js, simple-uploader.js → /api/resumable
+scenario('"Your files": a finished upload is listed with its size and a working link (bytes identical); unfinished ones are not', async (t) => {
+  const ferry = await t.ferry();
+  // An unfinished tus upload of this (owner-less) user: the API lists it, the section must not.
+  const created = await fetch(`${ferry.url}/files/`, {
+    method: 'POST',
+    headers: { 'Tus-Resumable': '1.0.0', 'Upload-Length': '1000', 'Upload-Metadata': `filename ${Buffer.from('half-done.bin').toString('base64')}` },
+  });
+  assert.equal(created.status, 201, 'tus creation of the unfinished upload');
+  const ctx = await t.context();
+  const page = await t.page(ctx, `${ferry.url}/`);
+  const yours = () => page.evaluate(() => ({
+    visible: !document.querySelector('#your-files-section').hidden,
+    heading: document.querySelector('#your-files-heading').textContent,
+    items: [...document.querySelectorAll('#your-files li.your-file')].map((li) => ({
+      id: li.dataset.id,
+      name: li.querySelector('.name').textContent,
+      size: li.querySelector('.size').textContent,
+      href: li.querySelector('a.download-link')?.href || null,
+    })),
+  }));
+  await sleep(500); // the page's first listing has answered
+  const before = await yours();
+  assert.equal(before.visible, false, `"Your files" is shown with nothing finished: ${JSON.stringify(before)}`);
+
+  const first = FIX.odd;
+  await page.setInputFiles('#file-input', first.path);
+  await waitRow(page, first.name, ['done'], 30_000);
+  const one = await until(yours, (y) => y.visible && y.items.length === 1, {
+    timeout: 10_000,
+    what: (y) => `"Your files" to list the finished upload (now ${JSON.stringify(y)})`,
+  });
+  const item = one.items[0];
+  assert.equal(one.heading, 'Your files');
+  assert.equal(item.name, first.name);
+  assert.match(item.size, /^1(\.\d+)? MiB$/, `size shown as "${item.size}" for ${first.size} bytes`);
+  assert.ok(item.href && new URL(item.href).pathname === `/files/${item.id}`, `link ${item.href}`);
+  await assertUrlHolds(item.href, first);
+  // The link works in the browser too: a click downloads the same bytes.
+  const [download] = await Promise.all([
+    page.waitForEvent('download', { timeout: 15_000 }),
+    page.locator(`#your-files li.your-file[data-id="${item.id}"] a.download-link`).click(),
+  ]);
+  const saved = await download.path();
+  const sha = createHash('sha256').update(readFileSync(saved)).digest('hex');
+  assert.equal(sha, first.sha, 'the file the link downloads in the browser differs from the source');
+  assert.equal(download.suggestedFilename(), first.name);
+
+  // A second upload: listed first once it finishes (refreshed without a reload).
+  const second = FIX.named;
+  await page.setInputFiles('#file-input', second.path);
+  await waitRow(page, second.name, ['done'], 30_000);
+  const two = await until(yours, (y) => y.items.length === 2, {
+    timeout: 10_000,
+    what: (y) => `"Your files" to list both finished uploads (now ${JSON.stringify(y)})`,
+  });
+  assert.deepEqual(two.items.map((i) => i.name), [second.name, first.name], 'not newest first');
+  await assertUrlHolds(two.items[0].href, second);
+  const api = await (await fetch(`${ferry.url}/api/files`)).json();
+  assert.equal(api.files.length, 3, `GET /api/files lists ${api.files.length} uploads, expected 3`);
+  assert.ok(!two.items.some((i) => i.name === 'half-done.bin'), 'the unfinished upload is listed among finished files');
+  // And in Chinese.
+  await page.selectOption('#lang', 'zh');
+  assert.equal((await yours()).heading, '我的文件');
+  return `listed ${two.items.map((i) => `${i.name} (${i.size})`).join(', ')}; link downloaded in the browser, bytes identical`;
+});
+
+(await import('./chunk-libs.mjs')).register(scenario); // 27–31: resumable.js, flow.js, simple-uploader.js → /api/resumable
 
 // ---------------------------------------------------------------------------------------
 // Runner

@@ -90,6 +90,7 @@ use axum::http::header::{
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ferry_core::EngineError;
+use ferry_core::codes;
 use ferry_core::engine::Actor;
 use ferry_core::engine::{NewUpload, WriteMode};
 use ferry_core::tus::Metadata;
@@ -160,7 +161,7 @@ impl Interop {
                 // by accident (§"Draft Version Identification"); say which ones we speak.
                 Err(Fail::new(
                     StatusCode::BAD_REQUEST,
-                    "unsupported_interop_version",
+                    codes::UNSUPPORTED_INTEROP_VERSION,
                     format!(
                         "Upload-Draft-Interop-Version {raw:?} is not supported; this server speaks interop versions {} to {}",
                         Self::OLDEST,
@@ -244,7 +245,7 @@ impl Fail {
     fn mismatch(expected: u64, provided: u64) -> Self {
         let mut f = Self::new(
             StatusCode::CONFLICT,
-            "offset_mismatch",
+            codes::OFFSET_MISMATCH,
             format!(
                 "the upload holds {expected} bytes; an append must start there, not at {provided} (ask HEAD for the offset)"
             ),
@@ -261,7 +262,7 @@ impl Fail {
     /// problem recommends 400.
     fn completed() -> Self {
         Self::bad(
-            "already_complete",
+            codes::ALREADY_COMPLETE,
             "the upload is already complete; nothing more can be appended",
         )
         .registered(COMPLETED_UPLOAD)
@@ -269,7 +270,7 @@ impl Fail {
 
     /// Draft §"Length": every length indicator of an upload must agree.
     fn inconsistent(detail: impl Into<String>) -> Self {
-        Self::bad("length_mismatch", detail).registered(INCONSISTENT_LENGTH)
+        Self::bad(codes::LENGTH_MISMATCH, detail).registered(INCONSISTENT_LENGTH)
     }
 
     fn engine(e: EngineError) -> Self {
@@ -430,7 +431,7 @@ fn item<T>(
     let bare = text.split(';').next().unwrap_or("").trim();
     parse(bare).map(Some).ok_or_else(|| {
         Fail::bad(
-            "invalid_header",
+            codes::INVALID_HEADER,
             format!("{name} must be {what}, not {text:?}"),
         )
     })
@@ -575,7 +576,7 @@ async fn load(state: &AppState, actor: &Actor, id: &UploadId) -> Result<Upload, 
         Ok(u) if u.dialect == Dialect::TUS => Ok(u),
         Ok(_) | Err(EngineError::NotFound) => Err(Fail::new(
             StatusCode::NOT_FOUND,
-            "not_found",
+            codes::NOT_FOUND,
             "no upload at this address; it may have been cancelled or expired",
         )),
         Err(e) => Err(Fail::engine(e)),
@@ -684,7 +685,7 @@ async fn create_upload(
 ) -> Result<Response, Fail> {
     let complete = requested_completion(v, headers)?.ok_or_else(|| {
         Fail::bad(
-            "completeness_required",
+            codes::COMPLETENESS_REQUIRED,
             format!(
                 "an upload creation carries {}: ?{} when the body is the whole file, ?{} when more will be appended",
                 v.completeness_header(),
@@ -698,7 +699,7 @@ async fn create_upload(
         && offset != 0
     {
         return Err(Fail::bad(
-            "offset_mismatch",
+            codes::OFFSET_MISMATCH,
             format!("an upload creation starts at offset 0, not {offset}"),
         ));
     }
@@ -820,7 +821,7 @@ async fn append_body(
         if !essence.eq_ignore_ascii_case(PARTIAL_UPLOAD) {
             return Err(Fail::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                codes::UNSUPPORTED_MEDIA_TYPE,
                 format!(
                     "an append at interop version {} is Content-Type: {PARTIAL_UPLOAD}, not {essence:?}",
                     v.0
@@ -830,7 +831,7 @@ async fn append_body(
     }
     let offset = sf_uint(headers, &UPLOAD_OFFSET)?.ok_or_else(|| {
         Fail::bad(
-            "offset_required",
+            codes::OFFSET_REQUIRED,
             "an append carries Upload-Offset: the offset from HEAD or from the last response",
         )
     })?;
@@ -863,7 +864,7 @@ async fn append_body(
         Some(n) => Some(
             offset
                 .checked_add(n)
-                .ok_or_else(|| Fail::bad("invalid_header", "Content-Length is too large"))?,
+                .ok_or_else(|| Fail::bad(codes::INVALID_HEADER, "Content-Length is too large"))?,
         ),
         None => None,
     };

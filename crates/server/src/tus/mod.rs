@@ -63,6 +63,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use ferry_core::EngineError;
+use ferry_core::codes;
 use ferry_core::engine::Actor;
 use ferry_core::tus::{Checksum, ChecksumError, parse_non_negative};
 use ferry_core::upload::{Dialect, Upload, UploadId};
@@ -170,7 +171,7 @@ fn classify(method: &Method, headers: &HeaderMap) -> Result<(Front, Method), Api
             .filter(|m| m.as_str().bytes().all(|b| b.is_ascii_uppercase()))
             .ok_or_else(|| {
                 ApiError::bad_request(
-                    "invalid_method_override",
+                    codes::INVALID_METHOD_OVERRIDE,
                     "X-HTTP-Method-Override must name a method in capitals, like PATCH or DELETE",
                 )
             })?,
@@ -310,7 +311,7 @@ fn refuse_version(headers: &HeaderMap) -> Option<Response> {
     };
     let mut resp = ApiError::new(
         StatusCode::PRECONDITION_FAILED,
-        "unsupported_version",
+        codes::UNSUPPORTED_VERSION,
         message,
     )
     .into_response();
@@ -324,7 +325,7 @@ fn refuse_version(headers: &HeaderMap) -> Option<Response> {
 fn method_not_allowed(allow: &'static str) -> Response {
     let mut resp = ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        codes::METHOD_NOT_ALLOWED,
         format!("this address answers {allow}"),
     )
     .into_response();
@@ -372,8 +373,11 @@ pub(crate) fn header_text<'a>(
     match headers.get(name) {
         None => Ok(None),
         Some(v) => v.to_str().map(|s| Some(s.trim())).map_err(|_| {
-            ApiError::bad_request("invalid_header", format!("{name} must be plain ASCII text"))
-                .into()
+            ApiError::bad_request(
+                codes::INVALID_HEADER,
+                format!("{name} must be plain ASCII text"),
+            )
+            .into()
         }),
     }
 }
@@ -387,7 +391,7 @@ pub(crate) fn header_number(
         None => Ok(None),
         Some(s) => parse_non_negative(s).map(Some).ok_or_else(|| {
             ApiError::bad_request(
-                "invalid_number",
+                codes::INVALID_NUMBER,
                 format!("{name} must be a non-negative whole number below 2^63, not {s:?}"),
             )
             .into()
@@ -403,8 +407,8 @@ pub(crate) fn header_checksum(headers: &HeaderMap) -> Result<Option<Checksum>, T
     };
     Checksum::parse(text).map(Some).map_err(|e| {
         let code = match e {
-            ChecksumError::UnsupportedAlgorithm(_) => "checksum_algorithm_unsupported",
-            _ => "invalid_checksum",
+            ChecksumError::UnsupportedAlgorithm(_) => codes::CHECKSUM_ALGORITHM_UNSUPPORTED,
+            _ => codes::INVALID_CHECKSUM,
         };
         ApiError::bad_request(code, e.to_string()).into()
     })

@@ -10,6 +10,7 @@ use crate::error::ApiError;
 use axum::body::{Body, HttpBody};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use ferry_core::codes;
 use ferry_core::engine::Actor;
 use ferry_core::engine::BodyCheck;
 use ferry_core::tenant::AppendRequest;
@@ -40,14 +41,14 @@ async fn append(
     if !is_offset_octet_stream(headers) {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            codes::UNSUPPORTED_MEDIA_TYPE,
             "a tus PATCH body must be sent as Content-Type: application/offset+octet-stream",
         )
         .into());
     }
     let offset = header_number(headers, &UPLOAD_OFFSET)?.ok_or_else(|| {
         ApiError::bad_request(
-            "offset_required",
+            codes::OFFSET_REQUIRED,
             "send Upload-Offset: the offset HEAD reports for this upload",
         )
     })?;

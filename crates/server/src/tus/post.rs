@@ -12,6 +12,7 @@ use axum::body::{Body, HttpBody};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ferry_core::EngineError;
+use ferry_core::codes;
 use ferry_core::engine::Actor;
 use ferry_core::engine::{BodyCheck, NewUpload, WriteMode};
 use ferry_core::tus::{Metadata, UploadConcat, upload_id_from_url};
@@ -139,14 +140,14 @@ fn parse_concat(state: &AppState, headers: &HeaderMap) -> Result<Option<UploadCo
     };
     if !state.engine.blobs().can_concatenate() {
         return Err(ApiError::bad_request(
-            "concatenation_unsupported",
+            codes::CONCATENATION_UNSUPPORTED,
             "this server's storage cannot concatenate uploads; send the file as one upload",
         )
         .into());
     }
     UploadConcat::parse(text)
         .map(Some)
-        .map_err(|e| ApiError::bad_request("invalid_concat", e.to_string()).into())
+        .map_err(|e| ApiError::bad_request(codes::INVALID_CONCAT, e.to_string()).into())
 }
 
 /// tus "Creation" / POST: the request MUST include `Upload-Length` or `Upload-Defer-Length: 1`
@@ -160,7 +161,7 @@ fn parse_length(headers: &HeaderMap, concat: Option<&UploadConcat>) -> Result<Le
         Some("1") => true,
         Some(other) => {
             return Err(ApiError::bad_request(
-                "invalid_defer_length",
+                codes::INVALID_DEFER_LENGTH,
                 format!("Upload-Defer-Length must be 1, not {other:?}"),
             )
             .into());
@@ -169,7 +170,7 @@ fn parse_length(headers: &HeaderMap, concat: Option<&UploadConcat>) -> Result<Le
     if let Some(UploadConcat::Final(urls)) = concat {
         if length.is_some() || deferred {
             return Err(ApiError::bad_request(
-                "final_length_given",
+                codes::FINAL_LENGTH_GIVEN,
                 "a final upload's length is the sum of its parts: send no Upload-Length or Upload-Defer-Length with Upload-Concat: final",
             )
             .into());
@@ -179,7 +180,7 @@ fn parse_length(headers: &HeaderMap, concat: Option<&UploadConcat>) -> Result<Le
             .map(|url| {
                 upload_id_from_url(url).ok_or_else(|| {
                     TusError::from(ApiError::bad_request(
-                        "concat_part_unknown",
+                        codes::CONCAT_PART_UNKNOWN,
                         format!(
                             "Upload-Concat names {url:?}, which is not an upload URL of this server"
                         ),
@@ -193,12 +194,12 @@ fn parse_length(headers: &HeaderMap, concat: Option<&UploadConcat>) -> Result<Le
         (Some(l), false) => Ok(Length::Known(l)),
         (None, true) => Ok(Length::Deferred),
         (Some(_), true) => Err(ApiError::bad_request(
-            "length_conflict",
+            codes::LENGTH_CONFLICT,
             "send either Upload-Length or Upload-Defer-Length: 1, not both",
         )
         .into()),
         (None, false) => Err(ApiError::bad_request(
-            "length_required",
+            codes::LENGTH_REQUIRED,
             "send Upload-Length with the file's size in bytes, or Upload-Defer-Length: 1 if it is not known yet",
         )
         .into()),
@@ -233,13 +234,13 @@ fn new_upload(
     {
         if text.len() > MAX_METADATA {
             return Err(ApiError::bad_request(
-                "metadata_too_large",
+                codes::METADATA_TOO_LARGE,
                 format!("Upload-Metadata is limited to {MAX_METADATA} bytes"),
             )
             .into());
         }
         let meta = Metadata::parse(text)
-            .map_err(|e| ApiError::bad_request("invalid_metadata", e.to_string()))?;
+            .map_err(|e| ApiError::bad_request(codes::INVALID_METADATA, e.to_string()))?;
         // tus-js-client and Uppy send `filename`/`filetype`; other clients `name`/`type`.
         // The name is for display and Content-Disposition only; it never becomes a path.
         new.file_name = meta
