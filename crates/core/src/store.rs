@@ -107,6 +107,16 @@ pub trait BlobRead: Send + Sync + 'static {
         let _ = (offset, len);
         None
     }
+    /// Up to `len` bytes at `offset`, read at once without blocking because they are in
+    /// memory already (the page cache): a download serves them on its own thread instead of
+    /// a blocking-pool round trip per block. Returns at least one byte, or `None` (the
+    /// default; nothing cached, or the backend cannot tell), which means: read with
+    /// [`BlobRead::read_at`] on a blocking thread. Errors are `None` too: the blocking read
+    /// reports them.
+    fn read_cached(&self, offset: u64, len: usize) -> Option<Bytes> {
+        let _ = (offset, len);
+        None
+    }
     /// Bytes `offset..offset + len` as an async stream, for stores read over the network:
     /// one ranged request streamed to the client, with no blocking read per block. `None`
     /// (the default) means: read with [`BlobRead::map`] or [`BlobRead::read_at`]. The stream

@@ -13,8 +13,12 @@
 //! blob stores that are not local files. Instead, a blob whose store can map it
 //! ([`BlobRead::map`]: complete files on the filesystem store) is served as slices of
 //! the mapping, which hyper writes straight from the page cache (one kernel copy, as
-//! `sendfile` over loopback also makes). Other blobs are read [`READ_BLOCK`] at a time
-//! with [`BlobRead::read_at`] on the blocking pool into a fresh buffer.
+//! `sendfile` over loopback also makes); from 1 MiB up that is cheaper than a copy (a
+//! random 1 MiB range: 560 against 770 µs of server CPU). Of shorter spans, and of blobs
+//! that cannot be mapped (partial ones), what the page cache holds is copied on the
+//! request's own thread ([`BlobRead::read_cached`], `preadv2` with `RWF_NOWAIT`), and only
+//! the rest is read [`READ_BLOCK`] at a time with [`BlobRead::read_at`] on the blocking
+//! pool.
 //!
 //! The figures below are from before the mapping (kept for the comparison):
 //!
@@ -45,8 +49,12 @@ use futures_util::stream::{self, Stream};
 /// Bytes read per `read_at` call and per body chunk: large enough to amortise the
 /// hop to the blocking pool, small enough that a slow client pins little memory.
 pub const READ_BLOCK: usize = 256 * 1024;
-/// Spans at least this long are served from mapped windows ([`BlobRead::map`]).
-const MAP_MIN: usize = 4 << 20;
+/// Most bytes read at once from the page cache ([`BlobRead::read_cached`]), on the
+/// request's own thread: one copy of at most this much between two polls of other tasks.
+const CACHED_BLOCK: usize = 1 << 20;
+/// Spans at least this long are served from mapped windows ([`BlobRead::map`]): below it,
+/// mapping, faulting in and unmapping cost more than copying.
+const MAP_MIN: usize = 1 << 20;
 /// Bytes per mapped window.
 const MAP_WINDOW: usize = 16 << 20;
 
@@ -757,10 +765,18 @@ fn segment_stream(
                     return Ok(Some((bytes, (blob, segments))));
                 }
             }
-            let reader = Arc::clone(&blob);
-            let chunk = tokio::task::spawn_blocking(move || read_block(&*reader, offset, want))
-                .await
-                .map_err(io::Error::other)??;
+            // Bytes the page cache holds are read right here (no blocking-pool round trip,
+            // no zeroed buffer); the rest on the blocking pool.
+            let cached = usize::try_from(remaining).map_or(CACHED_BLOCK, |r| r.min(CACHED_BLOCK));
+            let chunk = match blob.read_cached(offset, cached) {
+                Some(chunk) => chunk,
+                None => {
+                    let reader = Arc::clone(&blob);
+                    tokio::task::spawn_blocking(move || read_block(&*reader, offset, want))
+                        .await
+                        .map_err(io::Error::other)??
+                }
+            };
             let read = chunk.len() as u64;
             if remaining > read {
                 segments.push_front(Segment::Blob {

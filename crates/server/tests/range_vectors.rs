@@ -703,3 +703,81 @@ fn last_modified_is_truncated_to_seconds() {
     let res = respond(&Method::GET, &HeaderMap::new(), d);
     assert_eq!(res.headers()[header::LAST_MODIFIED], LAST_MODIFIED);
 }
+
+// ---------------------------------------------------------------------------
+// Through a server on the filesystem store: mapped windows and page-cache reads
+// ---------------------------------------------------------------------------
+
+mod common;
+
+/// Ranges of a complete file on the filesystem store at unaligned offsets, each way a span
+/// is served: 1 MiB and longer from a mapped window, shorter ones copied from the page
+/// cache, several ranges in one multipart answer, and the whole file.
+#[tokio::test]
+async fn ranges_of_a_stored_file_are_exact_whichever_way_they_are_read() {
+    let srv = common::TestServer::start().await;
+    let data = common::test_bytes((3 << 20) + 12_345, 41);
+    let created = srv
+        .client
+        .post(srv.url("/files/"))
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", data.len().to_string())
+        .header("Content-Type", "application/offset+octet-stream")
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let location = created.headers()["location"].to_str().unwrap();
+    let url = if location.starts_with("http") {
+        location.to_owned()
+    } else {
+        srv.url(location)
+    };
+    for (first, len) in [
+        (4_097u64, (1 << 20) + 7),
+        (1, 1 << 20),
+        (123_457, 300_000),
+        (3 << 20, 12_345),
+        (0, 1),
+    ] {
+        let last = first + len - 1;
+        let r = srv
+            .client
+            .get(&url)
+            .header("Range", format!("bytes={first}-{last}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 206, "bytes={first}-{last}");
+        let got = r.bytes().await.unwrap();
+        assert!(
+            got[..] == data[first as usize..=last as usize],
+            "bytes={first}-{last}: {} bytes, not the file's",
+            got.len()
+        );
+    }
+    let r = srv
+        .client
+        .get(&url)
+        .header("Range", "bytes=10-1048600,2000000-2000010")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    let boundary = r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .split("boundary=")
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let parts = parse_multipart(&r.bytes().await.unwrap(), &boundary);
+    assert_eq!(parts.len(), 2);
+    assert!(parts[0].2[..] == data[10..=1_048_600], "first part");
+    assert!(parts[1].2[..] == data[2_000_000..=2_000_010], "second part");
+    let (status, whole) = srv.get_bytes(&url).await;
+    assert_eq!(status, 200);
+    assert!(whole == data, "the whole file");
+    srv.stop().await;
+}

@@ -543,6 +543,25 @@ impl BlobRead for FsBlobRead {
         self.file.read_at(buf, offset)
     }
 
+    fn read_cached(&self, offset: u64, len: usize) -> Option<Bytes> {
+        let left = usize::try_from(self.len.checked_sub(offset)?).unwrap_or(usize::MAX);
+        let want = len.min(left);
+        if want == 0 {
+            return None;
+        }
+        let mut buf = bytes::BytesMut::with_capacity(want);
+        let n = read_nowait(&self.file, &mut buf.spare_capacity_mut()[..want], offset).ok()?;
+        if n == 0 {
+            return None;
+        }
+        // SAFETY: the kernel wrote the first `n` bytes of the spare capacity.
+        #[allow(unsafe_code)]
+        unsafe {
+            buf.set_len(n)
+        };
+        Some(buf.freeze())
+    }
+
     fn map(&self, offset: u64, len: usize) -> Option<Bytes> {
         let end = offset.checked_add(len as u64)?;
         if !self.immutable || len == 0 || end > self.len {
@@ -560,6 +579,34 @@ impl BlobRead for FsBlobRead {
             }
         }
     }
+}
+
+/// `preadv2(RWF_NOWAIT)`: reads into `buf` only what the page cache holds, failing with
+/// `EAGAIN` rather than waiting for the disk (`EOPNOTSUPP` on file systems without it).
+/// Fills `buf` from its start and returns the number of bytes written there.
+#[allow(unsafe_code)]
+fn read_nowait(
+    file: &File,
+    buf: &mut [std::mem::MaybeUninit<u8>],
+    offset: u64,
+) -> io::Result<usize> {
+    let offset = libc::off_t::try_from(offset).map_err(io::Error::other)?;
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: one iovec over `buf`, valid and writable for `buf.len()` bytes for the whole
+    // call; the kernel writes at most that many and returns how many (or -1).
+    let n = unsafe {
+        libc::preadv2(
+            std::os::fd::AsRawFd::as_raw_fd(file),
+            &iov,
+            1,
+            offset,
+            libc::RWF_NOWAIT,
+        )
+    };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
 fn page_size() -> u64 {

@@ -158,6 +158,43 @@ async fn fs_ping_fails_when_the_root_is_gone() {
     assert!(store.ping().await.is_err());
 }
 
+/// `read_cached` of a file the page cache holds (just written) gives its bytes without a
+/// blocking read: the whole span asked for, clipped at the end, nothing past it.
+#[tokio::test]
+async fn fs_read_cached_serves_what_the_page_cache_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsBlobStore::open(dir.path().to_owned()).unwrap();
+    let id = UploadId::generate();
+    store.create(&id).await.unwrap();
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    let mut w = store.writer(&id).await.unwrap();
+    let bufs = [Bytes::copy_from_slice(&data)];
+    tokio::task::spawn_blocking(move || {
+        w.write_at(0, &bufs).unwrap();
+        w.sync().unwrap();
+    })
+    .await
+    .unwrap();
+    let blob = store
+        .open(&id, ferry_core::store::BlobKind::Partial)
+        .await
+        .unwrap();
+    let got = blob
+        .read_cached(1_000, 1 << 20)
+        .expect("a file just written is in the page cache");
+    assert_eq!(&got[..], &data[1_000..1_000 + (1 << 20)]);
+    let tail = blob.read_cached(2_999_000, 1 << 20).expect("the tail");
+    assert_eq!(&tail[..], &data[2_999_000..], "clipped at the end");
+    assert!(
+        blob.read_cached(3_000_000, 10).is_none(),
+        "nothing at the end"
+    );
+    assert!(
+        blob.read_cached(4_000_000, 10).is_none(),
+        "nothing past the end"
+    );
+}
+
 #[tokio::test]
 async fn fs_writer_of_a_missing_upload_fails() {
     let dir = tempfile::tempdir().unwrap();
