@@ -795,3 +795,51 @@ fn bad_hook_flags_stop_the_start_and_the_secret_stays_hidden() {
     assert!(help.contains("--hook-secret"), "{help}");
     assert!(!help.contains("31337"), "{help}");
 }
+
+#[test]
+fn with_authentication_events_name_the_tenant_and_post_finish_carries_a_signed_link() {
+    let rx = Receiver::start(allow);
+    let dir = tempdir();
+    let mut server = Server::new(
+        dir.path(),
+        &["--hook-url", &rx.url(), "--auth-token", "hook-token-1"],
+    );
+    server.spawn();
+    let port = server.port;
+    let auth = ("Authorization", "Bearer hook-token-1".to_owned());
+    let src = support::source(70_000, 5);
+    let r = request(
+        port,
+        "POST",
+        "/files/",
+        &[
+            tus(),
+            auth.clone(),
+            ("Upload-Length", src.len().to_string()),
+            ("Content-Type", "application/offset+octet-stream".to_owned()),
+        ],
+        &src,
+    );
+    assert_eq!(r.status, 201, "tus POST with the body: {}", r.text());
+    let location = r.header("location").expect("Location");
+    let id = id_of(location.split('?').next().unwrap());
+    let hits = rx.wait_for(Duration::from_secs(15), "post-finish", |hits| {
+        hits.iter().any(|h| h.kind() == "post-finish")
+    });
+    let done = &hits
+        .iter()
+        .find(|h| h.kind() == "post-finish")
+        .unwrap()
+        .json;
+    assert_eq!(done["upload"]["id"], id.as_str(), "{done}");
+    assert_eq!(done["upload"]["tenant"], "default", "{done}");
+    let url = done["upload"]["url"].as_str().expect("a URL once complete");
+    assert!(url.contains("signature="), "not a signed link: {url}");
+    // The link downloads without credentials, as the owner's own URL does.
+    let r = request(port, "GET", url, &[], b"");
+    assert_eq!(r.status, 200, "GET {url} without credentials: {}", r.text());
+    assert!(r.body == src, "the link's bytes differ from the upload");
+    // Without the signature the same path needs the token.
+    let r = request(port, "GET", url.split('?').next().unwrap(), &[], b"");
+    assert_eq!(r.status, 401, "GET without the signature or a token");
+}

@@ -62,6 +62,9 @@ pub struct HookConfig {
     events: BTreeSet<EventKind>,
     /// `--public-url` without its trailing `/`, or empty: `upload.url` is then a path.
     base: String,
+    /// With authentication on, the signer of download links: `upload.url` is then a signed
+    /// link that downloads without credentials, as the owner's own URL is.
+    links: Option<Arc<crate::links::LinkSigner>>,
 }
 
 impl std::fmt::Debug for HookConfig {
@@ -76,6 +79,12 @@ impl std::fmt::Debug for HookConfig {
 }
 
 impl HookConfig {
+    /// Signs the `upload.url` of events with `links` (authentication is on).
+    pub fn signing_links(mut self, links: Arc<crate::links::LinkSigner>) -> HookConfig {
+        self.links = Some(links);
+        self
+    }
+
     /// `None` without `--hook-url`. Errors name the flag (and never the secret).
     pub fn from_args(args: &ServeArgs) -> anyhow::Result<Option<HookConfig>> {
         let Some(url) = args.hook_url.as_deref().filter(|u| !u.trim().is_empty()) else {
@@ -115,6 +124,7 @@ impl HookConfig {
             secret,
             events,
             base,
+            links: None,
         }))
     }
 }
@@ -275,9 +285,13 @@ impl Hooks for HttpHooks {
 impl Shared {
     /// The event's body: `{"id", "type", "upload"}`.
     fn body(&self, kind: EventKind, u: &Upload) -> Vec<u8> {
-        let url = u
-            .is_complete()
-            .then(|| format!("{}/files/{}", self.cfg.base, u.id));
+        let url = u.is_complete().then(|| {
+            let path = format!("/files/{}", u.id);
+            match &self.cfg.links {
+                Some(links) => format!("{}{}", self.cfg.base, links.sign(&path)),
+                None => format!("{}{path}", self.cfg.base),
+            }
+        });
         let body = json!({
             "id": ferry_core::hooks::new_event_id(),
             "type": kind.name(),

@@ -239,7 +239,12 @@ pub async fn state_from_args(args: &ServeArgs) -> anyhow::Result<AppState> {
         coord,
     );
     engine.follow_preemptions();
-    if let Some(cfg) = hooks {
+    let auth = Arc::new(auth::Auth::from_args(args)?);
+    let links = Arc::new(links::LinkSigner::from_args(args)?);
+    if let Some(mut cfg) = hooks {
+        if auth.enabled() {
+            cfg = cfg.signing_links(links.clone());
+        }
         engine.set_hooks(Arc::new(hooks::HttpHooks::start(cfg, &args.data_dir)?));
     }
     Ok(AppState {
@@ -247,8 +252,8 @@ pub async fn state_from_args(args: &ServeArgs) -> anyhow::Result<AppState> {
         metrics: Arc::default(),
         public_url: args.public_url.as_deref().map(Arc::from),
         spool_dir: Arc::new(spool_dir),
-        auth: Arc::new(auth::Auth::from_args(args)?),
-        links: Arc::new(links::LinkSigner::from_args(args)?),
+        auth,
+        links,
         expire_incomplete: args.expire_incomplete,
         web_dir: args.web_dir.clone().map(Arc::new),
         data_lock: Arc::new(data_lock),
