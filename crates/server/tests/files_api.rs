@@ -5,57 +5,13 @@
 
 mod common;
 
-use common::{TestServer, md5_hex, test_bytes};
+use common::{TestServer, call, md5_hex, test_bytes};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const OCTETS: &str = "application/offset+octet-stream";
-
-struct Reply {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-}
-
-/// One request as `auth` (`None`: no credentials) to a path or an absolute URL.
-async fn call(
-    srv: &TestServer,
-    auth: Option<&str>,
-    method: Method,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: Vec<u8>,
-) -> Reply {
-    let url = if url.starts_with("http") {
-        url.to_owned()
-    } else {
-        srv.url(url)
-    };
-    let mut r = srv.client.request(method, url).body(body);
-    if let Some(t) = auth {
-        r = r.bearer_auth(t);
-    }
-    for (k, v) in headers {
-        r = r.header(*k, *v);
-    }
-    let resp = r.send().await.unwrap();
-    Reply {
-        status: resp.status().as_u16(),
-        headers: resp.headers().clone(),
-        body: resp.bytes().await.unwrap().to_vec(),
-    }
-}
 
 fn b64(s: &str) -> String {
     use base64::Engine as _;
@@ -118,6 +74,7 @@ async fn tus_head(srv: &TestServer, auth: Option<&str>, path: &str) -> u16 {
     )
     .await
     .status
+    .as_u16()
 }
 
 fn id_of(path: &str) -> String {
@@ -149,7 +106,7 @@ async fn offset_range(
     )
     .await;
     assert!(
-        r.status < 300,
+        r.status.as_u16() < 300,
         "offset write of {name}: {} {:?}",
         r.status,
         r.json()
@@ -176,7 +133,7 @@ async fn offset_whole(srv: &TestServer, name: &str, data: &[u8]) -> Value {
     )
     .await;
     assert!(
-        r.status < 300,
+        r.status.as_u16() < 300,
         "offset upload of {name}: {} {:?}",
         r.status,
         r.json()

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{TestServer, md5_hex, spark_chunks, test_bytes};
+use common::{Reply, TestServer, md5_hex, spark_chunks, test_bytes};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -43,22 +43,7 @@ fn jwt(claims: Value) -> String {
     .unwrap()
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: reqwest::header::HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-}
-
-/// One request as `auth` (`None`: no credentials), with `headers` and `body`.
+/// One request as `auth`: [`common::call`].
 async fn req(
     srv: &TestServer,
     auth: Option<&str>,
@@ -67,24 +52,7 @@ async fn req(
     headers: &[(&str, &str)],
     body: Vec<u8>,
 ) -> Reply {
-    let url = if url.starts_with("http") {
-        url.to_owned()
-    } else {
-        srv.url(url)
-    };
-    let mut r = srv.client.request(method, url).body(body);
-    if let Some(t) = auth {
-        r = r.header("authorization", format!("Bearer {t}"));
-    }
-    for (k, v) in headers {
-        r = r.header(*k, *v);
-    }
-    let resp = r.send().await.unwrap();
-    Reply {
-        status: resp.status(),
-        headers: resp.headers().clone(),
-        body: resp.bytes().await.unwrap().to_vec(),
-    }
+    common::call(srv, auth, method, url, headers, body).await
 }
 
 fn path_of(url: &str) -> String {

@@ -213,3 +213,49 @@ impl TestServer {
         self.task.as_ref().is_none_or(|t| t.is_finished())
     }
 }
+
+/// A whole answer: status, headers and body.
+pub struct Reply {
+    pub status: reqwest::StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// One request as `auth` (a bearer token; `None`: no credentials), with `headers` and
+/// `body`, to a path of `srv` or an absolute URL.
+pub async fn call(
+    srv: &TestServer,
+    auth: Option<&str>,
+    method: reqwest::Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Reply {
+    let url = if url.starts_with("http") {
+        url.to_owned()
+    } else {
+        srv.url(url)
+    };
+    let mut r = srv.client.request(method, url).body(body);
+    if let Some(t) = auth {
+        r = r.bearer_auth(t);
+    }
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    let resp = r.send().await.unwrap();
+    Reply {
+        status: resp.status(),
+        headers: resp.headers().clone(),
+        body: resp.bytes().await.unwrap().to_vec(),
+    }
+}
