@@ -92,7 +92,7 @@ impl Engine {
     ///
     /// With a pre-finish hook, the hook is asked after the digest is verified and before
     /// the upload is published; a refusal leaves the upload incomplete with every byte held
-    /// (the next request, or [`Engine::finish_later`] when the hook could not be reached,
+    /// (the next request, or a background retry when the hook could not be reached,
     /// asks again).
     pub async fn finalize(&self, id: &UploadId) -> Result<Upload, EngineError> {
         let u = match self.finalize_one(id).await {
