@@ -37,6 +37,11 @@ pub struct UploadLock {
     /// A part store is composing cells of this upload from their pieces (one pass at a time
     /// on this node).
     pub settling: AtomicBool,
+    /// Held while parts are composed and recorded (a background settle pass) and while an
+    /// upload is published: two of them at once would upload the same part numbers, and the
+    /// part list one of them completes with would not be what the store holds. Taken before
+    /// `commit`, never while holding it.
+    pub composing: tokio::sync::Mutex<()>,
 }
 
 impl Default for UploadLock {
@@ -48,6 +53,7 @@ impl Default for UploadLock {
             zero_open: AtomicBool::default(),
             preempt: tokio::sync::watch::Sender::new(0),
             settling: AtomicBool::default(),
+            composing: tokio::sync::Mutex::default(),
         }
     }
 }

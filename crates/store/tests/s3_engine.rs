@@ -460,3 +460,59 @@ async fn cells_arriving_in_order_go_from_memory_and_many_writes_at_once_spool() 
         spooled(&h) - before
     );
 }
+
+/// Chunks of an upload whose size comes only with its last chunk, all sent at once, several
+/// times over: the background pass that composes cells from pieces and the completion that
+/// publishes the upload never send the same part numbers at the same time (they did: the
+/// store then refused the part list, `InvalidPart`, and the last chunk got a 500).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_chunks_of_a_deferred_size_complete_every_time() {
+    // The seed articles' client: 5 MiB chunks, the last one shorter.
+    let chunk = 5 * MIB;
+    for round in 0..4u64 {
+        let h = harness();
+        let src = data(4 * chunk + 3 * MIB + 4321, 40 + round);
+        let ids: Vec<String> = src
+            .chunks(chunk)
+            .enumerate()
+            .map(|(i, c)| format!("{}-{i}", hex_of(HashAlg::Md5, c)))
+            .collect();
+        let mut new = NewUpload::new(Dialect::CHUNK);
+        new.chunks = Some(ChunkLayout {
+            ids: ids.clone(),
+            chunk_size: None,
+            alg: HashAlg::Md5,
+            staged: BTreeMap::new(),
+        });
+        let u = h.engine.create(new).await.unwrap().0;
+        let write = |i: usize| {
+            let (engine, id, cid) = (h.engine.clone(), u.id.clone(), ids[i].clone());
+            let bytes = src[i * chunk..((i + 1) * chunk).min(src.len())].to_vec();
+            tokio::spawn(async move { (i, engine.write_chunk(&id, &cid, body(&bytes)).await) })
+        };
+        // As the seed client's log had it: the first three at once, then the last one (the
+        // size is known from then on, and a background pass starts composing what the
+        // pieces cover), and right after it the one missing chunk, whose write completes
+        // the upload while that pass may still be sending parts.
+        let last = ids.len() - 1;
+        let mut order: Vec<Vec<usize>> = vec![(0..last - 1).collect(), vec![last], vec![last - 1]];
+        if round % 2 == 1 {
+            // And all at once.
+            order = vec![(0..=last).collect()];
+        }
+        for batch in order {
+            let writes: Vec<_> = batch.into_iter().map(write).collect();
+            for w in futures_util::future::join_all(writes).await {
+                let (i, r) = w.unwrap();
+                r.unwrap_or_else(|e| panic!("round {round}, chunk {i}: {e:?}"));
+            }
+        }
+        let done = h.engine.get(&u.id).await.unwrap();
+        assert!(done.is_complete(), "round {round}: held {:?}", done.held);
+        assert!(
+            read_back(&h, &done).await == src,
+            "round {round}: bytes differ"
+        );
+        only_the_object_is_left(&h, &done).await;
+    }
+}

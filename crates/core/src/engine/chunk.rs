@@ -368,6 +368,17 @@ impl Engine {
             let Some(res) = self.0.locks.reserve(&id, vec![span.clone()]) else {
                 continue;
             };
+            // Another request may have placed this chunk (and removed its staging blob)
+            // since `ready` was read: with the span reserved, the record decides.
+            let current = self.get(&id).await?;
+            let still_staged = current
+                .chunks
+                .as_ref()
+                .is_some_and(|c| c.staged.get(&i) == Some(&len));
+            last = current;
+            if !still_staged {
+                continue;
+            }
             let mut stored = crate::parts::BlobDelta::default();
             let placed = match self
                 .0

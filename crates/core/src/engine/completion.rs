@@ -63,6 +63,8 @@ impl Engine {
     }
 
     async fn settle(&self, id: &UploadId) -> Result<(), EngineError> {
+        let lock = self.0.locks.entry(id);
+        let _composing = lock.composing.lock().await;
         let u = self.get(id).await?;
         if u.is_complete() {
             return Ok(());
@@ -71,7 +73,6 @@ impl Engine {
         if stored.is_empty() {
             return Ok(());
         }
-        let lock = self.0.locks.entry(id);
         self.commit(
             id,
             &lock,
@@ -122,6 +123,8 @@ impl Engine {
         let started = Instant::now();
         let lock = self.0.locks.entry(id);
         let mut hslot = lock.hasher.lock().await;
+        // After a background settle pass, so the record read below lists the parts it sent.
+        let _composing = lock.composing.lock().await;
         let _c = lock.commit.lock().await;
         let mut u = self.get(id).await?;
         if u.is_complete() {
@@ -229,6 +232,7 @@ impl Engine {
             .fetch_add(1, Ordering::Relaxed);
         tracing::info!(%id, length = len, rehashed = rehash, finalize_ms = started.elapsed().as_millis() as u64, "upload complete");
         drop(_c);
+        drop(_composing);
         drop(hslot);
         self.notify(EventKind::PostFinish, &u).await;
         Ok(u)
