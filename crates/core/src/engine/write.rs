@@ -18,7 +18,10 @@ use tokio::task::{JoinHandle, spawn_blocking};
 
 /// Bytes gathered from the body before one positional write: large enough that the per-write
 /// cost (a blocking-pool hop, a syscall) is amortised, small enough to keep memory flat.
-const BATCH_BYTES: usize = 512 << 10;
+/// 256 KiB rather than 512: 32 uploads at once peak at 43 instead of 58 MiB (W3), and one
+/// 1 GiB PATCH is no slower (paired runs: 1,015 against 961 MiB/s, 1.08 against 1.19 CPU
+/// s/GiB, medians of 6).
+const BATCH_BYTES: usize = 256 << 10;
 /// Why a preempted write ended.
 const SUPERSEDED: &str = "superseded by a newer request for the same upload";
 
