@@ -142,12 +142,14 @@ impl Engine {
                 &plan,
                 None,
                 body,
+                false,
             )
             .await;
         let Pumped {
             mut worker,
             received,
             end,
+            ..
         } = match pumped {
             Ok(p) => p,
             Err(e) => {

@@ -53,7 +53,18 @@ pub(super) struct Pumped {
     /// Bytes of the body accepted (written where writable), ≤ plan.limit.
     pub(super) received: u64,
     pub(super) end: PumpEnd,
+    /// With `sync_at_end`, the durability point made on the blocking thread that wrote the
+    /// last batch (one blocking-pool round trip less per request); `None`: not made yet.
+    pub(super) synced: Option<std::io::Result<BlobDelta>>,
 }
+
+/// What a batch's blocking task hands back: the worker, the write's result, and the sync's
+/// when the task also made the durability point.
+type BatchDone = (
+    Worker,
+    std::io::Result<()>,
+    Option<std::io::Result<BlobDelta>>,
+);
 
 impl Engine {
     /// Streams a raw body into an upload (byte-offset dialect, tus PATCH).
@@ -164,12 +175,18 @@ impl Engine {
                 &plan,
                 preempt,
                 body,
+                // The durability point may come with the last batch's write: bytes synced
+                // become held only at the commit, so syncing before the checks below is
+                // harmless on a positional store. Not with a checksum (a refused body
+                // syncs nothing) nor on a part store (its sync uploads objects).
+                check.is_none() && self.0.blobs.capabilities().positional,
             )
             .await;
         let Pumped {
             mut worker,
             received,
             end,
+            synced: pre_synced,
         } = match pumped {
             Ok(p) => p,
             Err(e) => {
@@ -236,7 +253,10 @@ impl Engine {
         }
         let committed = if received > 0 {
             let synced;
-            (worker, synced) = sync_worker(worker).await;
+            (worker, synced) = match pre_synced {
+                Some(synced) => (worker, synced),
+                None => sync_worker(worker).await,
+            };
             let stored = synced?;
             let whole = worker.whole.take();
             let u = self
@@ -327,13 +347,15 @@ impl Engine {
         plan: &Plan,
         mut preempt: Option<tokio::sync::watch::Receiver<u64>>,
         mut body: S,
+        sync_at_end: bool,
     ) -> Result<Pumped, EngineError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
         E: Display,
     {
         let mut idle = Some(worker);
-        let mut pending: Option<JoinHandle<(Worker, std::io::Result<()>)>> = None;
+        let mut pending: Option<JoinHandle<BatchDone>> = None;
+        let mut synced = None;
         let mut batch: Vec<Bytes> = Vec::new();
         let mut batch_len = 0usize;
         let mut batch_pos = 0u64;
@@ -382,7 +404,8 @@ impl Engine {
             if batch_len >= BATCH_BYTES || (last && batch_len > 0) {
                 let worker = match pending.take() {
                     Some(h) => {
-                        let (w, r) = h.await.map_err(|e| std::io::Error::other(e.to_string()))?;
+                        let (w, r, _) =
+                            h.await.map_err(|e| std::io::Error::other(e.to_string()))?;
                         r?;
                         w
                     }
@@ -393,10 +416,13 @@ impl Engine {
                 batch_pos += batch_len as u64;
                 batch_len = 0;
                 let (targets, writable) = (targets.clone(), writable.clone());
+                let sync = sync_at_end && last;
                 pending = Some(spawn_blocking(move || {
                     let mut w = worker;
                     let r = write_batch(&mut w, &targets, &writable, pos, &bufs);
-                    (w, r)
+                    let synced =
+                        (sync && r.is_ok()).then(|| w.writer.sync().map(|()| w.writer.stored()));
+                    (w, r, synced)
                 }));
             }
             if last {
@@ -405,8 +431,9 @@ impl Engine {
         }
         let worker = match pending.take() {
             Some(h) => {
-                let (w, r) = h.await.map_err(|e| std::io::Error::other(e.to_string()))?;
+                let (w, r, s) = h.await.map_err(|e| std::io::Error::other(e.to_string()))?;
                 r?;
+                synced = s;
                 w
             }
             None => idle.take().expect("worker is idle when nothing is pending"),
@@ -415,6 +442,7 @@ impl Engine {
             worker,
             received,
             end,
+            synced,
         })
     }
 }
