@@ -210,7 +210,9 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn begin(&self, upload: &Upload) -> io::Result<Option<BlobState>> {
         self.create(&upload.id).await.map(|()| None)
     }
-    /// Opens the partial blob for writing.
+    /// Opens the partial blob for writing. A partial blob that does not exist (the upload
+    /// was deleted meanwhile) is `NotFound`, here or at the writer's first use: a store may
+    /// open lazily, on the blocking thread of the first write.
     async fn writer(&self, id: &UploadId) -> io::Result<Box<dyn BlobWrite>>;
     /// Opens the partial blob for a write planned from `upload` (read after the write's
     /// ranges were reserved), so a part store knows the parts and pieces already stored.

@@ -42,7 +42,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 /// Size of the user-space buffer used when the kernel cannot copy between files itself.
@@ -164,18 +164,12 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn writer(&self, id: &UploadId) -> io::Result<Box<dyn BlobWrite>> {
-        let id = id.clone();
-        self.blocking(move |dirs| {
-            // No `create`: writing into an upload whose partial blob is gone (expired and
-            // deleted meanwhile) must fail, not silently start a new sparse file. No
-            // `truncate`: earlier bytes of the upload are kept.
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(dirs.partial(&id))?;
-            Ok(Box::new(FsBlobWrite { file }) as Box<dyn BlobWrite>)
-        })
-        .await
+        // Opened by the first write, on the blocking thread that makes it: a round trip to
+        // the blocking pool less per request (writers are used on blocking threads only).
+        Ok(Box::new(FsBlobWrite {
+            file: OnceLock::new(),
+            path: self.dirs.partial(id),
+        }))
     }
 
     async fn staging_writer(&self, id: &UploadId, index: usize) -> io::Result<Box<dyn BlobWrite>> {
@@ -193,7 +187,10 @@ impl BlobStore for FsBlobStore {
             // be placed only after a restart; the entry must survive a crash as well as the
             // bytes, so the directory is synced here (staging is rare: one chunk at most).
             sync_dir(&dirs.staging)?;
-            Ok(Box::new(FsBlobWrite { file }) as Box<dyn BlobWrite>)
+            Ok(Box::new(FsBlobWrite {
+                file: OnceLock::from(file),
+                path,
+            }) as Box<dyn BlobWrite>)
         })
         .await
     }
@@ -444,24 +441,38 @@ impl BlobStore for FsBlobStore {
     }
 }
 
-/// A writable partial or staging blob.
+/// A writable partial or staging blob, opened by its first use.
 struct FsBlobWrite {
-    file: File,
+    file: OnceLock<File>,
+    path: PathBuf,
+}
+
+impl FsBlobWrite {
+    fn file(&self) -> io::Result<&File> {
+        if let Some(f) = self.file.get() {
+            return Ok(f);
+        }
+        // No `create`: writing into an upload whose partial blob is gone (expired and
+        // deleted meanwhile) must fail, not silently start a new sparse file. No `truncate`:
+        // earlier bytes of the upload are kept.
+        let file = OpenOptions::new().read(true).write(true).open(&self.path)?;
+        Ok(self.file.get_or_init(|| file))
+    }
 }
 
 impl BlobWrite for FsBlobWrite {
     fn write_at(&mut self, offset: u64, bufs: &[Bytes]) -> io::Result<()> {
-        write_all_vectored_at(&self.file, offset, bufs)
+        write_all_vectored_at(self.file()?, offset, bufs)
     }
 
     fn sync(&mut self) -> io::Result<()> {
         // fdatasync also flushes the size when writes extended the file, which is all the
         // metadata a reader needs; timestamps are not worth the extra journal write.
-        self.file.sync_data()
+        self.file()?.sync_data()
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        self.file.read_at(buf, offset)
+        self.file()?.read_at(buf, offset)
     }
 }
 

@@ -199,8 +199,28 @@ async fn fs_read_cached_serves_what_the_page_cache_holds() {
 async fn fs_writer_of_a_missing_upload_fails() {
     let dir = tempfile::tempdir().unwrap();
     let store = FsBlobStore::open(dir.path().to_owned()).unwrap();
-    let err = store.writer(&UploadId::generate()).await.err().unwrap();
+    // The file is opened by the writer's first use: that is where it fails, and no file is
+    // created.
+    let id = UploadId::generate();
+    let mut w = store.writer(&id).await.unwrap();
+    let err = tokio::task::spawn_blocking(move || w.write_at(0, &[Bytes::from_static(b"x")]))
+        .await
+        .unwrap()
+        .unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+    let mut w = store.writer(&id).await.unwrap();
+    let err = tokio::task::spawn_blocking(move || w.sync())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+    assert!(
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .all(|e| e.path().is_dir()),
+        "a write to a missing upload created a file"
+    );
 }
 
 #[tokio::test]
