@@ -195,9 +195,7 @@ fn parse_query(q: &str) -> Result<Page, ApiError> {
     let mut cursor: Option<String> = None;
     for pair in q.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let decoded = percent_encoding::percent_decode_str(&v.replace('+', " "))
-            .decode_utf8()
-            .map(|c| c.into_owned());
+        let decoded = crate::form::decode_component(v).ok_or(());
         match k {
             "limit" => {
                 let v = decoded.map_err(|_| bad_limit())?;

@@ -72,15 +72,18 @@ pub fn query_pairs(q: &str) -> Option<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for pair in q.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let decode = |s: &str| {
-            percent_encoding::percent_decode_str(&s.replace('+', " "))
-                .decode_utf8()
-                .ok()
-                .map(|c| c.into_owned())
-        };
-        out.insert(decode(k)?, decode(v)?);
+        out.insert(decode_component(k)?, decode_component(v)?);
     }
     Some(out)
+}
+
+/// One key or value of a query string, `+` and percent escapes decoded; `None` when it is
+/// not UTF-8 once decoded.
+pub fn decode_component(s: &str) -> Option<String> {
+    percent_encoding::percent_decode_str(&s.replace('+', " "))
+        .decode_utf8()
+        .ok()
+        .map(|c| c.into_owned())
 }
 
 /// A text field of a multipart body, trimmed: `malformed_multipart` when it cannot be read

@@ -141,6 +141,30 @@ fn blake3_hex(bytes: &[u8]) -> String {
 }
 
 /// Only the finished object is left under the prefix.
+/// A chunk-handshake upload of `src` cut at `chunk` (MD5 chunk ids, no chunk size given);
+/// `length` `None` leaves the size to the last chunk. Returns the upload and its chunk ids.
+async fn create_chunked(
+    h: &Harness,
+    src: &[u8],
+    chunk: usize,
+    length: Option<u64>,
+) -> (Upload, Vec<String>) {
+    let ids: Vec<String> = src
+        .chunks(chunk)
+        .enumerate()
+        .map(|(i, c)| format!("{}-{i}", hex_of(HashAlg::Md5, c)))
+        .collect();
+    let mut new = NewUpload::new(Dialect::CHUNK);
+    new.length = length;
+    new.chunks = Some(ChunkLayout {
+        ids: ids.clone(),
+        chunk_size: None,
+        alg: HashAlg::Md5,
+        staged: BTreeMap::new(),
+    });
+    (h.engine.create(new).await.unwrap().0, ids)
+}
+
 async fn only_the_object_is_left(h: &Harness, u: &Upload) {
     let keys: Vec<String> = h
         .client
@@ -237,20 +261,7 @@ async fn chunks_in_any_order_and_staged_complete() {
     let h = harness();
     let chunk = MIB;
     let src = data(7 * chunk + 100, 3);
-    let ids: Vec<String> = src
-        .chunks(chunk)
-        .enumerate()
-        .map(|(i, c)| format!("{}-{i}", hex_of(HashAlg::Md5, c)))
-        .collect();
-    let mut new = NewUpload::new(Dialect::CHUNK);
-    new.length = Some(src.len() as u64);
-    new.chunks = Some(ChunkLayout {
-        ids: ids.clone(),
-        chunk_size: None,
-        alg: HashAlg::Md5,
-        staged: BTreeMap::new(),
-    });
-    let u = h.engine.create(new).await.unwrap().0;
+    let (u, ids) = create_chunked(&h, &src, chunk, Some(src.len() as u64)).await;
     // The last chunk first (its offset is unknown: staged), then the rest backwards.
     let order = [7usize, 3, 6, 0, 5, 1, 4, 2];
     for (n, i) in order.into_iter().enumerate() {
@@ -472,19 +483,7 @@ async fn parallel_chunks_of_a_deferred_size_complete_every_time() {
     for round in 0..4u64 {
         let h = harness();
         let src = data(4 * chunk + 3 * MIB + 4321, 40 + round);
-        let ids: Vec<String> = src
-            .chunks(chunk)
-            .enumerate()
-            .map(|(i, c)| format!("{}-{i}", hex_of(HashAlg::Md5, c)))
-            .collect();
-        let mut new = NewUpload::new(Dialect::CHUNK);
-        new.chunks = Some(ChunkLayout {
-            ids: ids.clone(),
-            chunk_size: None,
-            alg: HashAlg::Md5,
-            staged: BTreeMap::new(),
-        });
-        let u = h.engine.create(new).await.unwrap().0;
+        let (u, ids) = create_chunked(&h, &src, chunk, None).await;
         let write = |i: usize| {
             let (engine, id, cid) = (h.engine.clone(), u.id.clone(), ids[i].clone());
             let bytes = src[i * chunk..((i + 1) * chunk).min(src.len())].to_vec();

@@ -15,7 +15,7 @@
 
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { HERE, MiB, fetchDigest, randomFixture, request, sleep, workDir } from './lib.mjs';
+import { HERE, MiB, fetchDigest, randomFixture, request, sleep, until, workDir } from './lib.mjs';
 
 const NM = join(HERE, 'node_modules');
 export const PAGE_PATH = '/chunk-libs.html';
@@ -184,7 +184,7 @@ export async function waitEnd(page, timeout = 90_000) {
   return until(
     () => page.evaluate(() => window.harness.info()),
     (i) => i.success || i.error,
-    { timeout, what: (i) => `fileSuccess or fileError (now ${i.succeeded.length}/${i.chunks} chunks done, ${i.retries} retries)` },
+    { timeout, interval: 50, what: (i) => `fileSuccess or fileError (now ${i.succeeded.length}/${i.chunks} chunks done, ${i.retries} retries)` },
   );
 }
 
@@ -296,17 +296,6 @@ async function assertUrlHolds(url, fixture) {
 // ---------------------------------------------------------------------------------------
 // Helpers
 
-async function until(probe, accept, { timeout = 30_000, interval = 50, what = () => 'condition' } = {}) {
-  const deadline = Date.now() + timeout;
-  let last;
-  for (;;) {
-    last = await probe();
-    if (accept(last)) return last;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${what(last)}`);
-    await sleep(interval);
-  }
-}
-
 const fmt = (n) => `${(n / MiB).toFixed(1)} MiB`;
 
 let WORK = null;
@@ -355,6 +344,7 @@ async function interrupted(t, kind, { interrupt, options = {} }) {
   await startUpload(page, kind, opts, f.path);
   const mid = await until(info, (i) => i.error || i.success || (i.chunks && i.succeeded.length >= 0.4 * i.chunks), {
     timeout: 60_000,
+    interval: 50,
     what: (i) => `40 % of the chunks to succeed (now ${i.succeeded.length}/${i.chunks})`,
   });
   assert.ok(!mid.error, `fileError before 40 %: ${mid.error?.message}`);

@@ -26,6 +26,18 @@ export const REPO = resolve(HERE, '../../..');
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** Polls `probe()` until `accept(value)`; throws with `what(last)` on timeout. */
+export async function until(probe, accept, { timeout = 30_000, interval = 100, what = () => 'condition' } = {}) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    last = await probe();
+    if (accept(last)) return last;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${what(last)}`);
+    await sleep(interval);
+  }
+}
+
 /** A throwaway directory under the OS temp dir, removed when the process exits. */
 export function workDir(prefix) {
   const dir = mkdtempSync(join(tmpdir(), prefix));

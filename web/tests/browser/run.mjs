@@ -33,6 +33,7 @@ import {
   startFerry,
   startProxy,
   startStatic,
+  until,
   workDir,
 } from './lib.mjs';
 
@@ -95,18 +96,6 @@ function upInfo(page, name) {
     const up = window.ferry?.uploader?.uploads?.find((u) => u.name === name);
     return up ? { state: up.state, confirmed: up.confirmed, url: up.url, size: up.size, fingerprint: up.fingerprint } : null;
   }, name);
-}
-
-/** Polls `probe()` until `accept(value)`; throws with `what(last)` on timeout. */
-async function until(probe, accept, { timeout = 30_000, interval = 100, what = () => 'condition' } = {}) {
-  const deadline = Date.now() + timeout;
-  let last;
-  for (;;) {
-    last = await probe();
-    if (accept(last)) return last;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${what(last)}`);
-    await sleep(interval);
-  }
 }
 
 /** Waits for the row of `name` to reach one of `states`; a `failed` row ends the wait at once. */
