@@ -20,13 +20,29 @@
 //! rather than another copied column, since the creation time never changes once written,
 //! and SQLite computes the key from the record the same way on every insert and update.
 //! Queries name the same expression, so they walk the index from the cursor onwards.
+//!
+//! # Records kept in memory
+//!
+//! The database has one writer, this process: [`SqliteMetaStore::open`] takes an exclusive
+//! lock on `<database>.lock` for as long as the store lives, so a second ferry server (or a
+//! second store in this one) cannot open the same file. Every record this store writes or
+//! reads is therefore also kept in memory (the last [`CACHE_GENERATION`] to 2 ×
+//! [`CACHE_GENERATION`] ids used), and [`MetaStore::get`] of a kept id answers on the
+//! caller's thread, without a blocking-pool round trip (two of the four a 256 KiB tus PATCH
+//! used to make). The copy is changed under the connection's mutex, in the same critical
+//! section as the statement that changed the row, so it is never older than the row once a
+//! write has returned. Other processes may still read the file (an operator's `sqlite3`
+//! shell, a backup); one that writes to it while ferry runs is not supported (ferry would
+//! not see the change until restarted).
 
 use async_trait::async_trait;
 use ferry_core::crash;
 use ferry_core::store::{MetaError, MetaStore, Usage};
 use ferry_core::upload::{Timestamp, Upload, UploadId, UploadState};
 use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -71,25 +87,89 @@ const CREATED: &str = "json_extract(record, '$.created_at')";
 /// `sqlite3` shell, a backup) before giving up with SQLITE_BUSY.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Ids whose records one generation of the in-memory copy holds (see the module docs): at
+/// most twice as many are kept. A record is a few hundred bytes to a few KiB, so this is at
+/// most a few MiB, and it covers every upload a busy node is receiving at once.
+pub const CACHE_GENERATION: usize = 1024;
+
 /// Metadata store on SQLite. Cheap to clone; clones share the connection.
 #[derive(Clone)]
 pub struct SqliteMetaStore {
     /// One connection: SQLite serialises writers anyway, and a single connection keeps
     /// every read consistent with the last write without any pool to tune.
     conn: Arc<Mutex<Connection>>,
+    /// Records as stored, changed only while `conn` is locked (see the module docs).
+    cache: Arc<Mutex<Cache>>,
+    hits: Arc<AtomicU64>,
+    misses: Arc<AtomicU64>,
+    /// The exclusive lock on `<database>.lock`, held while any clone lives.
+    _lock: Arc<std::fs::File>,
+}
+
+/// The records of recently used ids in two generations: a lookup that finds an id in the
+/// older one moves it to the newer; when the newer fills up, the older is dropped and the
+/// newer takes its place. A bounded map with no per-entry bookkeeping.
+#[derive(Default)]
+struct Cache {
+    current: HashMap<UploadId, Upload>,
+    previous: HashMap<UploadId, Upload>,
+}
+
+impl Cache {
+    fn get(&mut self, id: &UploadId) -> Option<Upload> {
+        if let Some(u) = self.current.get(id) {
+            return Some(u.clone());
+        }
+        let u = self.previous.remove(id)?;
+        self.put(u.clone());
+        Some(u)
+    }
+
+    fn put(&mut self, u: Upload) {
+        if self.current.len() >= CACHE_GENERATION && !self.current.contains_key(&u.id) {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.previous.remove(&u.id);
+        self.current.insert(u.id.clone(), u);
+    }
+
+    fn remove(&mut self, id: &UploadId) {
+        self.current.remove(id);
+        self.previous.remove(id);
+    }
 }
 
 impl SqliteMetaStore {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     ///
     /// This blocks; call it at start-up, not from a busy runtime thread.
+    ///
+    /// Refuses a database another store holds open (in this process or another): the
+    /// records this store keeps in memory are right only while it is the file's one writer.
     pub fn open(path: &Path) -> Result<Self, MetaError> {
+        let lock = lock_database(path)?;
         let mut conn = Connection::open(path).map_err(backend)?;
         configure(&conn)?;
         migrate(&mut conn)?;
         Ok(SqliteMetaStore {
             conn: Arc::new(Mutex::new(conn)),
+            cache: Arc::default(),
+            hits: Arc::default(),
+            misses: Arc::default(),
+            _lock: Arc::new(lock),
         })
+    }
+
+    /// Runs `f` with the connection and the in-memory records on the blocking pool; a
+    /// change to the records made in `f` is in the same critical section as the statement.
+    async fn with_cache<T, F>(&self, f: F) -> Result<T, MetaError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &mut Cache) -> Result<T, MetaError> + Send + 'static,
+    {
+        let cache = Arc::clone(&self.cache);
+        self.with_conn(move |conn| f(conn, &mut lock(&cache)))
+            .await
     }
 
     /// Runs `f` with the connection on the blocking pool.
@@ -105,11 +185,41 @@ impl SqliteMetaStore {
     }
 }
 
-/// Locks the connection, recovering from a panic in an earlier holder: a statement or
-/// transaction interrupted by a panic is finalised or rolled back when its guard drops, so
-/// the connection itself is still in a usable state.
-fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
-    conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// Locks the connection (or the records), recovering from a panic in an earlier holder: a
+/// statement or transaction interrupted by a panic is finalised or rolled back when its
+/// guard drops, so the connection itself is still in a usable state; the records are changed
+/// only after their statement succeeded.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Takes the exclusive lock on `<path>.lock` (created if needed), released when the file
+/// closes, however the process ends. A lock file beside the database rather than a lock on
+/// the database itself: SQLite locks byte ranges of its files with `fcntl`, which some file
+/// systems (NFS) implement together with `flock`.
+fn lock_database(path: &Path) -> Result<std::fs::File, MetaError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = std::path::PathBuf::from(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| MetaError::Backend(format!("cannot open {}: {e}", lock_path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(MetaError::Backend(format!(
+            "the metadata database {} is in use by another ferry server; stop it first, or \
+             give this one its own --database",
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(MetaError::Backend(format!(
+            "cannot lock {}: {e}",
+            lock_path.display()
+        ))),
+    }
 }
 
 /// Sets the per-connection and per-file pragmas.
@@ -264,7 +374,10 @@ impl MetaStore for SqliteMetaStore {
     async fn insert(&self, upload: &Upload) -> Result<(), MetaError> {
         let row = Row::of(upload)?;
         let (id, key, updated_at) = (upload.id.clone(), upload.key.clone(), upload.updated_at.0);
-        self.with_conn(move |conn| {
+        // As stored: a new row is at version 0.
+        let mut kept = upload.clone();
+        kept.version = 0;
+        self.with_cache(move |conn, cache| {
             conn.prepare_cached(
                 "INSERT INTO uploads (id, key, state, dialect, updated_at, record, owner, size)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -282,6 +395,7 @@ impl MetaStore for SqliteMetaStore {
                 ])
             })
             .map_err(write_error)?;
+            cache.put(kept);
             crash::event("meta.insert", || id.to_string());
             Ok(())
         })
@@ -289,22 +403,41 @@ impl MetaStore for SqliteMetaStore {
     }
 
     async fn get(&self, id: &UploadId) -> Result<Option<Upload>, MetaError> {
+        if let Some(u) = lock(&self.cache).get(id) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(u));
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
         let id = id.clone();
-        self.with_conn(move |conn| get_where(conn, "id", id.as_str()))
-            .await
+        self.with_cache(move |conn, cache| {
+            let found = get_where(conn, "id", id.as_str())?;
+            if let Some(u) = &found {
+                cache.put(u.clone());
+            }
+            Ok(found)
+        })
+        .await
     }
 
     async fn get_by_key(&self, key: &str) -> Result<Option<Upload>, MetaError> {
         let key = key.to_owned();
-        self.with_conn(move |conn| get_where(conn, "key", &key))
-            .await
+        self.with_cache(move |conn, cache| {
+            let found = get_where(conn, "key", &key)?;
+            if let Some(u) = &found {
+                cache.put(u.clone());
+            }
+            Ok(found)
+        })
+        .await
     }
 
     async fn update(&self, upload: &Upload) -> Result<(), MetaError> {
         let row = Row::of(upload)?;
         let (id, key, updated_at) = (upload.id.clone(), upload.key.clone(), upload.updated_at.0);
         let version = i64::try_from(upload.version).unwrap_or(i64::MAX);
-        self.with_conn(move |conn| {
+        let mut kept = upload.clone();
+        kept.version = upload.version.saturating_add(1);
+        self.with_cache(move |conn, cache| {
             // Zero rows changed means the upload was deleted meanwhile, which the contract
             // makes a no-op. A key taken by another upload is a conflict, as on insert.
             let changed = conn
@@ -336,6 +469,9 @@ impl MetaStore for SqliteMetaStore {
                 if exists {
                     return Err(MetaError::Stale);
                 }
+                cache.remove(&id);
+            } else {
+                cache.put(kept);
             }
             crash::event("meta.update", || id.to_string());
             Ok(())
@@ -345,10 +481,11 @@ impl MetaStore for SqliteMetaStore {
 
     async fn delete(&self, id: &UploadId) -> Result<(), MetaError> {
         let id = id.clone();
-        self.with_conn(move |conn| {
+        self.with_cache(move |conn, cache| {
             conn.prepare_cached("DELETE FROM uploads WHERE id = ?1")
                 .and_then(|mut st| st.execute([id.as_str()]))
                 .map_err(backend)?;
+            cache.remove(&id);
             crash::event("meta.delete", || id.to_string());
             Ok(())
         })
@@ -439,6 +576,24 @@ impl MetaStore for SqliteMetaStore {
             .collect()
         })
         .await
+    }
+
+    fn metrics(&self) -> Vec<ferry_core::store::Metric> {
+        use ferry_core::store::Metric;
+        vec![
+            Metric {
+                name: "ferry_meta_cache_hits_total",
+                help: "Upload records read from the SQLite store's in-memory copy.",
+                kind: "counter",
+                value: self.hits.load(Ordering::Relaxed) as f64,
+            },
+            Metric {
+                name: "ferry_meta_cache_misses_total",
+                help: "Upload records the SQLite store read from the database file.",
+                kind: "counter",
+                value: self.misses.load(Ordering::Relaxed) as f64,
+            },
+        ]
     }
 
     async fn ping(&self) -> Result<(), MetaError> {

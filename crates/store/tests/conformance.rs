@@ -248,6 +248,67 @@ async fn sqlite_data_survives_reopening() {
 }
 
 #[tokio::test]
+async fn sqlite_database_has_one_store_at_a_time_and_reads_come_from_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.db");
+    let store = SqliteMetaStore::open(&path).unwrap();
+    let mut upload = sample(Some("offset:one"));
+    store.insert(&upload).await.unwrap();
+
+    // A second store on the same file (a second server given the same --database) is
+    // refused with a sentence that says what to do, and the first keeps working.
+    match SqliteMetaStore::open(&path) {
+        Err(MetaError::Backend(msg)) => assert!(
+            msg.contains("in use by another ferry server") && msg.contains("meta.db"),
+            "unexpected refusal: {msg}"
+        ),
+        Err(e) => panic!("a second store on the same database failed oddly: {e}"),
+        Ok(_) => panic!("a second store opened a database another store holds"),
+    }
+    upload.updated_at = Timestamp(upload.updated_at.0 + 1);
+    upload.metadata.insert("k".to_owned(), "v".to_owned());
+    store.update(&upload).await.unwrap();
+    upload.version += 1;
+
+    // Reads of a record this store wrote come from memory, and match the row byte for byte
+    // as another reader of the file (an operator's shell) sees it.
+    let hits = |s: &SqliteMetaStore| {
+        s.metrics()
+            .iter()
+            .find(|m| m.name == "ferry_meta_cache_hits_total")
+            .map(|m| m.value)
+            .unwrap()
+    };
+    let before = hits(&store);
+    let got = store.get(&upload.id).await.unwrap().unwrap();
+    assert_eq!(got, upload);
+    assert_eq!(hits(&store), before + 1.0, "the read did not come from memory");
+    let shell = rusqlite::Connection::open(&path).unwrap();
+    let (json, version): (String, i64) = shell
+        .query_row(
+            "SELECT record, version FROM uploads WHERE id = ?1",
+            [upload.id.as_str()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let mut on_disk: Upload = serde_json::from_str(&json).unwrap();
+    on_disk.version = version as u64;
+    assert_eq!(on_disk, got, "the copy in memory differs from the stored row");
+
+    // A stale copy is still refused (the memory holds the stored version, not the caller's).
+    let mut late = upload.clone();
+    late.version -= 1;
+    assert!(matches!(store.update(&late).await, Err(MetaError::Stale)));
+    store.delete(&upload.id).await.unwrap();
+    assert_eq!(store.get(&upload.id).await.unwrap(), None);
+
+    // Once the first store is gone, the file opens again.
+    drop(store);
+    let again = SqliteMetaStore::open(&path).unwrap();
+    assert_eq!(again.get(&upload.id).await.unwrap(), None);
+}
+
+#[tokio::test]
 async fn sqlite_file_is_in_wal_mode_at_the_current_schema() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("meta.db");
