@@ -5,6 +5,7 @@
 //   node bench.mjs --runs 5
 //   node bench.mjs --quick         small sizes, 1 run: a smoke test that every path works
 //   node bench.mjs --chunk-libs    only the chunk-library part (below); a default run includes it
+//   node bench.mjs --uploads       only the 1 GiB page-versus-CLI uploads (the issue's browser figure)
 //
 // The server and the CLI are the same binary: FERRY_BIN, else target/release/ferry (build
 // it with `cargo build --release -p ferry`). Every upload run gets a fresh server and data
@@ -39,8 +40,11 @@ const HASH_SIZE = quick ? 16 * MiB : 256 * MiB;
 const UPLOAD_SIZE = quick ? 32 * MiB : 1024 * MiB;
 const CHUNK_LIBS_SIZE = quick ? 32 * MiB : 256 * MiB;
 const chunkLibsOnly = argv.includes('--chunk-libs');
+const uploadsOnly = argv.includes('--uploads');
+/** Ends a run early (`--uploads`), skipping the parts after the uploads. */
+class Done extends Error {}
 if (!(RUNS >= 1)) {
-  console.error('usage: node bench.mjs [--quick] [--runs N] [--chunk-libs]');
+  console.error('usage: node bench.mjs [--quick] [--runs N] [--chunk-libs | --uploads]');
   process.exit(2);
 }
 
@@ -278,6 +282,7 @@ const browser = await launchChromium();
 let failed = false;
 try {
   if (!chunkLibsOnly) await pageAndCli();
+  if (uploadsOnly) throw new Done();
   const fix = await randomFixture(WORK, 'chunk-libs.bin', CHUNK_LIBS_SIZE);
   console.log(`\nchunk libraries, ${CHUNK_LIBS_SIZE / MiB} MiB from one page (another origin, straight to a fresh server each run, loopback; ${/release/.test(BIN) ? "release" : "not a release"} build)`);
   try {
@@ -286,16 +291,20 @@ try {
     failed = true;
     console.log(`  FAILED: ${err.message.split('\n')[0]}`);
   }
+} catch (err) {
+  if (!(err instanceof Done)) throw err;
 } finally {
   await browser.close();
 }
 process.exit(failed ? 1 : 0);
 
 async function pageAndCli() {
-  const hashFix = await randomFixture(WORK, 'hash.bin', HASH_SIZE);
   const upFix = await randomFixture(WORK, 'upload.bin', UPLOAD_SIZE);
-  console.log(`\nin-browser hashing, ${HASH_SIZE / MiB} MiB file from disk (Chromium ${browser.version()})`);
-  for (const [name, rate] of await hashBench(browser, hashFix)) console.log(`  ${name.padEnd(46)} ${rate.toFixed(0).padStart(6)} MiB/s`);
+  if (!uploadsOnly) {
+    const hashFix = await randomFixture(WORK, 'hash.bin', HASH_SIZE);
+    console.log(`\nin-browser hashing, ${HASH_SIZE / MiB} MiB file from disk (Chromium ${browser.version()})`);
+    for (const [name, rate] of await hashBench(browser, hashFix)) console.log(`  ${name.padEnd(46)} ${rate.toFixed(0).padStart(6)} MiB/s`);
+  }
 
   console.log(`\nupload ${UPLOAD_SIZE / MiB} MiB to a fresh server each run (loopback; ${/release/.test(BIN) ? "release" : "not a release"} build)`);
   console.log(`  ${'client'.padEnd(30)} ${'median s'.padStart(9)} ${'MiB/s'.padStart(7)}   runs (s)`);
@@ -305,18 +314,34 @@ async function pageAndCli() {
     ['CLI ferry upload, tus', () => cliUpload(upFix, 'tus')],
     ['CLI ferry upload, chunk', () => cliUpload(upFix, 'chunk')],
   ];
-  for (const [name, once] of lines) {
-    const times = [];
-    try {
-      for (let r = 0; r < RUNS; r++) {
-        times.push(await once());
-        await sleep(200);
+  // Run by run, every line once (page, page, CLI, CLI, then again), so that a machine that
+  // gets faster or slower during the benchmark shifts every line alike.
+  const times = lines.map(() => []);
+  const errors = lines.map(() => null);
+  for (let r = 0; r < RUNS; r++) {
+    for (const [i, [, once]] of lines.entries()) {
+      if (errors[i]) continue;
+      try {
+        times[i].push(await once());
+      } catch (err) {
+        errors[i] = err;
       }
-      const m = median(times);
-      console.log(`  ${name.padEnd(30)} ${(m / 1000).toFixed(2).padStart(9)} ${mibps(UPLOAD_SIZE, m).toFixed(0).padStart(7)}   ${times.map((t) => (t / 1000).toFixed(2)).join(' ')}`);
-    } catch (err) {
-      failed = true;
-      console.log(`  ${name.padEnd(30)} FAILED: ${err.message.split('\n')[0]}`);
+      await sleep(200);
     }
   }
+  for (const [i, [name]] of lines.entries()) {
+    if (errors[i]) {
+      failed = true;
+      console.log(`  ${name.padEnd(30)} FAILED: ${errors[i].message.split('\n')[0]}`);
+      continue;
+    }
+    const m = median(times[i]);
+    console.log(`  ${name.padEnd(30)} ${(m / 1000).toFixed(2).padStart(9)} ${mibps(UPLOAD_SIZE, m).toFixed(0).padStart(7)}   ${times[i].map((t) => (t / 1000).toFixed(2)).join(' ')}`);
+  }
+  // The issue's browser target: the page's tus upload against the CLI's, same server build.
+  const ratio = (a, b) => (errors[a] || errors[b] ? null : median(times[a]) / median(times[b]));
+  const tusRatio = ratio(0, 2);
+  const chunkRatio = ratio(1, 3);
+  if (tusRatio !== null) console.log(`  page ÷ CLI time, tus: ${tusRatio.toFixed(2)} (target ≤ 1.2)`);
+  if (chunkRatio !== null) console.log(`  page ÷ CLI time, chunk dialect: ${chunkRatio.toFixed(2)}`);
 }
