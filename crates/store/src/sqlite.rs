@@ -168,8 +168,7 @@ impl SqliteMetaStore {
         F: FnOnce(&mut Connection, &mut Cache) -> Result<T, MetaError> + Send + 'static,
     {
         let cache = Arc::clone(&self.cache);
-        self.with_conn(move |conn| f(conn, &mut lock(&cache)))
-            .await
+        self.with_conn(move |conn| f(conn, &mut lock(&cache))).await
     }
 
     /// Runs `f` with the connection on the blocking pool.

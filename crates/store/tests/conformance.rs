@@ -282,7 +282,11 @@ async fn sqlite_database_has_one_store_at_a_time_and_reads_come_from_memory() {
     let before = hits(&store);
     let got = store.get(&upload.id).await.unwrap().unwrap();
     assert_eq!(got, upload);
-    assert_eq!(hits(&store), before + 1.0, "the read did not come from memory");
+    assert_eq!(
+        hits(&store),
+        before + 1.0,
+        "the read did not come from memory"
+    );
     let shell = rusqlite::Connection::open(&path).unwrap();
     let (json, version): (String, i64) = shell
         .query_row(
@@ -293,7 +297,10 @@ async fn sqlite_database_has_one_store_at_a_time_and_reads_come_from_memory() {
         .unwrap();
     let mut on_disk: Upload = serde_json::from_str(&json).unwrap();
     on_disk.version = version as u64;
-    assert_eq!(on_disk, got, "the copy in memory differs from the stored row");
+    assert_eq!(
+        on_disk, got,
+        "the copy in memory differs from the stored row"
+    );
 
     // A stale copy is still refused (the memory holds the stored version, not the caller's).
     let mut late = upload.clone();
