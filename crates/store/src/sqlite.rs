@@ -351,6 +351,20 @@ fn get_where(conn: &Connection, column: &str, value: &str) -> Result<Option<Uplo
         .transpose()
 }
 
+/// [`get_where`], keeping the record found in memory.
+fn get_kept(
+    conn: &Connection,
+    cache: &mut Cache,
+    column: &str,
+    value: &str,
+) -> Result<Option<Upload>, MetaError> {
+    let found = get_where(conn, column, value)?;
+    if let Some(u) = &found {
+        cache.put(u.clone());
+    }
+    Ok(found)
+}
+
 fn ids(
     conn: &Connection,
     sql: &str,
@@ -408,26 +422,14 @@ impl MetaStore for SqliteMetaStore {
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let id = id.clone();
-        self.with_cache(move |conn, cache| {
-            let found = get_where(conn, "id", id.as_str())?;
-            if let Some(u) = &found {
-                cache.put(u.clone());
-            }
-            Ok(found)
-        })
-        .await
+        self.with_cache(move |conn, cache| get_kept(conn, cache, "id", id.as_str()))
+            .await
     }
 
     async fn get_by_key(&self, key: &str) -> Result<Option<Upload>, MetaError> {
         let key = key.to_owned();
-        self.with_cache(move |conn, cache| {
-            let found = get_where(conn, "key", &key)?;
-            if let Some(u) = &found {
-                cache.put(u.clone());
-            }
-            Ok(found)
-        })
-        .await
+        self.with_cache(move |conn, cache| get_kept(conn, cache, "key", &key))
+            .await
     }
 
     async fn update(&self, upload: &Upload) -> Result<(), MetaError> {

@@ -41,8 +41,6 @@ const UPLOAD_SIZE = quick ? 32 * MiB : 1024 * MiB;
 const CHUNK_LIBS_SIZE = quick ? 32 * MiB : 256 * MiB;
 const chunkLibsOnly = argv.includes('--chunk-libs');
 const uploadsOnly = argv.includes('--uploads');
-/** Ends a run early (`--uploads`), skipping the parts after the uploads. */
-class Done extends Error {}
 if (!(RUNS >= 1)) {
   console.error('usage: node bench.mjs [--quick] [--runs N] [--chunk-libs | --uploads]');
   process.exit(2);
@@ -282,7 +280,14 @@ const browser = await launchChromium();
 let failed = false;
 try {
   if (!chunkLibsOnly) await pageAndCli();
-  if (uploadsOnly) throw new Done();
+  if (!uploadsOnly) await chunkLibsPart();
+} finally {
+  await browser.close();
+}
+process.exit(failed ? 1 : 0);
+
+/** The chunk libraries' part (skipped with `--uploads`). */
+async function chunkLibsPart() {
   const fix = await randomFixture(WORK, 'chunk-libs.bin', CHUNK_LIBS_SIZE);
   console.log(`\nchunk libraries, ${CHUNK_LIBS_SIZE / MiB} MiB from one page (another origin, straight to a fresh server each run, loopback; ${/release/.test(BIN) ? "release" : "not a release"} build)`);
   try {
@@ -291,12 +296,7 @@ try {
     failed = true;
     console.log(`  FAILED: ${err.message.split('\n')[0]}`);
   }
-} catch (err) {
-  if (!(err instanceof Done)) throw err;
-} finally {
-  await browser.close();
 }
-process.exit(failed ? 1 : 0);
 
 async function pageAndCli() {
   const upFix = await randomFixture(WORK, 'upload.bin', UPLOAD_SIZE);
