@@ -28,6 +28,8 @@ pub struct UploadLock {
     pub commit: tokio::sync::Mutex<()>,
     /// The whole-file hasher, when loaded; whoever holds the guard may advance it.
     pub hasher: tokio::sync::Mutex<Option<Hasher>>,
+    /// Told whenever a request that held the hasher lets it go (it may have moved).
+    pub hasher_released: tokio::sync::Notify,
     /// Chunk 0 is streaming before the chunk size is known, reserving the whole data range;
     /// other chunks are staged meanwhile instead of waiting for it.
     pub zero_open: AtomicBool,
@@ -50,6 +52,7 @@ impl Default for UploadLock {
             inflight: Mutex::default(),
             commit: tokio::sync::Mutex::default(),
             hasher: tokio::sync::Mutex::default(),
+            hasher_released: tokio::sync::Notify::new(),
             zero_open: AtomicBool::default(),
             preempt: tokio::sync::watch::Sender::new(0),
             settling: AtomicBool::default(),
@@ -59,6 +62,25 @@ impl Default for UploadLock {
 }
 
 impl UploadLock {
+    /// True while writes in flight hold reservations covering every byte of `ranges`.
+    pub fn writing_all_of(&self, ranges: &[Range<u64>]) -> bool {
+        let mut inflight = self
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        inflight.sort_by_key(|f| f.start);
+        ranges.iter().all(|r| {
+            let mut at = r.start;
+            for f in &inflight {
+                if f.start <= at && at < f.end {
+                    at = f.end;
+                }
+            }
+            at >= r.end
+        })
+    }
+
     /// True while any write holds a reservation.
     pub fn busy(&self) -> bool {
         !self
@@ -208,5 +230,20 @@ mod tests {
         );
         let first = locks.map.lock().unwrap().get(&id).map(|w| w.strong_count());
         assert_eq!(first, Some(0), "the oldest idle entry was dropped");
+    }
+
+    #[test]
+    fn writing_all_of_needs_every_byte_reserved() {
+        let locks = Locks::default();
+        let id = UploadId::generate();
+        let lock = locks.entry(&id);
+        let _a = locks.reserve(&id, vec![10..20]).unwrap();
+        let _b = locks.reserve(&id, vec![0..10]).unwrap();
+        let _c = locks.reserve(&id, vec![30..40]).unwrap();
+        assert!(lock.writing_all_of(&[0..20]));
+        assert!(lock.writing_all_of(&[5..15, 30..35]));
+        assert!(lock.writing_all_of(&[]));
+        assert!(!lock.writing_all_of(&[0..21]));
+        assert!(!lock.writing_all_of(&[15..35]));
     }
 }

@@ -1265,6 +1265,123 @@ async fn one_upload_of_a_duplicate_chunk_id_fills_every_position() {
     }
 }
 
+/// A chunked upload whose whole file is declared by its MD5 (the seeds' `fileId`), with
+/// `n` chunks of `cs` bytes and the chunk size known.
+async fn create_md5_file(engine: &Engine, src: &[u8], cs: usize) -> (Upload, Vec<String>) {
+    let ids = chunk_ids(src, cs, true);
+    let declared = DeclaredDigest {
+        alg: HashAlg::Md5,
+        hex: md5_hex(src),
+    };
+    let layout = md5_layout(ids.clone(), Some(cs as u64));
+    let u = create_chunked(engine, layout, Some(src.len() as u64), Some(declared)).await;
+    (u, ids)
+}
+
+fn assert_md5_file(u: &Upload, src: &[u8]) {
+    assert!(u.is_complete());
+    assert_eq!(u.content_alg, HashAlg::Md5);
+    assert_eq!(u.content_digest.as_deref(), Some(md5_hex(src).as_str()));
+}
+
+/// Chunks sent in file order but finishing out of it (the next one's body ends first): the
+/// later chunk waits for the whole-file hasher instead of hashing alone, so both digests
+/// come from one pass and nothing is read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chunks_finishing_just_out_of_order_hash_the_file_without_reading_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open_engine(dir.path());
+    let cs = 256 * KIB;
+    let src = data(4 * cs - 1000, 61);
+    let (u, ids) = create_md5_file(&engine, &src, cs).await;
+    let start = |i: usize| {
+        let (engine, id, chunk_id) = (engine.clone(), u.id.clone(), ids[i].clone());
+        let (tx, body) = channel_body();
+        let task = tokio::spawn(async move { engine.write_chunk(&id, &chunk_id, body).await });
+        (tx, task)
+    };
+    let (tx0, t0) = start(0);
+    let (tx1, t1) = start(1);
+    for f in frames(&src[..cs / 2], 16 * KIB) {
+        tx0.send(f).unwrap();
+    }
+    for f in frames(&src[cs..2 * cs], 16 * KIB) {
+        tx1.send(f).unwrap();
+    }
+    drop(tx1);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !t1.is_finished(),
+        "chunk 1 answered while chunk 0 was still arriving"
+    );
+    for f in frames(&src[cs / 2..cs], 16 * KIB) {
+        tx0.send(f).unwrap();
+    }
+    drop(tx0);
+    t0.await.unwrap().unwrap();
+    t1.await.unwrap().unwrap();
+    chunk(&engine, &u.id, &ids[2], &src[2 * cs..3 * cs])
+        .await
+        .unwrap();
+    let out = chunk(&engine, &u.id, &ids[3], &src[3 * cs..])
+        .await
+        .unwrap();
+    assert_md5_file(&out.upload, &src);
+    assert_eq!(engine.stats().rehashed_bytes.load(Ordering::Relaxed), 0);
+    assert!(read_complete(&engine, &out.upload).await == src);
+}
+
+/// A chunk after a gap nobody is writing is hashed alone (waiting would gain nothing); the
+/// file digest reads it back once the gap is filled, and comes out right.
+#[tokio::test]
+async fn a_chunk_after_a_gap_is_hashed_alone_and_read_back_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open_engine(dir.path());
+    let cs = 128 * KIB;
+    let src = data(3 * cs, 62);
+    let (u, ids) = create_md5_file(&engine, &src, cs).await;
+    chunk(&engine, &u.id, &ids[2], &src[2 * cs..])
+        .await
+        .unwrap();
+    assert_eq!(engine.stats().rehashed_bytes.load(Ordering::Relaxed), 0);
+    chunk(&engine, &u.id, &ids[0], &src[..cs]).await.unwrap();
+    let out = chunk(&engine, &u.id, &ids[1], &src[cs..2 * cs])
+        .await
+        .unwrap();
+    assert_md5_file(&out.upload, &src);
+    assert_eq!(
+        engine.stats().rehashed_bytes.load(Ordering::Relaxed),
+        cs as u64
+    );
+}
+
+/// A chunk whose bytes do not match its id stores nothing and leaves the whole-file hasher
+/// where it stood, though both digests ran over its bytes together.
+#[tokio::test]
+async fn a_mismatching_chunk_leaves_the_file_hasher_where_it_stood() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open_engine(dir.path());
+    let cs = 128 * KIB;
+    let src = data(3 * cs, 63);
+    let (u, ids) = create_md5_file(&engine, &src, cs).await;
+    chunk(&engine, &u.id, &ids[0], &src[..cs]).await.unwrap();
+    let mut wrong = src[cs..2 * cs].to_vec();
+    wrong[1000] ^= 1;
+    assert!(matches!(
+        chunk(&engine, &u.id, &ids[1], &wrong).await,
+        Err(EngineError::ChunkDigestMismatch { .. })
+    ));
+    assert_eq!(held(&engine.get(&u.id).await.unwrap()), vec![r(0, cs)]);
+    chunk(&engine, &u.id, &ids[1], &src[cs..2 * cs])
+        .await
+        .unwrap();
+    let out = chunk(&engine, &u.id, &ids[2], &src[2 * cs..])
+        .await
+        .unwrap();
+    assert_md5_file(&out.upload, &src);
+    assert_eq!(engine.stats().rehashed_bytes.load(Ordering::Relaxed), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn parallel_chunks_without_a_chunk_size_complete() {
     let dir = tempfile::tempdir().unwrap();

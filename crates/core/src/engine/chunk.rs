@@ -43,6 +43,46 @@ struct ChunkPlan {
     staged_index: Option<usize>,
 }
 
+/// Most bytes of one chunk kept in memory until it has all arrived.
+const KEEP_CHUNK_MAX: u64 = 16 << 20;
+/// Most bytes of all chunks in flight kept in memory at once; past it, chunks are hashed as
+/// they stream.
+const KEEP_BUDGET: u64 = 64 << 20;
+
+/// A chunk's share of [`KEEP_BUDGET`], given back when dropped.
+struct KeptBytes {
+    engine: Engine,
+    bytes: u64,
+}
+
+impl KeptBytes {
+    fn reserve(engine: &Engine, bytes: u64) -> Option<Self> {
+        if bytes > KEEP_CHUNK_MAX {
+            return None;
+        }
+        engine
+            .0
+            .kept_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held + bytes <= KEEP_BUDGET).then_some(held + bytes)
+            })
+            .ok()?;
+        Some(KeptBytes {
+            engine: engine.clone(),
+            bytes,
+        })
+    }
+}
+
+impl Drop for KeptBytes {
+    fn drop(&mut self) {
+        self.engine
+            .0
+            .kept_bytes
+            .fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
 /// Marks chunk 0 as streaming with an unknown length while it lives.
 struct ZeroOpen(Arc<UploadLock>);
 
@@ -126,18 +166,32 @@ impl Engine {
             Some(i) => self.0.blobs.staging_writer_for(&u, i).await?,
             None => self.0.blobs.writer_for(&u).await?,
         };
-        let (claim, whole) = match (&dest, plan.targets.first()) {
-            (ChunkDest::Staged(_), _) | (_, None) => (HashClaim::none(), None),
-            (_, Some(&t)) => self.claim_hasher(&ulock, &u, t).await,
+        // A chunk with a known place is hashed once it has all arrived, when the whole-file
+        // hasher has usually reached it (chunks sent in file order finish in file order):
+        // both digests then come from one pass over bytes still in memory, with nothing
+        // read back. Too large a chunk, or too many bytes kept already, is hashed as it
+        // streams, and the file digest reads it back later unless it streams at the
+        // hasher's position.
+        let start = plan.targets.first().copied();
+        let kept = match (&dest, start) {
+            (ChunkDest::Spans(_), Some(_)) if self.0.blobs.capabilities().positional => {
+                KeptBytes::reserve(self, plan.limit)
+            }
+            _ => None,
         };
-        let chunk_hasher = Some(Hasher::new(layout.alg));
+        let (mut claim, whole) = match (&dest, start) {
+            _ if kept.is_some() => (HashClaim::none(), None),
+            (ChunkDest::Staged(_), _) | (_, None) => (HashClaim::none(), None),
+            (_, Some(t)) => self.claim_hasher(&ulock, &u, t).await,
+        };
         let pumped = self
             .pump(
                 u.dialect,
                 Worker {
                     writer,
                     whole,
-                    chunk: chunk_hasher,
+                    chunk: kept.is_none().then(|| Hasher::new(layout.alg)),
+                    kept: kept.as_ref().map(|_| Vec::new()),
                 },
                 &plan,
                 None,
@@ -157,6 +211,29 @@ impl Engine {
                 return Err(e);
             }
         };
+        let mut pre_synced = None;
+        if let Some(bufs) = worker.kept.take()
+            && matches!(end, PumpEnd::Complete)
+            && let Some(t) = start
+        {
+            let whole;
+            (claim, whole) = self.claim_hasher_waiting(&ulock, &u, t).await;
+            worker.whole = whole;
+            worker.chunk = Some(Hasher::new(layout.alg));
+            // Hashing and the durability point in one blocking task: bytes synced become
+            // held only at the commit, so syncing a chunk that fails its check is harmless.
+            let (w, synced) = spawn_blocking(move || {
+                super::write::hash_into(&mut worker, &bufs);
+                drop(bufs);
+                let r = worker.writer.sync().map(|()| worker.writer.stored());
+                (worker, r)
+            })
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+            worker = w;
+            pre_synced = Some(synced);
+        }
+        drop(kept);
         let verdict = match end {
             PumpEnd::Body(reason) => Err(EngineError::BodyInterrupted { received, reason }),
             PumpEnd::TooLong => Err(EngineError::ChunkSize(format!(
@@ -188,7 +265,10 @@ impl Engine {
             return Err(e);
         }
         let synced;
-        (worker, synced) = sync_worker(worker).await;
+        (worker, synced) = match pre_synced {
+            Some(synced) => (worker, synced),
+            None => sync_worker(worker).await,
+        };
         let stored = match synced {
             Ok(stored) => stored,
             Err(e) => {

@@ -9,11 +9,15 @@ use crate::store::{BlobKind, BlobRead};
 use crate::upload::{Upload, UploadId};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 use tokio::task::spawn_blocking;
 
 /// The most a write catches the hasher up by reading held bytes back before it streams: a
 /// restored BLAKE3 state lags by at most 2 MiB.
 const INLINE_CATCH_UP: u64 = 4 << 20;
+/// How long a chunk whose bytes have all arrived waits for the whole-file hasher another
+/// request holds before hashing its bytes alone (the file digest then reads them back).
+const CLAIM_PATIENCE: Duration = Duration::from_secs(1);
 
 impl Engine {
     /// Takes the whole-file hasher when `offset` is exactly where it stands (or a few MiB
@@ -25,9 +29,63 @@ impl Engine {
         u: &Upload,
         offset: u64,
     ) -> (HashClaim<'a>, Option<Hasher>) {
-        let Ok(mut guard) = lock.hasher.try_lock() else {
-            return (HashClaim::none(), None);
-        };
+        match lock.hasher.try_lock() {
+            Ok(guard) => self.claim_from(lock, guard, u, offset).await,
+            Err(_) => (HashClaim::none(), None),
+        }
+    }
+
+    /// [`Engine::claim_hasher`] for a chunk whose bytes have all arrived. With chunks sent in
+    /// file order, the hasher is usually held by the chunk just before this one, finishing,
+    /// or stands before bytes other requests are still writing: this waits (up to
+    /// [`CLAIM_PATIENCE`] in all) for it to be let go, and for those writes to move it here.
+    pub(super) async fn claim_hasher_waiting<'a>(
+        &self,
+        lock: &'a Arc<UploadLock>,
+        u: &Upload,
+        offset: u64,
+    ) -> (HashClaim<'a>, Option<Hasher>) {
+        let deadline = tokio::time::Instant::now() + CLAIM_PATIENCE;
+        loop {
+            let Ok(mut guard) = tokio::time::timeout_at(deadline, lock.hasher.lock()).await else {
+                return (HashClaim::none(), None);
+            };
+            if guard.is_none() {
+                match load_hasher(u) {
+                    Ok(h) => *guard = Some(h),
+                    Err(_) => return (HashClaim::none(), None),
+                }
+            }
+            let at = guard.as_ref().map_or(offset, Hasher::position);
+            // Wait only when every byte between the hasher and this chunk is held or being
+            // written: those writes, or the catch-up after them, move the hasher here. With
+            // a gap nobody writes (chunks sent out of order), waiting would gain nothing.
+            let arriving = at < offset
+                && match self.get(&u.id).await {
+                    Ok(now) => lock.writing_all_of(&now.held.gaps_in(at..offset)),
+                    Err(_) => false,
+                };
+            if !arriving {
+                return self.claim_from(lock, guard, u, offset).await;
+            }
+            // Registered before the guard goes, so the release cannot be missed.
+            let released = lock.hasher_released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            drop(guard);
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                return (HashClaim::none(), None);
+            }
+        }
+    }
+
+    async fn claim_from<'a>(
+        &self,
+        lock: &'a UploadLock,
+        mut guard: tokio::sync::MutexGuard<'a, Option<Hasher>>,
+        u: &Upload,
+        offset: u64,
+    ) -> (HashClaim<'a>, Option<Hasher>) {
         let mut hasher = match guard.take() {
             Some(h) => h,
             None => match load_hasher(u) {
@@ -55,11 +113,15 @@ impl Engine {
                 HashClaim {
                     guard: Some(guard),
                     backup,
+                    released: Some(&lock.hasher_released),
                 },
                 Some(hasher),
             )
         } else {
+            // The inline catch-up may have moved it: tell whoever waits for it.
             *guard = Some(hasher);
+            drop(guard);
+            lock.hasher_released.notify_waiters();
             (HashClaim::none(), None)
         }
     }
@@ -87,6 +149,8 @@ impl Engine {
             }
         }
         *guard = Some(hasher);
+        drop(guard);
+        lock.hasher_released.notify_waiters();
         Ok(())
     }
 
@@ -124,9 +188,11 @@ impl Engine {
 }
 
 /// The whole-file hasher taken by one write, with a copy of its state before the write.
+/// Letting it go (by any path) tells the chunks waiting for it.
 pub(super) struct HashClaim<'a> {
     guard: Option<tokio::sync::MutexGuard<'a, Option<Hasher>>>,
     backup: Option<Hasher>,
+    released: Option<&'a tokio::sync::Notify>,
 }
 
 impl HashClaim<'_> {
@@ -134,21 +200,32 @@ impl HashClaim<'_> {
         HashClaim {
             guard: None,
             backup: None,
+            released: None,
         }
     }
 
     /// The write kept nothing: the hasher goes back to where it stood before.
-    pub(super) fn abandon(self) {
-        if let Some(mut g) = self.guard {
-            *g = self.backup;
+    pub(super) fn abandon(mut self) {
+        if let Some(g) = self.guard.as_mut() {
+            **g = self.backup.take();
         }
     }
 
     /// The write was committed (or not): keep the advanced hasher, or forget it so the next
     /// claim reloads the committed state from the record.
-    pub(super) fn settle(self, committed: bool, hasher: Option<Hasher>) {
-        if let Some(mut g) = self.guard {
-            *g = if committed { hasher } else { None };
+    pub(super) fn settle(mut self, committed: bool, hasher: Option<Hasher>) {
+        if let Some(g) = self.guard.as_mut() {
+            **g = if committed { hasher } else { None };
+        }
+    }
+}
+
+impl Drop for HashClaim<'_> {
+    fn drop(&mut self) {
+        if self.guard.take().is_some()
+            && let Some(released) = self.released
+        {
+            released.notify_waiters();
         }
     }
 }

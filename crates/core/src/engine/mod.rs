@@ -220,6 +220,8 @@ struct Inner {
     /// Uploads whose completion waits for a pre-finish hook that could not be reached, with a
     /// retry scheduled ([`Engine::finish_later`]).
     finishing: Mutex<HashSet<UploadId>>,
+    /// Bytes of chunk bodies kept in memory until their hashing (see `chunk::KeptBytes`).
+    kept_bytes: AtomicU64,
 }
 
 /// How long the engine keeps retrying a completion whose pre-finish hook could not be
@@ -254,6 +256,7 @@ impl Engine {
             coord,
             hooks: OnceLock::new(),
             finishing: Mutex::new(HashSet::new()),
+            kept_bytes: AtomicU64::new(0),
         }))
     }
 

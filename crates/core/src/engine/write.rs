@@ -38,8 +38,13 @@ pub(super) struct Plan {
 
 pub(super) struct Worker {
     pub(super) writer: Box<dyn BlobWrite>,
+    /// The whole-file hasher, when this write holds it.
     pub(super) whole: Option<Hasher>,
+    /// The digest of this request's body (a chunk's id, a tus checksum).
     pub(super) chunk: Option<Hasher>,
+    /// The body's bytes, kept (not copied) to be hashed once it has all arrived: a chunk
+    /// whose hashing waits for the whole-file hasher to reach it (see `Engine::write_chunk`).
+    pub(super) kept: Option<Vec<Bytes>>,
 }
 
 pub(super) enum PumpEnd {
@@ -171,6 +176,7 @@ impl Engine {
                     writer,
                     whole,
                     chunk: body_hasher,
+                    kept: None,
                 },
                 &plan,
                 preempt,
@@ -504,15 +510,28 @@ fn write_batch(
             w.writer.write_at(t + s, &slices)?;
         }
     }
-    for b in bufs {
-        if let Some(h) = w.whole.as_mut() {
-            h.update(b);
-        }
-        if let Some(h) = w.chunk.as_mut() {
-            h.update(b);
-        }
+    hash_into(w, bufs);
+    if let Some(kept) = w.kept.as_mut() {
+        kept.extend(bufs.iter().cloned());
     }
     Ok(())
+}
+
+/// Feeds bytes to the worker's hashers (both at once when it holds two).
+pub(super) fn hash_into(w: &mut Worker, bufs: &[Bytes]) {
+    match (w.whole.as_mut(), w.chunk.as_mut()) {
+        (Some(whole), Some(chunk)) => {
+            for b in bufs {
+                Hasher::update_both(whole, chunk, b);
+            }
+        }
+        (Some(h), None) | (None, Some(h)) => {
+            for b in bufs {
+                h.update(b);
+            }
+        }
+        (None, None) => {}
+    }
 }
 
 /// The bytes `from..to` (relative to the batch start) of a batch, without copying.

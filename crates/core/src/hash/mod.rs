@@ -52,6 +52,8 @@
 //! instead of silently misreading states already stored in a database, and
 //! whoever upgrades must bump `FORMAT_VERSION` and decide how to migrate.
 
+mod md5_pair;
+
 use std::fmt;
 
 use digest::Digest;
@@ -247,6 +249,25 @@ impl Hasher {
         }
         // usize is at most 64 bits on every target Rust supports, so this is lossless.
         self.position += data.len() as u64;
+    }
+
+    /// Feeds the same bytes to two hashers. Two MD5 hashers whose positions agree modulo the
+    /// block size (a chunk's and the whole file's, at a chunk boundary) run their compression
+    /// loops together, about 1.6× as fast as one after the other; any other pair is fed one
+    /// after the other.
+    pub fn update_both(a: &mut Hasher, b: &mut Hasher, data: &[u8]) {
+        let aligned = a.position % BLOCK_LEN as u64 == b.position % BLOCK_LEN as u64;
+        match (&mut a.inner, &mut b.inner) {
+            (Inner::Md5(x), Inner::Md5(y)) if aligned => {
+                md5_pair::update_same(x, y, a.position, data);
+                a.position += data.len() as u64;
+                b.position += data.len() as u64;
+            }
+            _ => {
+                a.update(data);
+                b.update(data);
+            }
+        }
     }
 
     /// Finishes the digest and returns its bytes.
@@ -998,5 +1019,45 @@ mod tests {
         assert!(Hasher::restore(&bad).is_err());
         assert!(Hasher::restore(&good[..good.len() - 1]).is_err());
         assert!(Hasher::restore(&good[..HEADER_LEN]).is_err());
+    }
+
+    /// `update_both` gives each hasher exactly what `update` would, whether the pair runs
+    /// together (two MD5s at the same alignment) or not (misaligned, other algorithms), and
+    /// leaves states that save, restore and go on.
+    #[test]
+    fn update_both_equals_two_updates() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        let cases = [
+            (HashAlg::Md5, 0, HashAlg::Md5, 0),
+            (HashAlg::Md5, 5 << 20, HashAlg::Md5, 0),
+            (HashAlg::Md5, 70, HashAlg::Md5, 6),
+            (HashAlg::Md5, 3, HashAlg::Md5, 10),
+            (HashAlg::Md5, 0, HashAlg::Sha256, 0),
+            (HashAlg::Blake3, 0, HashAlg::Md5, 0),
+        ];
+        for (alg_a, pre_a, alg_b, pre_b) in cases {
+            let feed = |alg, pre: usize| {
+                let mut h = Hasher::new(alg);
+                h.update(&vec![0x5a; pre]);
+                h
+            };
+            let (mut a, mut b) = (feed(alg_a, pre_a), feed(alg_b, pre_b));
+            let (mut want_a, mut want_b) = (a.clone(), b.clone());
+            for piece in data.chunks(65_537) {
+                Hasher::update_both(&mut a, &mut b, piece);
+                want_a.update(piece);
+                want_b.update(piece);
+            }
+            assert_eq!(a.position(), want_a.position());
+            assert_eq!(b.position(), want_b.position());
+            // (A restored BLAKE3 hasher stands at its last saved subtree: not compared here.)
+            if alg_a != HashAlg::Blake3 {
+                a = Hasher::restore(&a.save()).unwrap();
+            }
+            a.update(b"tail");
+            want_a.update(b"tail");
+            assert_eq!(a.finalize_hex(), want_a.finalize_hex(), "{alg_a} {pre_a}");
+            assert_eq!(b.finalize_hex(), want_b.finalize_hex(), "{alg_b} {pre_b}");
+        }
     }
 }
