@@ -1331,6 +1331,52 @@ async fn chunks_finishing_just_out_of_order_hash_the_file_without_reading_back()
     assert!(read_complete(&engine, &out.upload).await == src);
 }
 
+/// The same for range writes (Content-Range, resumable.js): a range that finishes before the
+/// one just ahead of it waits for the content hasher, and nothing is read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ranges_finishing_just_out_of_order_hash_the_file_without_reading_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open_engine(dir.path());
+    let part = 512 * KIB;
+    let src = data(3 * part, 64);
+    let u = create_offset(&engine, Some(src.len() as u64)).await;
+    let start = |i: usize| {
+        let (engine, id) = (engine.clone(), u.id.clone());
+        let (tx, body) = channel_body();
+        let mode = WriteMode::At {
+            start: (i * part) as u64,
+            len: part as u64,
+        };
+        let task = tokio::spawn(async move { engine.write(&id, mode, body).await });
+        (tx, task)
+    };
+    let (tx0, t0) = start(0);
+    let (tx1, t1) = start(1);
+    for f in frames(&src[..part / 2], 16 * KIB) {
+        tx0.send(f).unwrap();
+    }
+    for f in frames(&src[part..2 * part], 16 * KIB) {
+        tx1.send(f).unwrap();
+    }
+    drop(tx1);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !t1.is_finished(),
+        "range 1 answered while range 0 was still arriving"
+    );
+    for f in frames(&src[part / 2..part], 16 * KIB) {
+        tx0.send(f).unwrap();
+    }
+    drop(tx0);
+    t0.await.unwrap().unwrap();
+    t1.await.unwrap().unwrap();
+    write_at(&engine, &u.id, 2 * part, &src[2 * part..])
+        .await
+        .unwrap();
+    assert_complete_with(&engine, dir.path(), &u.id, &src).await;
+    assert_eq!(engine.stats().rehashed_bytes.load(Ordering::Relaxed), 0);
+}
+
 /// A chunk after a gap nobody is writing is hashed alone (waiting would gain nothing); the
 /// file digest reads it back once the gap is filled, and comes out right.
 #[tokio::test]

@@ -2,7 +2,7 @@
 //! chunk size is unknown, or a staging blob), the all-or-nothing chunk write, staged chunks
 //! placed once their offset is known, and the layout learnt from the chunks themselves.
 
-use super::hashing::HashClaim;
+use super::hashing::{HashClaim, KeptBytes};
 use super::write::{Plan, PumpEnd, Pumped, Worker, record_stored, sync_worker};
 use super::{Engine, READ_BLOCK, STAGING_BASE, WriteOutcome};
 use crate::crash;
@@ -41,46 +41,6 @@ struct ChunkPlan {
     reserve: Vec<Range<u64>>,
     plan: Plan,
     staged_index: Option<usize>,
-}
-
-/// Most bytes of one chunk kept in memory until it has all arrived.
-const KEEP_CHUNK_MAX: u64 = 16 << 20;
-/// Most bytes of all chunks in flight kept in memory at once; past it, chunks are hashed as
-/// they stream.
-const KEEP_BUDGET: u64 = 64 << 20;
-
-/// A chunk's share of [`KEEP_BUDGET`], given back when dropped.
-struct KeptBytes {
-    engine: Engine,
-    bytes: u64,
-}
-
-impl KeptBytes {
-    fn reserve(engine: &Engine, bytes: u64) -> Option<Self> {
-        if bytes > KEEP_CHUNK_MAX {
-            return None;
-        }
-        engine
-            .0
-            .kept_bytes
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-                (held + bytes <= KEEP_BUDGET).then_some(held + bytes)
-            })
-            .ok()?;
-        Some(KeptBytes {
-            engine: engine.clone(),
-            bytes,
-        })
-    }
-}
-
-impl Drop for KeptBytes {
-    fn drop(&mut self) {
-        self.engine
-            .0
-            .kept_bytes
-            .fetch_sub(self.bytes, Ordering::AcqRel);
-    }
 }
 
 /// Marks chunk 0 as streaming with an unknown length while it lives.
@@ -216,21 +176,9 @@ impl Engine {
             && matches!(end, PumpEnd::Complete)
             && let Some(t) = start
         {
-            let whole;
-            (claim, whole) = self.claim_hasher_waiting(&ulock, &u, t).await;
-            worker.whole = whole;
             worker.chunk = Some(Hasher::new(layout.alg));
-            // Hashing and the durability point in one blocking task: bytes synced become
-            // held only at the commit, so syncing a chunk that fails its check is harmless.
-            let (w, synced) = spawn_blocking(move || {
-                super::write::hash_into(&mut worker, &bufs);
-                drop(bufs);
-                let r = worker.writer.sync().map(|()| worker.writer.stored());
-                (worker, r)
-            })
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-            worker = w;
+            let synced;
+            (claim, worker, synced) = self.hash_kept(&ulock, &u, t, worker, bufs).await?;
             pre_synced = Some(synced);
         }
         drop(kept);

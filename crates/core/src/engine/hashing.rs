@@ -1,12 +1,15 @@
 //! The whole-file hasher: claimed by a write that lands where it stands, caught up by reading
 //! held bytes back, and restored from the state committed with the record.
 
+use super::write::{Worker, hash_into};
 use super::{Engine, READ_BLOCK};
 use crate::error::EngineError;
 use crate::hash::Hasher;
 use crate::lock::UploadLock;
+use crate::parts::BlobDelta;
 use crate::store::{BlobKind, BlobRead};
 use crate::upload::{Upload, UploadId};
+use bytes::Bytes;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -126,6 +129,31 @@ impl Engine {
         }
     }
 
+    /// Hashes a body kept in memory (see [`KeptBytes`]) now that it has all arrived, with the
+    /// whole-file hasher when it can be claimed at `start` (both digests in one pass), and
+    /// makes the worker's bytes durable in the same blocking task: bytes synced become held
+    /// only at the commit, so syncing a body that then fails its check is harmless.
+    pub(super) async fn hash_kept<'a>(
+        &self,
+        lock: &'a Arc<UploadLock>,
+        u: &Upload,
+        start: u64,
+        mut worker: Worker,
+        bufs: Vec<Bytes>,
+    ) -> Result<(HashClaim<'a>, Worker, std::io::Result<BlobDelta>), EngineError> {
+        let (claim, whole) = self.claim_hasher_waiting(lock, u, start).await;
+        worker.whole = whole;
+        let (worker, synced) = spawn_blocking(move || {
+            hash_into(&mut worker, &bufs);
+            drop(bufs);
+            let r = worker.writer.sync().map(|()| worker.writer.stored());
+            (worker, r)
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok((claim, worker, synced))
+    }
+
     /// Advances the whole-file hasher over the held prefix by reading the bytes back.
     pub(super) async fn catch_up(&self, id: &UploadId) -> Result<(), EngineError> {
         let lock = self.0.locks.entry(id);
@@ -184,6 +212,46 @@ impl Engine {
             .rehashed_bytes
             .fetch_add(end - start, Ordering::Relaxed);
         Ok(hasher)
+    }
+}
+
+/// Most bytes of one body kept in memory until it has all arrived.
+const KEEP_CHUNK_MAX: u64 = 16 << 20;
+/// Most bytes of all bodies in flight kept in memory at once; past it, bodies are hashed as
+/// they stream.
+const KEEP_BUDGET: u64 = 64 << 20;
+
+/// A body's share of [`KEEP_BUDGET`], given back when dropped.
+pub(super) struct KeptBytes {
+    engine: Engine,
+    bytes: u64,
+}
+
+impl KeptBytes {
+    pub(super) fn reserve(engine: &Engine, bytes: u64) -> Option<Self> {
+        if bytes > KEEP_CHUNK_MAX {
+            return None;
+        }
+        engine
+            .0
+            .kept_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held + bytes <= KEEP_BUDGET).then_some(held + bytes)
+            })
+            .ok()?;
+        Some(KeptBytes {
+            engine: engine.clone(),
+            bytes,
+        })
+    }
+}
+
+impl Drop for KeptBytes {
+    fn drop(&mut self) {
+        self.engine
+            .0
+            .kept_bytes
+            .fetch_sub(self.bytes, Ordering::AcqRel);
     }
 }
 

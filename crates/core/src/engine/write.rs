@@ -1,7 +1,7 @@
 //! The raw byte write path: a body streamed batch by batch into the partial blob at its final
 //! offsets, hashed on the way, made durable, then committed.
 
-use super::hashing::HashClaim;
+use super::hashing::{HashClaim, KeptBytes};
 use super::{BodyCheck, Engine, WriteMode, WriteOutcome};
 use crate::error::EngineError;
 use crate::hash::Hasher;
@@ -163,10 +163,22 @@ impl Engine {
             writable,
         };
         let writer = self.0.blobs.writer_for(&u).await?;
-        let (claim, whole) = if fully_new {
+        let (mut claim, whole) = if fully_new {
             self.claim_hasher(&ulock, &u, start).await
         } else {
             (HashClaim::none(), None)
+        };
+        let positional = self.0.blobs.capabilities().positional;
+        // A range the whole-file hasher is not at yet (parallel pieces: Content-Range,
+        // resumable.js) keeps its body in memory and is hashed once it has all arrived,
+        // usually with the hasher, instead of being read back later (see `hash_kept`).
+        let kept = match mode {
+            WriteMode::At { .. }
+                if whole.is_none() && fully_new && check.is_none() && positional =>
+            {
+                KeptBytes::reserve(self, limit)
+            }
+            _ => None,
         };
         let body_hasher = check.as_ref().map(|c| Hasher::new(c.alg));
         let pumped = self
@@ -176,7 +188,7 @@ impl Engine {
                     writer,
                     whole,
                     chunk: body_hasher,
-                    kept: None,
+                    kept: kept.as_ref().map(|_| Vec::new()),
                 },
                 &plan,
                 preempt,
@@ -184,15 +196,16 @@ impl Engine {
                 // The durability point may come with the last batch's write: bytes synced
                 // become held only at the commit, so syncing before the checks below is
                 // harmless on a positional store. Not with a checksum (a refused body
-                // syncs nothing) nor on a part store (its sync uploads objects).
-                check.is_none() && self.0.blobs.capabilities().positional,
+                // syncs nothing), nor on a part store (its sync uploads objects), nor for a
+                // kept body (it syncs after its hashing).
+                check.is_none() && positional && kept.is_none(),
             )
             .await;
         let Pumped {
             mut worker,
             received,
             end,
-            synced: pre_synced,
+            synced: mut pre_synced,
         } = match pumped {
             Ok(p) => p,
             Err(e) => {
@@ -245,6 +258,14 @@ impl Engine {
                 return Err(e);
             }
         }
+        if let Some(bufs) = worker.kept.take()
+            && received > 0
+        {
+            let synced;
+            (claim, worker, synced) = self.hash_kept(&ulock, &u, start, worker, bufs).await?;
+            pre_synced = Some(synced);
+        }
+        drop(kept);
         let accepted_ranges: Vec<Range<u64>> = plan
             .writable
             .iter()
