@@ -28,8 +28,10 @@ pub struct UploadLock {
     pub commit: tokio::sync::Mutex<()>,
     /// The whole-file hasher, when loaded; whoever holds the guard may advance it.
     pub hasher: tokio::sync::Mutex<Option<Hasher>>,
-    /// Told whenever a request that held the hasher lets it go (it may have moved).
-    pub hasher_released: tokio::sync::Notify,
+    /// Told whenever the hasher may have moved, or a write that might move it ended: a
+    /// holder let it go, or a reservation was released. Pieces waiting for the hasher to
+    /// reach them look again.
+    pub hasher_changed: tokio::sync::Notify,
     /// Chunk 0 is streaming before the chunk size is known, reserving the whole data range;
     /// other chunks are staged meanwhile instead of waiting for it.
     pub zero_open: AtomicBool,
@@ -52,7 +54,7 @@ impl Default for UploadLock {
             inflight: Mutex::default(),
             commit: tokio::sync::Mutex::default(),
             hasher: tokio::sync::Mutex::default(),
-            hasher_released: tokio::sync::Notify::new(),
+            hasher_changed: tokio::sync::Notify::new(),
             zero_open: AtomicBool::default(),
             preempt: tokio::sync::watch::Sender::new(0),
             settling: AtomicBool::default(),
@@ -196,6 +198,8 @@ impl Drop for Reservation {
                 inflight.swap_remove(pos);
             }
         }
+        drop(inflight);
+        self.lock.hasher_changed.notify_waiters();
     }
 }
 

@@ -53,6 +53,10 @@ impl Engine {
             let Ok(mut guard) = tokio::time::timeout_at(deadline, lock.hasher.lock()).await else {
                 return (HashClaim::none(), None);
             };
+            // Registered before anything is checked, so no change after the check is missed.
+            let changed = lock.hasher_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             if guard.is_none() {
                 match load_hasher(u) {
                     Ok(h) => *guard = Some(h),
@@ -71,12 +75,8 @@ impl Engine {
             if !arriving {
                 return self.claim_from(lock, guard, u, offset).await;
             }
-            // Registered before the guard goes, so the release cannot be missed.
-            let released = lock.hasher_released.notified();
-            tokio::pin!(released);
-            released.as_mut().enable();
             drop(guard);
-            if tokio::time::timeout_at(deadline, released).await.is_err() {
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
                 return (HashClaim::none(), None);
             }
         }
@@ -116,7 +116,7 @@ impl Engine {
                 HashClaim {
                     guard: Some(guard),
                     backup,
-                    released: Some(&lock.hasher_released),
+                    released: Some(&lock.hasher_changed),
                 },
                 Some(hasher),
             )
@@ -124,7 +124,7 @@ impl Engine {
             // The inline catch-up may have moved it: tell whoever waits for it.
             *guard = Some(hasher);
             drop(guard);
-            lock.hasher_released.notify_waiters();
+            lock.hasher_changed.notify_waiters();
             (HashClaim::none(), None)
         }
     }
@@ -178,7 +178,7 @@ impl Engine {
         }
         *guard = Some(hasher);
         drop(guard);
-        lock.hasher_released.notify_waiters();
+        lock.hasher_changed.notify_waiters();
         Ok(())
     }
 

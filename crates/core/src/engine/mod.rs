@@ -220,7 +220,7 @@ struct Inner {
     /// Uploads whose completion waits for a pre-finish hook that could not be reached, with a
     /// retry scheduled ([`Engine::finish_later`]).
     finishing: Mutex<HashSet<UploadId>>,
-    /// Bytes of chunk bodies kept in memory until their hashing (see `chunk::KeptBytes`).
+    /// Bytes of bodies kept in memory until their hashing (see `hashing::KeptBytes`).
     kept_bytes: AtomicU64,
 }
 

@@ -42,8 +42,8 @@ pub(super) struct Worker {
     pub(super) whole: Option<Hasher>,
     /// The digest of this request's body (a chunk's id, a tus checksum).
     pub(super) chunk: Option<Hasher>,
-    /// The body's bytes, kept (not copied) to be hashed once it has all arrived: a chunk
-    /// whose hashing waits for the whole-file hasher to reach it (see `Engine::write_chunk`).
+    /// The body's bytes, kept (not copied) to be hashed once it has all arrived, usually
+    /// together with the whole-file hasher (see `Engine::hash_kept`).
     pub(super) kept: Option<Vec<Bytes>>,
 }
 
