@@ -1284,6 +1284,39 @@ fn assert_md5_file(u: &Upload, src: &[u8]) {
     assert_eq!(u.content_digest.as_deref(), Some(md5_hex(src).as_str()));
 }
 
+type Piece = tokio::task::JoinHandle<Result<WriteOutcome, EngineError>>;
+
+/// Two pieces of one upload in flight, the second finishing first: piece 0 (`src[..size]`)
+/// gets half its bytes, piece 1 (`src[size..2 * size]`) all of its own; piece 1 must not
+/// be answered while piece 0 is still arriving (it waits for the whole-file hasher); then
+/// piece 0 ends and both must succeed. `start(i)` starts piece `i` on a channel body.
+async fn second_piece_finishes_first(
+    start: impl Fn(usize) -> (mpsc::UnboundedSender<Frame>, Piece),
+    src: &[u8],
+    size: usize,
+) {
+    let (tx0, t0) = start(0);
+    let (tx1, t1) = start(1);
+    for f in frames(&src[..size / 2], 16 * KIB) {
+        tx0.send(f).unwrap();
+    }
+    for f in frames(&src[size..2 * size], 16 * KIB) {
+        tx1.send(f).unwrap();
+    }
+    drop(tx1);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !t1.is_finished(),
+        "piece 1 answered while piece 0 was still arriving"
+    );
+    for f in frames(&src[size / 2..size], 16 * KIB) {
+        tx0.send(f).unwrap();
+    }
+    drop(tx0);
+    t0.await.unwrap().unwrap();
+    t1.await.unwrap().unwrap();
+}
+
 /// Chunks sent in file order but finishing out of it (the next one's body ends first): the
 /// later chunk waits for the whole-file hasher instead of hashing alone, so both digests
 /// come from one pass and nothing is read back.
@@ -1300,26 +1333,7 @@ async fn chunks_finishing_just_out_of_order_hash_the_file_without_reading_back()
         let task = tokio::spawn(async move { engine.write_chunk(&id, &chunk_id, body).await });
         (tx, task)
     };
-    let (tx0, t0) = start(0);
-    let (tx1, t1) = start(1);
-    for f in frames(&src[..cs / 2], 16 * KIB) {
-        tx0.send(f).unwrap();
-    }
-    for f in frames(&src[cs..2 * cs], 16 * KIB) {
-        tx1.send(f).unwrap();
-    }
-    drop(tx1);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(
-        !t1.is_finished(),
-        "chunk 1 answered while chunk 0 was still arriving"
-    );
-    for f in frames(&src[cs / 2..cs], 16 * KIB) {
-        tx0.send(f).unwrap();
-    }
-    drop(tx0);
-    t0.await.unwrap().unwrap();
-    t1.await.unwrap().unwrap();
+    second_piece_finishes_first(start, &src, cs).await;
     chunk(&engine, &u.id, &ids[2], &src[2 * cs..3 * cs])
         .await
         .unwrap();
@@ -1350,26 +1364,7 @@ async fn ranges_finishing_just_out_of_order_hash_the_file_without_reading_back()
         let task = tokio::spawn(async move { engine.write(&id, mode, body).await });
         (tx, task)
     };
-    let (tx0, t0) = start(0);
-    let (tx1, t1) = start(1);
-    for f in frames(&src[..part / 2], 16 * KIB) {
-        tx0.send(f).unwrap();
-    }
-    for f in frames(&src[part..2 * part], 16 * KIB) {
-        tx1.send(f).unwrap();
-    }
-    drop(tx1);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(
-        !t1.is_finished(),
-        "range 1 answered while range 0 was still arriving"
-    );
-    for f in frames(&src[part / 2..part], 16 * KIB) {
-        tx0.send(f).unwrap();
-    }
-    drop(tx0);
-    t0.await.unwrap().unwrap();
-    t1.await.unwrap().unwrap();
+    second_piece_finishes_first(start, &src, part).await;
     write_at(&engine, &u.id, 2 * part, &src[2 * part..])
         .await
         .unwrap();
