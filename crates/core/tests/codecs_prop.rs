@@ -1240,7 +1240,7 @@ fn blake3_state_survives_a_restore_past_several_subtrees() {
 /// carry such a position, but `restore` is the gate that is meant to refuse bad states.
 #[test]
 fn restored_states_can_take_more_bytes() {
-    // MD5 (RustCrypto layout, see hash/mod.rs): 2^58 - 1 compressed blocks and 63 buffered bytes,
+    // MD5 (RustCrypto layout, see hash.rs): 2^58 - 1 compressed blocks and 63 buffered bytes,
     // i.e. position u64::MAX, consistent with the state.
     let mut md5 = Hasher::new(HashAlg::Md5).save();
     let blocks = u64::MAX / 64;
@@ -1272,7 +1272,7 @@ fn restored_states_can_take_more_bytes() {
     assert!(
         panicked.is_empty(),
         "{panicked:?}: a state restore accepted (position near 2^64) panics on the next \
-         update (hash/mod.rs `Hasher::update` / `Blake3Tree::update`, add with overflow); restore \
+         update (hash.rs `Hasher::update` / `Blake3Tree::update`, add with overflow); restore \
          should refuse it"
     );
 }

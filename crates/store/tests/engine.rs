@@ -1372,6 +1372,22 @@ async fn ranges_finishing_just_out_of_order_hash_the_file_without_reading_back()
     assert_eq!(engine.stats().rehashed_bytes.load(Ordering::Relaxed), 0);
 }
 
+/// Chunks too large to keep in memory (over 16 MiB) are hashed as they stream; sent one after
+/// the other, each streams at the hasher's place and feeds both digests, nothing read back.
+#[tokio::test]
+async fn large_chunks_in_order_hash_as_they_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open_engine(dir.path());
+    let cs = 17 * MIB;
+    let src = data(2 * cs - 4321, 65);
+    let (u, ids) = create_md5_file(&engine, &src, cs).await;
+    chunk(&engine, &u.id, &ids[0], &src[..cs]).await.unwrap();
+    let out = chunk(&engine, &u.id, &ids[1], &src[cs..]).await.unwrap();
+    assert_md5_file(&out.upload, &src);
+    assert_eq!(engine.stats().rehashed_bytes.load(Ordering::Relaxed), 0);
+    assert!(read_complete(&engine, &out.upload).await == src);
+}
+
 /// A chunk after a gap nobody is writing is hashed alone (waiting would gain nothing); the
 /// file digest reads it back once the gap is filled, and comes out right.
 #[tokio::test]

@@ -52,8 +52,6 @@
 //! instead of silently misreading states already stored in a database, and
 //! whoever upgrades must bump `FORMAT_VERSION` and decide how to migrate.
 
-mod md5_pair;
-
 use std::fmt;
 
 use digest::Digest;
@@ -259,7 +257,7 @@ impl Hasher {
         let aligned = a.position % BLOCK_LEN as u64 == b.position % BLOCK_LEN as u64;
         match (&mut a.inner, &mut b.inner) {
             (Inner::Md5(x), Inner::Md5(y)) if aligned => {
-                md5_pair::update_same(x, y, a.position, data);
+                ferry_md5_pair::update_same(x, y, a.position, data);
                 a.position += data.len() as u64;
                 b.position += data.len() as u64;
             }

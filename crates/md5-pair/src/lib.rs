@@ -18,7 +18,7 @@ use digest::common::hazmat::{SerializableState, SerializedState};
 
 /// Feeds `data` to two MD5 hashers that have both consumed `position` bytes modulo 64, so
 /// that their block boundaries line up.
-pub(super) fn update_same(a: &mut md5::Md5, b: &mut md5::Md5, position: u64, data: &[u8]) {
+pub fn update_same(a: &mut md5::Md5, b: &mut md5::Md5, position: u64, data: &[u8]) {
     // Complete the partly filled block each hasher buffers (their buffered bytes differ).
     let head = ((64 - position % 64) % 64).min(data.len() as u64) as usize;
     let (first, rest) = data.split_at(head);
