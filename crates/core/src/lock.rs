@@ -19,11 +19,11 @@ use crate::hash::Hasher;
 use crate::upload::UploadId;
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 pub struct UploadLock {
-    inflight: Mutex<Vec<Range<u64>>>,
+    inflight: Mutex<Vec<InFlight>>,
     /// Serialises metadata read-modify-write for this upload.
     pub commit: tokio::sync::Mutex<()>,
     /// The whole-file hasher, when loaded; whoever holds the guard may advance it.
@@ -63,24 +63,41 @@ impl Default for UploadLock {
     }
 }
 
+/// A reserved range and how far its writer has got.
+struct InFlight {
+    range: Range<u64>,
+    /// Body bytes the writer has received so far (see [`Reservation::written`]).
+    written: Arc<AtomicU64>,
+}
+
 impl UploadLock {
-    /// True while writes in flight hold reservations covering every byte of `ranges`.
-    pub fn writing_all_of(&self, ranges: &[Range<u64>]) -> bool {
-        let mut inflight = self
+    /// When writes in flight hold reservations covering every byte of `ranges`: how many of
+    /// those bytes their writers have not received yet. `None` when some byte is not being
+    /// written at all.
+    pub fn missing_in_flight(&self, ranges: &[Range<u64>]) -> Option<u64> {
+        let mut inflight: Vec<(Range<u64>, u64)> = self
             .inflight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        inflight.sort_by_key(|f| f.start);
-        ranges.iter().all(|r| {
+            .iter()
+            .map(|f| (f.range.clone(), f.written.load(Ordering::Relaxed)))
+            .collect();
+        inflight.sort_by_key(|(f, _)| f.start);
+        let mut missing = 0;
+        for r in ranges {
             let mut at = r.start;
-            for f in &inflight {
+            for (f, written) in &inflight {
                 if f.start <= at && at < f.end {
+                    let end = f.end.min(r.end);
+                    missing += end.saturating_sub(at.max(f.start.saturating_add(*written)));
                     at = f.end;
                 }
             }
-            at >= r.end
-        })
+            if at < r.end {
+                return None;
+            }
+        }
+        Some(missing)
     }
 
     /// True while any write holds a reservation.
@@ -142,21 +159,26 @@ impl Locks {
     /// Reserves `ranges` of `id` for writing; fails when any overlaps a range in flight.
     pub fn reserve(&self, id: &UploadId, ranges: Vec<Range<u64>>) -> Option<Reservation> {
         let lock = self.entry(id);
+        let written = Arc::new(AtomicU64::new(0));
         {
             let mut inflight = lock.inflight.lock().unwrap_or_else(|e| e.into_inner());
             let overlaps = ranges.iter().any(|r| {
                 inflight
                     .iter()
-                    .any(|f| r.start < f.end && f.start < r.end && r.start < r.end)
+                    .any(|f| r.start < f.range.end && f.range.start < r.end && r.start < r.end)
             });
             if overlaps {
                 return None;
             }
-            inflight.extend(ranges.iter().cloned());
+            inflight.extend(ranges.iter().map(|r| InFlight {
+                range: r.clone(),
+                written: written.clone(),
+            }));
         }
         Some(Reservation {
             lock,
             ranges,
+            written,
             lease: None,
         })
     }
@@ -172,6 +194,7 @@ impl Locks {
 pub struct Reservation {
     pub lock: Arc<UploadLock>,
     ranges: Vec<Range<u64>>,
+    written: Arc<AtomicU64>,
     /// The same ranges leased from the nodes' coordinator, when there is one.
     lease: Option<crate::coord::LeaseGuard>,
 }
@@ -180,6 +203,13 @@ impl Reservation {
     pub fn with_lease(mut self, lease: crate::coord::LeaseGuard) -> Reservation {
         self.lease = Some(lease);
         self
+    }
+
+    /// Where the writer reports how many body bytes it has received; each reserved range
+    /// is taken to be written from its start that far (a body lands at every range of its
+    /// reservation alike).
+    pub fn written(&self) -> &AtomicU64 {
+        &self.written
     }
 
     /// Whether the ranges are still this request's across nodes (always, on one node).
@@ -194,7 +224,10 @@ impl Drop for Reservation {
     fn drop(&mut self) {
         let mut inflight = self.lock.inflight.lock().unwrap_or_else(|e| e.into_inner());
         for r in &self.ranges {
-            if let Some(pos) = inflight.iter().position(|f| f == r) {
+            if let Some(pos) = inflight
+                .iter()
+                .position(|f| f.range == *r && Arc::ptr_eq(&f.written, &self.written))
+            {
                 inflight.swap_remove(pos);
             }
         }
@@ -237,17 +270,26 @@ mod tests {
     }
 
     #[test]
-    fn writing_all_of_needs_every_byte_reserved() {
+    fn missing_in_flight_counts_what_writers_have_not_received() {
         let locks = Locks::default();
         let id = UploadId::generate();
         let lock = locks.entry(&id);
-        let _a = locks.reserve(&id, vec![10..20]).unwrap();
-        let _b = locks.reserve(&id, vec![0..10]).unwrap();
+        let a = locks.reserve(&id, vec![10..20]).unwrap();
+        let b = locks.reserve(&id, vec![0..10]).unwrap();
         let _c = locks.reserve(&id, vec![30..40]).unwrap();
-        assert!(lock.writing_all_of(&[0..20]));
-        assert!(lock.writing_all_of(&[5..15, 30..35]));
-        assert!(lock.writing_all_of(&[]));
-        assert!(!lock.writing_all_of(&[0..21]));
-        assert!(!lock.writing_all_of(&[15..35]));
+        assert_eq!(lock.missing_in_flight(&[0..20]), Some(20));
+        b.written().store(10, Ordering::Relaxed);
+        a.written().store(4, Ordering::Relaxed);
+        assert_eq!(lock.missing_in_flight(&[0..20]), Some(6));
+        assert_eq!(lock.missing_in_flight(&[5..15, 30..35]), Some(1 + 5));
+        assert_eq!(lock.missing_in_flight(&[]), Some(0));
+        assert_eq!(
+            lock.missing_in_flight(&[0..21]),
+            None,
+            "byte 20 is not in flight"
+        );
+        assert_eq!(lock.missing_in_flight(&[15..35]), None);
+        drop(a);
+        assert_eq!(lock.missing_in_flight(&[0..20]), None, "released");
     }
 }

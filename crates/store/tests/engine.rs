@@ -1287,9 +1287,10 @@ fn assert_md5_file(u: &Upload, src: &[u8]) {
 type Piece = tokio::task::JoinHandle<Result<WriteOutcome, EngineError>>;
 
 /// Two pieces of one upload in flight, the second finishing first: piece 0 (`src[..size]`)
-/// gets half its bytes, piece 1 (`src[size..2 * size]`) all of its own; piece 1 must not
-/// be answered while piece 0 is still arriving (it waits for the whole-file hasher); then
-/// piece 0 ends and both must succeed. `start(i)` starts piece `i` on a channel body.
+/// gets all but its last 64 KiB, piece 1 (`src[size..2 * size]`) all of its own; then piece
+/// 0's last bytes come in slowly, and piece 1 must not be answered meanwhile (it waits for
+/// the whole-file hasher while the bytes ahead of it keep coming); then piece 0 ends and
+/// both must succeed. `start(i)` starts piece `i` on a channel body.
 async fn second_piece_finishes_first(
     start: impl Fn(usize) -> (mpsc::UnboundedSender<Frame>, Piece),
     src: &[u8],
@@ -1297,19 +1298,20 @@ async fn second_piece_finishes_first(
 ) {
     let (tx0, t0) = start(0);
     let (tx1, t1) = start(1);
-    for f in frames(&src[..size / 2], 16 * KIB) {
+    let nearly = size - 64 * KIB;
+    for f in frames(&src[..nearly], 16 * KIB) {
         tx0.send(f).unwrap();
     }
     for f in frames(&src[size..2 * size], 16 * KIB) {
         tx1.send(f).unwrap();
     }
     drop(tx1);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(
-        !t1.is_finished(),
-        "piece 1 answered while piece 0 was still arriving"
-    );
-    for f in frames(&src[size / 2..size], 16 * KIB) {
+    for f in frames(&src[nearly..size], 16 * KIB) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !t1.is_finished(),
+            "piece 1 answered while piece 0 was still arriving"
+        );
         tx0.send(f).unwrap();
     }
     drop(tx0);
@@ -1386,6 +1388,48 @@ async fn large_chunks_in_order_hash_as_they_stream() {
     assert_md5_file(&out.upload, &src);
     assert_eq!(engine.stats().rehashed_bytes.load(Ordering::Relaxed), 0);
     assert!(read_complete(&engine, &out.upload).await == src);
+}
+
+/// A piece whose bytes have all arrived does not wait for a request ahead of it that has
+/// most of its bytes still to come (a slow or stalled client): it is answered at once, and
+/// the file digest reads its bytes back later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_piece_does_not_wait_for_a_request_ahead_that_has_barely_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open_engine(dir.path());
+    let cs = 256 * KIB;
+    let src = data(2 * cs, 66);
+    let (u, ids) = create_md5_file(&engine, &src, cs).await;
+    let (tx0, body0) = channel_body();
+    let t0 = {
+        let (engine, id, chunk_id) = (engine.clone(), u.id.clone(), ids[0].clone());
+        tokio::spawn(async move { engine.write_chunk(&id, &chunk_id, body0).await })
+    };
+    tx0.send(Ok(Bytes::copy_from_slice(&src[..16 * KIB])))
+        .unwrap();
+    wait_for("chunk 0 to start", async || {
+        engine.get(&u.id).await.is_ok() && !t0.is_finished()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Chunk 1 arrives whole and is answered while chunk 0 has 240 KiB still to come.
+    chunk(&engine, &u.id, &ids[1], &src[cs..]).await.unwrap();
+    assert!(!t0.is_finished());
+    for f in frames(&src[16 * KIB..cs], 16 * KIB) {
+        tx0.send(f).unwrap();
+    }
+    drop(tx0);
+    let out = t0.await.unwrap().unwrap();
+    let u = if out.upload.is_complete() {
+        out.upload
+    } else {
+        engine.get(&u.id).await.unwrap()
+    };
+    assert_md5_file(&u, &src);
+    assert_eq!(
+        engine.stats().rehashed_bytes.load(Ordering::Relaxed),
+        cs as u64
+    );
 }
 
 /// A chunk after a gap nobody is writing is hashed alone (waiting would gain nothing); the

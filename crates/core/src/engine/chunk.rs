@@ -2,8 +2,8 @@
 //! chunk size is unknown, or a staging blob), the all-or-nothing chunk write, staged chunks
 //! placed once their offset is known, and the layout learnt from the chunks themselves.
 
-use super::hashing::{HashClaim, KeptBytes};
-use super::write::{Plan, PumpEnd, Pumped, Worker, record_stored, sync_worker};
+use super::hashing::{HashClaim, KeptBytes, Pace};
+use super::write::{Incoming, Plan, PumpEnd, Pumped, Worker, record_stored, sync_worker};
 use super::{Engine, READ_BLOCK, STAGING_BASE, WriteOutcome};
 use crate::crash;
 use crate::error::EngineError;
@@ -18,6 +18,7 @@ use std::fmt::Display;
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 use tokio::task::spawn_blocking;
 
 /// Where the bytes of one chunk go.
@@ -144,6 +145,7 @@ impl Engine {
             (ChunkDest::Staged(_), _) | (_, None) => (HashClaim::none(), None),
             (_, Some(t)) => self.claim_hasher(&ulock, &u, t).await,
         };
+        let started = Instant::now();
         let pumped = self
             .pump(
                 u.dialect,
@@ -154,8 +156,11 @@ impl Engine {
                     kept: kept.as_ref().map(|_| Vec::new()),
                 },
                 &plan,
-                None,
-                body,
+                Incoming {
+                    body,
+                    written: reservation.written(),
+                    preempt: None,
+                },
                 false,
             )
             .await;
@@ -178,7 +183,11 @@ impl Engine {
         {
             worker.chunk = Some(Hasher::new(layout.alg));
             let synced;
-            (claim, worker, synced) = self.hash_kept(&ulock, &u, t, worker, bufs).await?;
+            let pace = Pace {
+                bytes: received,
+                took: started.elapsed(),
+            };
+            (claim, worker, synced) = self.hash_kept(&ulock, &u, t, pace, worker, bufs).await?;
             pre_synced = Some(synced);
         }
         drop(kept);

@@ -18,9 +18,38 @@ use tokio::task::spawn_blocking;
 /// The most a write catches the hasher up by reading held bytes back before it streams: a
 /// restored BLAKE3 state lags by at most 2 MiB.
 const INLINE_CATCH_UP: u64 = 4 << 20;
-/// How long a chunk whose bytes have all arrived waits for the whole-file hasher another
-/// request holds before hashing its bytes alone (the file digest then reads them back).
+/// The longest a piece whose bytes have all arrived waits for the whole-file hasher before
+/// hashing its bytes alone (the file digest then reads them back).
 const CLAIM_PATIENCE: Duration = Duration::from_secs(1);
+/// A piece waits for the bytes still arriving ahead of it only when, at the pace its own body
+/// came in, they should all be there within this: with fast clients (where hashing once
+/// instead of twice matters) that is the common case, and a slow or stalled request ahead
+/// does not hold a finished piece's answer back.
+const WAIT_FOR_BYTES_WITHIN: Duration = Duration::from_millis(100);
+
+/// A waiting piece looks again this long (plus twice the time the bytes it waits for should
+/// take) after its last news; bytes ahead that have not moved by then are not waited for.
+const LOOK_AGAIN: Duration = Duration::from_millis(200);
+
+/// How fast a piece's own body arrived: `bytes` in `took`.
+#[derive(Clone, Copy)]
+pub(super) struct Pace {
+    pub(super) bytes: u64,
+    pub(super) took: Duration,
+}
+
+impl Pace {
+    /// How long `bytes` take at this pace.
+    fn time_for(self, bytes: u64) -> Duration {
+        let nanos = (bytes as u128 * self.took.as_nanos()) / (self.bytes.max(1) as u128);
+        Duration::from_nanos(nanos.min(u64::MAX as u128) as u64)
+    }
+
+    /// Whether `missing` bytes should arrive within [`WAIT_FOR_BYTES_WITHIN`] at this pace.
+    fn soon(self, missing: u64) -> bool {
+        missing == 0 || self.time_for(missing) <= WAIT_FOR_BYTES_WITHIN
+    }
+}
 
 impl Engine {
     /// Takes the whole-file hasher when `offset` is exactly where it stands (or a few MiB
@@ -38,17 +67,22 @@ impl Engine {
         }
     }
 
-    /// [`Engine::claim_hasher`] for a chunk whose bytes have all arrived. With chunks sent in
-    /// file order, the hasher is usually held by the chunk just before this one, finishing,
-    /// or stands before bytes other requests are still writing: this waits (up to
-    /// [`CLAIM_PATIENCE`] in all) for it to be let go, and for those writes to move it here.
+    /// [`Engine::claim_hasher`] for a piece whose bytes have all arrived (at `pace`). With
+    /// pieces sent in file order, the hasher is usually held by the piece just before this
+    /// one, finishing, or stands before bytes other requests are still writing: this waits
+    /// (up to [`CLAIM_PATIENCE`] in all) for it to be let go, and for those writes to move it
+    /// here when they are nearly done.
     pub(super) async fn claim_hasher_waiting<'a>(
         &self,
         lock: &'a Arc<UploadLock>,
         u: &Upload,
         offset: u64,
+        pace: Pace,
     ) -> (HashClaim<'a>, Option<Hasher>) {
         let deadline = tokio::time::Instant::now() + CLAIM_PATIENCE;
+        // Bytes still missing ahead when the last wait ran out without news: waiting on
+        // needs them to have moved since (a stalled request ahead is not waited for).
+        let mut stuck_at: Option<u64> = None;
         loop {
             let Ok(mut guard) = tokio::time::timeout_at(deadline, lock.hasher.lock()).await else {
                 return (HashClaim::none(), None);
@@ -64,20 +98,29 @@ impl Engine {
                 }
             }
             let at = guard.as_ref().map_or(offset, Hasher::position);
-            // Wait only when every byte between the hasher and this chunk is held or being
-            // written: those writes, or the catch-up after them, move the hasher here. With
-            // a gap nobody writes (chunks sent out of order), waiting would gain nothing.
-            let arriving = at < offset
-                && match self.get(&u.id).await {
-                    Ok(now) => lock.writing_all_of(&now.held.gaps_in(at..offset)),
-                    Err(_) => false,
-                };
-            if !arriving {
+            // Wait only when every byte between the hasher and this piece is held or being
+            // written, and those still arriving should be here soon and are coming in:
+            // those writes, or the catch-up after them, move the hasher here. With a gap
+            // nobody writes (pieces sent out of order), waiting would gain nothing.
+            let missing = if at < offset {
+                match self.get(&u.id).await {
+                    Ok(now) => lock.missing_in_flight(&now.held.gaps_in(at..offset)),
+                    Err(_) => None,
+                }
+            } else {
+                None
+            };
+            let Some(missing) = missing
+                .filter(|&m| pace.soon(m) && (m == 0 || stuck_at.is_none_or(|before| m < before)))
+            else {
                 return self.claim_from(lock, guard, u, offset).await;
-            }
+            };
             drop(guard);
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return (HashClaim::none(), None);
+            let look_again = tokio::time::Instant::now() + 2 * pace.time_for(missing) + LOOK_AGAIN;
+            match tokio::time::timeout_at(look_again.min(deadline), changed).await {
+                Ok(()) => stuck_at = None,
+                Err(_) if look_again >= deadline => return (HashClaim::none(), None),
+                Err(_) => stuck_at = Some(missing),
             }
         }
     }
@@ -138,10 +181,11 @@ impl Engine {
         lock: &'a Arc<UploadLock>,
         u: &Upload,
         start: u64,
+        pace: Pace,
         mut worker: Worker,
         bufs: Vec<Bytes>,
     ) -> Result<(HashClaim<'a>, Worker, std::io::Result<BlobDelta>), EngineError> {
-        let (claim, whole) = self.claim_hasher_waiting(lock, u, start).await;
+        let (claim, whole) = self.claim_hasher_waiting(lock, u, start, pace).await;
         worker.whole = whole;
         let (worker, synced) = spawn_blocking(move || {
             hash_into(&mut worker, &bufs);

@@ -1,7 +1,7 @@
 //! The raw byte write path: a body streamed batch by batch into the partial blob at its final
 //! offsets, hashed on the way, made durable, then committed.
 
-use super::hashing::{HashClaim, KeptBytes};
+use super::hashing::{HashClaim, KeptBytes, Pace};
 use super::{BodyCheck, Engine, WriteMode, WriteOutcome};
 use crate::error::EngineError;
 use crate::hash::Hasher;
@@ -13,7 +13,8 @@ use futures_util::{Stream, StreamExt};
 use std::fmt::Display;
 use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 use tokio::task::{JoinHandle, spawn_blocking};
 
 /// Bytes gathered from the body before one positional write: large enough that the per-write
@@ -51,6 +52,17 @@ pub(super) enum PumpEnd {
     Complete,
     Body(String),
     TooLong,
+}
+
+/// A request body as the pump reads it.
+pub(super) struct Incoming<'a, S> {
+    pub(super) body: S,
+    /// How many of its bytes have arrived so far (the reservation's counter, read by pieces
+    /// waiting for this one).
+    pub(super) written: &'a AtomicU64,
+    /// Told when a newer request for the same upload arrives (appends only): this one then
+    /// ends where it is.
+    pub(super) preempt: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 pub(super) struct Pumped {
@@ -181,6 +193,7 @@ impl Engine {
             _ => None,
         };
         let body_hasher = check.as_ref().map(|c| Hasher::new(c.alg));
+        let started = Instant::now();
         let pumped = self
             .pump(
                 u.dialect,
@@ -191,8 +204,11 @@ impl Engine {
                     kept: kept.as_ref().map(|_| Vec::new()),
                 },
                 &plan,
-                preempt,
-                body,
+                Incoming {
+                    body,
+                    written: reservation.written(),
+                    preempt,
+                },
                 // The durability point may come with the last batch's write: bytes synced
                 // become held only at the commit, so syncing before the checks below is
                 // harmless on a positional store. Not with a checksum (a refused body
@@ -262,7 +278,13 @@ impl Engine {
             && received > 0
         {
             let synced;
-            (claim, worker, synced) = self.hash_kept(&ulock, &u, start, worker, bufs).await?;
+            let pace = Pace {
+                bytes: received,
+                took: started.elapsed(),
+            };
+            (claim, worker, synced) = self
+                .hash_kept(&ulock, &u, start, pace, worker, bufs)
+                .await?;
             pre_synced = Some(synced);
         }
         drop(kept);
@@ -372,14 +394,18 @@ impl Engine {
         dialect: Dialect,
         worker: Worker,
         plan: &Plan,
-        mut preempt: Option<tokio::sync::watch::Receiver<u64>>,
-        mut body: S,
+        incoming: Incoming<'_, S>,
         sync_at_end: bool,
     ) -> Result<Pumped, EngineError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
         E: Display,
     {
+        let Incoming {
+            mut body,
+            written,
+            mut preempt,
+        } = incoming;
         let mut idle = Some(worker);
         let mut pending: Option<JoinHandle<BatchDone>> = None;
         let mut synced = None;
@@ -417,6 +443,7 @@ impl Engine {
                         last = true;
                     }
                     received += bytes.len() as u64;
+                    written.store(received, Ordering::Relaxed);
                     batch_len += bytes.len();
                     if !bytes.is_empty() {
                         batch.push(bytes);
