@@ -630,10 +630,7 @@ where
     let stop = shared.stop.clone();
     match proto {
         Proto::Http1 => {
-            let io = TokioIo::new(Tracked {
-                io,
-                tracker: Tracker::new(state.clone()),
-            });
+            let io = TokioIo::new(Tracked::new(io, Tracker::new(state.clone())));
             let conn = shared.http1.serve_connection(io, service);
             drive(conn, |c| c.graceful_shutdown(), &state, stop, None).await
         }
@@ -1159,7 +1156,27 @@ write_through!(Prefixed);
 struct Tracked<I> {
     io: I,
     tracker: Tracker,
+    /// Closing with a request body still arriving: until when what arrives is read and
+    /// dropped (see `poll_shutdown`).
+    linger: Option<Pin<Box<tokio::time::Sleep>>>,
 }
+
+impl<I> Tracked<I> {
+    fn new(io: I, tracker: Tracker) -> Self {
+        Tracked {
+            io,
+            tracker,
+            linger: None,
+        }
+    }
+}
+
+/// How long a connection closed while its request body is still arriving (a request answered
+/// without reading its body: a refusal, an error) keeps reading and dropping that body, as
+/// nginx's lingering close does. Closing a socket with unread data resets the connection,
+/// and the reset reaches the client while it is still sending: it fails with a broken pipe
+/// and never reads the answer.
+const BODY_LINGER: Duration = Duration::from_secs(2);
 
 impl<I: AsyncRead + Unpin> AsyncRead for Tracked<I> {
     fn poll_read(
@@ -1175,7 +1192,59 @@ impl<I: AsyncRead + Unpin> AsyncRead for Tracked<I> {
     }
 }
 
-write_through!(Tracked);
+impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    /// Shuts the writing side (the answer is complete), then, when the request's body was
+    /// not all read, reads and drops what still arrives until the client closes or
+    /// [`BODY_LINGER`] passes.
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.linger.is_none() {
+            ready!(Pin::new(&mut this.io).poll_shutdown(cx))?;
+            if !this.tracker.mid_body() {
+                return Poll::Ready(Ok(()));
+            }
+            this.linger = Some(Box::pin(tokio::time::sleep(BODY_LINGER)));
+        }
+        let until = this.linger.as_mut().expect("set above");
+        let mut sink = [0u8; 16 * 1024];
+        loop {
+            if until.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(()));
+            }
+            let mut buf = ReadBuf::new(&mut sink);
+            match Pin::new(&mut this.io).poll_read(cx, &mut buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => {}
+                // The client closed, or the connection failed: nothing more to wait for.
+                Poll::Ready(_) => return Poll::Ready(Ok(())),
+            }
+        }
+    }
+}
 
 /// Follows the HTTP/1 message framing of the bytes a connection reads, with the rules hyper
 /// applies (request heads end at an empty line; a body is framed by `Transfer-Encoding:
@@ -1248,6 +1317,11 @@ impl Tracker {
             chunk_size: 0,
             state,
         }
+    }
+
+    /// Whether the bytes read so far end inside a request body.
+    fn mid_body(&self) -> bool {
+        matches!(self.phase, Phase::Fixed(_) | Phase::Chunked(_))
     }
 
     fn stop(&mut self) {

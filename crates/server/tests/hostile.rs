@@ -251,6 +251,37 @@ async fn a_head_over_64_kib_gets_431() {
     srv.stop().await;
 }
 
+/// A request answered without its body being read (here a PATCH of an upload that does not
+/// exist) while the client is still sending 16 MiB of body: the server reads and drops the
+/// rest before closing (lingering close), so the client's send completes and it reads the
+/// answer, instead of a reset failing its send with a broken pipe and destroying the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_body_still_arriving_is_drained_so_the_client_reads_the_answer() {
+    let srv = TestServer::start().await;
+    let mut c = Conn::open(&srv).await;
+    let len = 16 << 20;
+    c.send(
+        format!(
+            "PATCH /files/0123456789abcdef0123456789abcdef HTTP/1.1\r\nHost: localhost\r\n\
+             Tus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n\
+             Content-Type: application/offset+octet-stream\r\nContent-Length: {len}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    // Give the server time to answer and close while most of the body is still to come.
+    sleep(Duration::from_millis(200)).await;
+    let body = test_bytes(len, 7);
+    timeout(Duration::from_secs(10), c.s.write_all(&body))
+        .await
+        .expect("the body was not taken within 10 s")
+        .expect("sending the rest of the body failed: the server reset the connection");
+    let r = c.response().await.expect("an answer");
+    assert_eq!(r.status, 404, "{r:?}");
+    c.closed_within(Duration::from_secs(5)).await;
+    srv.stop().await;
+}
+
 // ---------------------------------------------------------------------------
 // Duplicated headers, Content-Length with Transfer-Encoding
 // ---------------------------------------------------------------------------
