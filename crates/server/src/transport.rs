@@ -1111,37 +1111,51 @@ impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
     }
 }
 
-/// `AsyncWrite` for a read-side wrapper: writes go straight to its `io` field.
+/// `AsyncWrite` for a read-side wrapper: writes go straight to its `io` field, and so does
+/// the shutdown unless the wrapper names its own (`write_through!(W: [bounds], shutdown = f)`,
+/// `f` an inherent method with `poll_shutdown`'s signature).
 macro_rules! write_through {
     ($wrapper:ident) => {
         impl<I: AsyncWrite + Unpin> AsyncWrite for $wrapper<I> {
-            fn poll_write(
-                self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-                buf: &[u8],
-            ) -> Poll<io::Result<usize>> {
-                Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-            }
-
-            fn poll_write_vectored(
-                self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-                bufs: &[io::IoSlice<'_>],
-            ) -> Poll<io::Result<usize>> {
-                Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-            }
-
-            fn is_write_vectored(&self) -> bool {
-                self.io.is_write_vectored()
-            }
-
-            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-                Pin::new(&mut self.get_mut().io).poll_flush(cx)
-            }
+            write_through!(@writes);
 
             fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
                 Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
             }
+        }
+    };
+    ($wrapper:ident: [$($bound:tt)+], shutdown = $shutdown:ident) => {
+        impl<I: $($bound)+> AsyncWrite for $wrapper<I> {
+            write_through!(@writes);
+
+            fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                self.$shutdown(cx)
+            }
+        }
+    };
+    (@writes) => {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        }
+
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[io::IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            self.io.is_write_vectored()
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().io).poll_flush(cx)
         }
     };
 }
@@ -1157,7 +1171,7 @@ struct Tracked<I> {
     io: I,
     tracker: Tracker,
     /// Closing with a request body still arriving: until when what arrives is read and
-    /// dropped (see `poll_shutdown`).
+    /// dropped (see `poll_linger_shutdown`).
     linger: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
@@ -1192,35 +1206,13 @@ impl<I: AsyncRead + Unpin> AsyncRead for Tracked<I> {
     }
 }
 
-impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
+write_through!(Tracked: [AsyncRead + AsyncWrite + Unpin], shutdown = poll_linger_shutdown);
 
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
+impl<I: AsyncRead + AsyncWrite + Unpin> Tracked<I> {
     /// Shuts the writing side (the answer is complete), then, when the request's body was
     /// not all read, reads and drops what still arrives until the client closes or
     /// [`BODY_LINGER`] passes.
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_linger_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.linger.is_none() {
             ready!(Pin::new(&mut this.io).poll_shutdown(cx))?;
