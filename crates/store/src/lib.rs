@@ -428,7 +428,17 @@ pub async fn meta_store_suite(store: Meta) {
         },
         "usage of an owner"
     );
-    let mut grown = owned[1].clone();
+    // The size column of an upload of unknown length follows its held prefix.
+    let mut longer = owned[1].clone();
+    longer.held = RangeSet::from_pairs([(0, 400)]);
+    store.update(&longer).await.expect("update failed");
+    assert_eq!(
+        store.usage(Some(&owner)).await.unwrap().stored_bytes,
+        6_400,
+        "usage follows the held prefix of an upload of unknown length"
+    );
+    let mut grown = longer;
+    grown.version += 1;
     grown.length = Some(2_000);
     store.update(&grown).await.expect("update failed");
     grown.version += 1;

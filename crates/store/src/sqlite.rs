@@ -16,10 +16,16 @@
 //! version (`PRAGMA user_version`) moves only when the columns or indexes change.
 //!
 //! A tenant's files, newest first (`list_owned`), come from an index on `(owner,
-//! json_extract(record, '$.created_at'), id)`: an index on an expression of the record
-//! rather than another copied column, since the creation time never changes once written,
-//! and SQLite computes the key from the record the same way on every insert and update.
-//! Queries name the same expression, so they walk the index from the cursor onwards.
+//! created_at, id)`, `created_at` being one more copy of the record. Schema 5 indexed the
+//! expression `json_extract(record, '$.created_at')` instead; since every update rewrites
+//! `record`, SQLite then parsed the JSON twice and rewrote an index page on every commit,
+//! a 256 KiB tus PATCH included. A copied column that never changes costs nothing after
+//! the insert.
+//!
+//! An update names in its `SET` only what a write usually changes (`record`,
+//! `updated_at`, `version`) when the record kept in memory agrees with the new one on the
+//! other columns: SQLite rewrites the entries of every index on a column an `UPDATE` sets,
+//! changed or not, and each such index page is one more page in the write-ahead log.
 //!
 //! # Records kept in memory
 //!
@@ -47,7 +53,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// Schema version this code writes and understands; stored in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Migrations in order: entry `n` takes the schema from version `n` to `n + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -77,11 +83,13 @@ const MIGRATIONS: &[&str] = &[
     // 4 → 5: an owner's uploads newest first, page by page (`MetaStore::list_owned`).
     "CREATE INDEX IF NOT EXISTS uploads_owner_created
         ON uploads (owner, json_extract(record, '$.created_at'), id);",
+    // 5 → 6: the creation time as a column of its own (see the module docs), so that an
+    // update, which rewrites `record`, no longer has an index on it to keep up.
+    "ALTER TABLE uploads ADD COLUMN created_at INTEGER NOT NULL DEFAULT 0;
+    UPDATE uploads SET created_at = COALESCE(json_extract(record, '$.created_at'), 0);
+    DROP INDEX uploads_owner_created;
+    CREATE INDEX uploads_owner_created_at ON uploads (owner, created_at, id);",
 ];
-
-/// The creation time as the index `uploads_owner_created` holds it: a query must spell the
-/// expression exactly so for SQLite to use the index.
-const CREATED: &str = "json_extract(record, '$.created_at')";
 
 /// How long a statement waits for a lock held by another connection (an operator's
 /// `sqlite3` shell, a backup) before giving up with SQLITE_BUSY.
@@ -125,6 +133,11 @@ impl Cache {
         Some(u)
     }
 
+    /// The kept record of `id`, without moving it to the newer generation.
+    fn peek(&self, id: &UploadId) -> Option<&Upload> {
+        self.current.get(id).or_else(|| self.previous.get(id))
+    }
+
     fn put(&mut self, u: Upload) {
         if self.current.len() >= CACHE_GENERATION && !self.current.contains_key(&u.id) {
             self.previous = std::mem::take(&mut self.current);
@@ -161,14 +174,17 @@ impl SqliteMetaStore {
     }
 
     /// Runs `f` with the connection and the in-memory records on the blocking pool; a
-    /// change to the records made in `f` is in the same critical section as the statement.
+    /// change to the records made in `f` is in the same critical section as the statement
+    /// (the connection's). `f` locks the records only for as long as it reads or changes
+    /// them, never across a statement: [`MetaStore::get`] locks them on a runtime thread,
+    /// which must not wait for a commit's fsync.
     async fn with_cache<T, F>(&self, f: F) -> Result<T, MetaError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection, &mut Cache) -> Result<T, MetaError> + Send + 'static,
+        F: FnOnce(&mut Connection, &Mutex<Cache>) -> Result<T, MetaError> + Send + 'static,
     {
         let cache = Arc::clone(&self.cache);
-        self.with_conn(move |conn| f(conn, &mut lock(&cache))).await
+        self.with_conn(move |conn| f(conn, &cache)).await
     }
 
     /// Runs `f` with the connection on the blocking pool.
@@ -322,10 +338,24 @@ impl Row {
             state: state_name(upload.state),
             dialect: upload.dialect.name(),
             owner: upload.owner.clone(),
-            size: i64::try_from(upload.length.unwrap_or_else(|| upload.held.prefix_end()))
-                .unwrap_or(i64::MAX),
+            size: size_of(upload),
         })
     }
+}
+
+/// Whether a row holding `stored` has the values `new` would give every column but
+/// `record`, `updated_at` and `version` (`created_at` never changes).
+fn same_columns(new: &Upload, stored: &Upload) -> bool {
+    new.key == stored.key
+        && new.state == stored.state
+        && new.dialect == stored.dialect
+        && new.owner == stored.owner
+        && size_of(new) == size_of(stored)
+}
+
+/// The `size` column: the declared length, else the held prefix.
+fn size_of(upload: &Upload) -> i64 {
+    i64::try_from(upload.length.unwrap_or_else(|| upload.held.prefix_end())).unwrap_or(i64::MAX)
 }
 
 fn decode(json: &str) -> Result<Upload, MetaError> {
@@ -354,13 +384,13 @@ fn get_where(conn: &Connection, column: &str, value: &str) -> Result<Option<Uplo
 /// [`get_where`], keeping the record found in memory.
 fn get_kept(
     conn: &Connection,
-    cache: &mut Cache,
+    cache: &Mutex<Cache>,
     column: &str,
     value: &str,
 ) -> Result<Option<Upload>, MetaError> {
     let found = get_where(conn, column, value)?;
     if let Some(u) = &found {
-        cache.put(u.clone());
+        lock(cache).put(u.clone());
     }
     Ok(found)
 }
@@ -387,13 +417,15 @@ impl MetaStore for SqliteMetaStore {
     async fn insert(&self, upload: &Upload) -> Result<(), MetaError> {
         let row = Row::of(upload)?;
         let (id, key, updated_at) = (upload.id.clone(), upload.key.clone(), upload.updated_at.0);
+        let created_at = upload.created_at.0;
         // As stored: a new row is at version 0.
         let mut kept = upload.clone();
         kept.version = 0;
         self.with_cache(move |conn, cache| {
             conn.prepare_cached(
-                "INSERT INTO uploads (id, key, state, dialect, updated_at, record, owner, size)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO uploads
+                 (id, key, state, dialect, updated_at, record, owner, size, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )
             .and_then(|mut st| {
                 st.execute(params![
@@ -404,11 +436,12 @@ impl MetaStore for SqliteMetaStore {
                     updated_at,
                     row.record,
                     row.owner,
-                    row.size
+                    row.size,
+                    created_at
                 ])
             })
             .map_err(write_error)?;
-            cache.put(kept);
+            lock(cache).put(kept);
             crash::event("meta.insert", || id.to_string());
             Ok(())
         })
@@ -441,8 +474,19 @@ impl MetaStore for SqliteMetaStore {
         self.with_cache(move |conn, cache| {
             // Zero rows changed means the upload was deleted meanwhile, which the contract
             // makes a no-op. A key taken by another upload is a conflict, as on insert.
-            let changed = conn
-                .prepare_cached(
+            let slim = lock(cache)
+                .peek(&id)
+                .is_some_and(|old| same_columns(&kept, old));
+            let changed = if slim {
+                conn.prepare_cached(
+                    "UPDATE uploads SET updated_at = ?2, record = ?3, version = version + 1
+                     WHERE id = ?1 AND version = ?4",
+                )
+                .and_then(|mut st| {
+                    st.execute(params![id.as_str(), updated_at, row.record, version])
+                })
+            } else {
+                conn.prepare_cached(
                     "UPDATE uploads
                      SET key = ?2, state = ?3, dialect = ?4, updated_at = ?5, record = ?6,
                          owner = ?7, size = ?8, version = version + 1
@@ -461,7 +505,8 @@ impl MetaStore for SqliteMetaStore {
                         version
                     ])
                 })
-                .map_err(write_error)?;
+            }
+            .map_err(write_error)?;
             if changed == 0 {
                 let exists = conn
                     .prepare_cached("SELECT 1 FROM uploads WHERE id = ?1")
@@ -470,9 +515,9 @@ impl MetaStore for SqliteMetaStore {
                 if exists {
                     return Err(MetaError::Stale);
                 }
-                cache.remove(&id);
+                lock(cache).remove(&id);
             } else {
-                cache.put(kept);
+                lock(cache).put(kept);
             }
             crash::event("meta.update", || id.to_string());
             Ok(())
@@ -486,7 +531,7 @@ impl MetaStore for SqliteMetaStore {
             conn.prepare_cached("DELETE FROM uploads WHERE id = ?1")
                 .and_then(|mut st| st.execute([id.as_str()]))
                 .map_err(backend)?;
-            cache.remove(&id);
+            lock(cache).remove(&id);
             crash::event("meta.delete", || id.to_string());
             Ok(())
         })
@@ -553,10 +598,10 @@ impl MetaStore for SqliteMetaStore {
             // owner's newest entry with the second.
             let page = if after.is_some() {
                 format!(
-                    "AND {CREATED} <= ?2 AND ({CREATED} < ?2 OR id < ?3) ORDER BY {CREATED} DESC, id DESC LIMIT ?4"
+                    "AND created_at <= ?2 AND (created_at < ?2 OR id < ?3) ORDER BY created_at DESC, id DESC LIMIT ?4"
                 )
             } else {
-                format!("ORDER BY {CREATED} DESC, id DESC LIMIT ?4")
+                "ORDER BY created_at DESC, id DESC LIMIT ?4".to_owned()
             };
             let sql = format!("SELECT record, version FROM uploads WHERE owner IS ?1 {page}");
             let mut st = conn.prepare_cached(&sql).map_err(backend)?;

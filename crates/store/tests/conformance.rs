@@ -341,7 +341,7 @@ async fn sqlite_file_is_in_wal_mode_at_the_current_schema() {
     let index: i64 = conn
         .query_row(
             "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'uploads'
-             AND sql LIKE '%(owner, json_extract(record, ''$.created_at''), id)%'",
+             AND sql LIKE '%(owner, created_at, id)%'",
             [],
             |r| r.get(0),
         )
@@ -350,6 +350,68 @@ async fn sqlite_file_is_in_wal_mode_at_the_current_schema() {
         index, 1,
         "the index of an owner's uploads by creation is missing"
     );
+    // No index on an expression of the record: each update would parse it again.
+    let on_record: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND sql LIKE '%record%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(on_record, 0, "an index still reads the record");
+}
+
+/// Schema 6 copies the creation time into a column: rows written before it take theirs
+/// from the record, and an owner's uploads still list newest first.
+#[tokio::test]
+async fn sqlite_v6_takes_created_at_from_the_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.db");
+    let mut older = sample(None);
+    older.created_at = Timestamp(1_000);
+    let mut newer = sample(None);
+    newer.created_at = Timestamp(2_000);
+    {
+        let store = SqliteMetaStore::open(&path).unwrap();
+        store.insert(&older).await.unwrap();
+        store.insert(&newer).await.unwrap();
+    }
+    // Back to version 5, as a database written by that release.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "DROP INDEX uploads_owner_created_at;
+         ALTER TABLE uploads DROP COLUMN created_at;
+         CREATE INDEX uploads_owner_created
+             ON uploads (owner, json_extract(record, '$.created_at'), id);
+         PRAGMA user_version = 5;",
+    )
+    .unwrap();
+    drop(conn);
+    let store = SqliteMetaStore::open(&path).unwrap();
+    let listed: Vec<UploadId> = store
+        .list_owned(None, None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.id)
+        .collect();
+    assert_eq!(listed, [newer.id.clone(), older.id.clone()]);
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let created = |id: &UploadId| -> i64 {
+        conn.query_row(
+            "SELECT created_at FROM uploads WHERE id = ?1",
+            [id.as_str()],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert_eq!(created(&older.id), 1_000);
+    assert_eq!(created(&newer.id), 2_000);
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
 }
 
 #[tokio::test]
@@ -411,8 +473,12 @@ async fn sqlite_v3_drops_the_parts_digest_of_finished_concatenations_only() {
     }
     // Back to version 2, as a database written by that release.
     let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch("ALTER TABLE uploads DROP COLUMN version")
-        .unwrap();
+    conn.execute_batch(
+        "DROP INDEX uploads_owner_created_at;
+         ALTER TABLE uploads DROP COLUMN created_at;
+         ALTER TABLE uploads DROP COLUMN version;",
+    )
+    .unwrap();
     conn.pragma_update(None, "user_version", 2).unwrap();
     drop(conn);
     let store = SqliteMetaStore::open(&path).unwrap();
