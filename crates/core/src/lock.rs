@@ -212,6 +212,11 @@ impl Reservation {
         &self.written
     }
 
+    /// Whether the ranges are this node's alone, with no lease shared with other nodes.
+    pub fn is_local(&self) -> bool {
+        self.lease.is_none()
+    }
+
     /// Whether the ranges are still this request's across nodes (always, on one node).
     pub fn lease_held(&self) -> bool {
         self.lease

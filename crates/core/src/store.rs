@@ -63,6 +63,14 @@ pub trait MetaStore: Send + Sync + 'static {
     /// first; a no-op if the upload was deleted meanwhile. (Compare-and-set: the only way
     /// several nodes can share one database without losing each other's changes.)
     async fn update(&self, upload: &Upload) -> Result<(), MetaError>;
+    /// [`MetaStore::update`] made on the calling thread, which must be one that may block
+    /// (a blocking-pool thread that has just written and synced a request's last bytes):
+    /// the commit then costs no thread hand-off of its own. `None` where an update is no
+    /// local call (a database server), and by default: the caller then uses `update`.
+    fn update_here(&self, upload: &Upload) -> Option<Result<(), MetaError>> {
+        let _ = upload;
+        None
+    }
     async fn delete(&self, id: &UploadId) -> Result<(), MetaError>;
     /// Incomplete uploads not updated since `before`.
     async fn list_stale(&self, before: Timestamp) -> Result<Vec<UploadId>, MetaError>;

@@ -395,6 +395,66 @@ fn get_kept(
     Ok(found)
 }
 
+/// [`MetaStore::update`] on the connection (locked by the caller).
+fn update_row(
+    conn: &mut Connection,
+    cache: &Mutex<Cache>,
+    upload: &Upload,
+) -> Result<(), MetaError> {
+    let row = Row::of(upload)?;
+    let id = upload.id.as_str();
+    let version = i64::try_from(upload.version).unwrap_or(i64::MAX);
+    // Zero rows changed means the upload was deleted meanwhile, which the contract makes a
+    // no-op. A key taken by another upload is a conflict, as on insert.
+    let slim = lock(cache)
+        .peek(&upload.id)
+        .is_some_and(|old| same_columns(upload, old));
+    let changed = if slim {
+        conn.prepare_cached(
+            "UPDATE uploads SET updated_at = ?2, record = ?3, version = version + 1
+             WHERE id = ?1 AND version = ?4",
+        )
+        .and_then(|mut st| st.execute(params![id, upload.updated_at.0, row.record, version]))
+    } else {
+        conn.prepare_cached(
+            "UPDATE uploads
+             SET key = ?2, state = ?3, dialect = ?4, updated_at = ?5, record = ?6,
+                 owner = ?7, size = ?8, version = version + 1
+             WHERE id = ?1 AND version = ?9",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                id,
+                upload.key,
+                row.state,
+                row.dialect,
+                upload.updated_at.0,
+                row.record,
+                row.owner,
+                row.size,
+                version
+            ])
+        })
+    }
+    .map_err(write_error)?;
+    if changed == 0 {
+        let exists = conn
+            .prepare_cached("SELECT 1 FROM uploads WHERE id = ?1")
+            .and_then(|mut st| st.exists([id]))
+            .map_err(backend)?;
+        if exists {
+            return Err(MetaError::Stale);
+        }
+        lock(cache).remove(&upload.id);
+    } else {
+        let mut kept = upload.clone();
+        kept.version = upload.version.saturating_add(1);
+        lock(cache).put(kept);
+    }
+    crash::event("meta.update", || id.to_owned());
+    Ok(())
+}
+
 fn ids(
     conn: &Connection,
     sql: &str,
@@ -466,63 +526,13 @@ impl MetaStore for SqliteMetaStore {
     }
 
     async fn update(&self, upload: &Upload) -> Result<(), MetaError> {
-        let row = Row::of(upload)?;
-        let (id, key, updated_at) = (upload.id.clone(), upload.key.clone(), upload.updated_at.0);
-        let version = i64::try_from(upload.version).unwrap_or(i64::MAX);
-        let mut kept = upload.clone();
-        kept.version = upload.version.saturating_add(1);
-        self.with_cache(move |conn, cache| {
-            // Zero rows changed means the upload was deleted meanwhile, which the contract
-            // makes a no-op. A key taken by another upload is a conflict, as on insert.
-            let slim = lock(cache)
-                .peek(&id)
-                .is_some_and(|old| same_columns(&kept, old));
-            let changed = if slim {
-                conn.prepare_cached(
-                    "UPDATE uploads SET updated_at = ?2, record = ?3, version = version + 1
-                     WHERE id = ?1 AND version = ?4",
-                )
-                .and_then(|mut st| {
-                    st.execute(params![id.as_str(), updated_at, row.record, version])
-                })
-            } else {
-                conn.prepare_cached(
-                    "UPDATE uploads
-                     SET key = ?2, state = ?3, dialect = ?4, updated_at = ?5, record = ?6,
-                         owner = ?7, size = ?8, version = version + 1
-                     WHERE id = ?1 AND version = ?9",
-                )
-                .and_then(|mut st| {
-                    st.execute(params![
-                        id.as_str(),
-                        key,
-                        row.state,
-                        row.dialect,
-                        updated_at,
-                        row.record,
-                        row.owner,
-                        row.size,
-                        version
-                    ])
-                })
-            }
-            .map_err(write_error)?;
-            if changed == 0 {
-                let exists = conn
-                    .prepare_cached("SELECT 1 FROM uploads WHERE id = ?1")
-                    .and_then(|mut st| st.exists([id.as_str()]))
-                    .map_err(backend)?;
-                if exists {
-                    return Err(MetaError::Stale);
-                }
-                lock(cache).remove(&id);
-            } else {
-                lock(cache).put(kept);
-            }
-            crash::event("meta.update", || id.to_string());
-            Ok(())
-        })
-        .await
+        let upload = upload.clone();
+        self.with_cache(move |conn, cache| update_row(conn, cache, &upload))
+            .await
+    }
+
+    fn update_here(&self, upload: &Upload) -> Option<Result<(), MetaError>> {
+        Some(update_row(&mut lock(&self.conn), &self.cache, upload))
     }
 
     async fn delete(&self, id: &UploadId) -> Result<(), MetaError> {

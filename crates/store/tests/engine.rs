@@ -27,7 +27,7 @@ use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 
@@ -302,43 +302,77 @@ async fn wait_for(what: &str, mut cond: impl AsyncFnMut() -> bool) {
     }
 }
 
-/// Forwards to SQLite, but fails the first `update` that marks an upload complete: the
-/// process "dies" between publishing the blob and committing completion.
-struct FailCompletionOnce {
-    inner: SqliteMetaStore,
-    armed: AtomicBool,
+/// Forwards to SQLite, counting the updates made each way, and with faults on demand.
+#[derive(Default)]
+struct Watched {
+    inner: Option<SqliteMetaStore>,
+    /// Fail the first `update` that marks an upload complete: the process "dies" between
+    /// publishing the blob and committing completion.
+    fail_completion: AtomicBool,
+    /// Whether `update_here` forwards (SQLite can) or declines (a database server).
+    here: bool,
+    /// Make the next `update_here` find the record changed, as if another node wrote it.
+    stale_here: AtomicBool,
+    updates: AtomicU64,
+    updates_here: AtomicU64,
+}
+
+impl Watched {
+    fn new(inner: SqliteMetaStore) -> Self {
+        Watched {
+            inner: Some(inner),
+            ..Watched::default()
+        }
+    }
+
+    fn inner(&self) -> &SqliteMetaStore {
+        self.inner.as_ref().expect("a store to forward to")
+    }
 }
 
 #[async_trait]
-impl MetaStore for FailCompletionOnce {
+impl MetaStore for Watched {
     async fn insert(&self, upload: &Upload) -> Result<(), MetaError> {
-        self.inner.insert(upload).await
+        self.inner().insert(upload).await
     }
     async fn get(&self, id: &UploadId) -> Result<Option<Upload>, MetaError> {
-        self.inner.get(id).await
+        self.inner().get(id).await
     }
     async fn get_by_key(&self, key: &str) -> Result<Option<Upload>, MetaError> {
-        self.inner.get_by_key(key).await
+        self.inner().get_by_key(key).await
     }
     async fn update(&self, upload: &Upload) -> Result<(), MetaError> {
-        if upload.state == UploadState::Complete && self.armed.swap(false, Ordering::SeqCst) {
+        self.updates.fetch_add(1, Ordering::SeqCst);
+        if upload.state == UploadState::Complete
+            && self.fail_completion.swap(false, Ordering::SeqCst)
+        {
             return Err(MetaError::Backend(
                 "injected: crashed before the completion commit".into(),
             ));
         }
-        self.inner.update(upload).await
+        self.inner().update(upload).await
+    }
+    fn update_here(&self, upload: &Upload) -> Option<Result<(), MetaError>> {
+        if !self.here {
+            return None;
+        }
+        self.updates_here.fetch_add(1, Ordering::SeqCst);
+        if self.stale_here.swap(false, Ordering::SeqCst) {
+            return Some(Err(MetaError::Stale));
+        }
+        self.inner().update_here(upload)
     }
     async fn delete(&self, id: &UploadId) -> Result<(), MetaError> {
-        self.inner.delete(id).await
+        self.inner().delete(id).await
     }
     async fn list_stale(&self, before: Timestamp) -> Result<Vec<UploadId>, MetaError> {
-        self.inner.list_stale(before).await
+        self.inner().list_stale(before).await
     }
     async fn list_incomplete(&self) -> Result<Vec<UploadId>, MetaError> {
-        self.inner.list_incomplete().await
+        self.inner().list_incomplete().await
     }
     async fn usage(&self, owner: Option<&str>) -> Result<ferry_core::store::Usage, MetaError> {
-        self.inner.usage(owner).await
+        self.inner().usage(owner).await
     }
     async fn list_owned(
         &self,
@@ -346,10 +380,10 @@ impl MetaStore for FailCompletionOnce {
         after: Option<(Timestamp, UploadId)>,
         limit: usize,
     ) -> Result<Vec<Upload>, MetaError> {
-        self.inner.list_owned(owner, after, limit).await
+        self.inner().list_owned(owner, after, limit).await
     }
     async fn ping(&self) -> Result<(), MetaError> {
-        self.inner.ping().await
+        self.inner().ping().await
     }
 }
 
@@ -1620,6 +1654,50 @@ async fn concurrent_disjoint_at_writes_complete_with_identical_bytes() {
 // Recovery, expiry, deletion
 // ---------------------------------------------------------------------------------------
 
+/// A write's commit is made by the blocking task that synced its last bytes, when the
+/// metadata store can update from there; otherwise, and when the record changed since the
+/// write read it, the write commits as before. Either way the upload holds exactly the
+/// bytes written, and its record moves one version per write.
+#[tokio::test]
+async fn a_write_commits_where_its_last_bytes_were_synced_or_else_as_before() {
+    for (here, stale) in [(true, false), (true, true), (false, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Arc::new(Watched {
+            here,
+            stale_here: AtomicBool::new(stale),
+            ..Watched::new(meta_at(dir.path()))
+        });
+        let engine = engine_on(dir.path(), meta.clone());
+        let src = data(3 * 256 * KIB, 70);
+        let u = create_offset(&engine, Some(src.len() as u64)).await;
+        let case = format!("update_here {here}, stale {stale}");
+        let out = append(&engine, &u.id, 0, &src[..256 * KIB]).await.unwrap();
+        assert_eq!(out.upload.offset(), 256 * KIB as u64, "{case}");
+        assert_eq!(out.upload.version, u.version + 1, "{case}");
+        let (updates, here_updates) = (
+            meta.updates.load(Ordering::SeqCst),
+            meta.updates_here.load(Ordering::SeqCst),
+        );
+        match (here, stale) {
+            (true, false) => assert_eq!((updates, here_updates), (0, 1), "{case}"),
+            (true, true) => assert_eq!((updates, here_updates), (1, 1), "{case}"),
+            _ => assert_eq!((updates, here_updates), (1, 0), "{case}"),
+        }
+        // The stored record is the one the write answered with.
+        let stored = meta.inner().get(&u.id).await.unwrap().unwrap();
+        assert_eq!(stored, out.upload, "{case}");
+        // A range write the same way, then the rest, which completes the upload.
+        write_at(&engine, &u.id, 512 * KIB, &src[512 * KIB..])
+            .await
+            .unwrap();
+        let out = append(&engine, &u.id, 256 * KIB, &src[256 * KIB..512 * KIB])
+            .await
+            .unwrap();
+        assert!(out.upload.is_complete(), "{case}");
+        assert_complete_with(&engine, dir.path(), &u.id, &src).await;
+    }
+}
+
 /// All bytes held, but the completion commit failed (a crash right after publishing).
 async fn recover_after_a_failed_completion_commit(in_order: bool) {
     let dir = tempfile::tempdir().unwrap();
@@ -1627,9 +1705,9 @@ async fn recover_after_a_failed_completion_commit(in_order: bool) {
     let len = src.len();
     let half = len / 2;
     let (id, other) = {
-        let meta = Arc::new(FailCompletionOnce {
-            inner: meta_at(dir.path()),
-            armed: AtomicBool::new(true),
+        let meta = Arc::new(Watched {
+            fail_completion: AtomicBool::new(true),
+            ..Watched::new(meta_at(dir.path()))
         });
         let engine = engine_on(dir.path(), meta.clone());
         let u = create_offset(&engine, Some(len as u64)).await;
@@ -1648,7 +1726,10 @@ async fn recover_after_a_failed_completion_commit(in_order: bool) {
             matches!(last, Err(EngineError::Meta(MetaError::Backend(_)))),
             "{last:?}"
         );
-        assert!(!meta.armed.load(Ordering::SeqCst), "the fault never fired");
+        assert!(
+            !meta.fail_completion.load(Ordering::SeqCst),
+            "the fault never fired"
+        );
         let stuck = engine.get(&u.id).await.unwrap();
         assert_eq!(stuck.state, UploadState::Receiving);
         assert!(stuck.held.is_complete(len as u64));

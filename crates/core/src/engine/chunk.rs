@@ -3,7 +3,7 @@
 //! placed once their offset is known, and the layout learnt from the chunks themselves.
 
 use super::hashing::{HashClaim, KeptBytes, Pace};
-use super::write::{Incoming, Plan, PumpEnd, Pumped, Worker, record_stored, sync_worker};
+use super::write::{AtEnd, Incoming, Plan, PumpEnd, Pumped, Worker, record_stored, sync_worker};
 use super::{Engine, READ_BLOCK, STAGING_BASE, WriteOutcome};
 use crate::crash;
 use crate::error::EngineError;
@@ -161,7 +161,7 @@ impl Engine {
                     written: reservation.written(),
                     preempt: None,
                 },
-                false,
+                AtEnd::Nothing,
             )
             .await;
         let Pumped {

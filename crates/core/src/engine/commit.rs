@@ -6,7 +6,7 @@ use crate::crash;
 use crate::error::EngineError;
 use crate::hash::Hasher;
 use crate::lock::UploadLock;
-use crate::store::MetaError;
+use crate::store::{Meta, MetaError};
 use crate::upload::{HashProgress, Timestamp, Upload, UploadId};
 use std::sync::Arc;
 
@@ -52,15 +52,7 @@ impl Engine {
                 }
                 return Err(e);
             }
-            if let Some(h) = hasher {
-                let stored = u.hash_progress.as_ref().map_or(0, |p| p.position);
-                if h.position() > stored || u.hash_progress.is_none() {
-                    u.hash_progress = Some(HashProgress {
-                        position: h.position(),
-                        state_hex: hex::encode(h.save()),
-                    });
-                }
-            }
+            note_progress(&mut u, hasher);
             u.updated_at = Timestamp::now();
             match self.0.meta.update(&u).await {
                 Ok(()) => {
@@ -84,6 +76,60 @@ impl Engine {
             }
             Err(MetaError::Stale) => Err(EngineError::Busy),
             Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Records the whole-file hasher's progress in the record (never moving it backwards).
+fn note_progress(u: &mut Upload, hasher: Option<&Hasher>) {
+    if let Some(h) = hasher {
+        let stored = u.hash_progress.as_ref().map_or(0, |p| p.position);
+        if h.position() > stored || u.hash_progress.is_none() {
+            u.hash_progress = Some(HashProgress {
+                position: h.position(),
+                state_hex: hex::encode(h.save()),
+            });
+        }
+    }
+}
+
+/// A commit made by the blocking task that wrote and synced a request's last bytes, right
+/// after its durability point: one blocking-pool round trip per request instead of two.
+/// It is what [`Engine::commit_on`] does with the record the write started from, on the
+/// calling thread; whenever that cannot be (the metadata store is a server, another commit
+/// of the upload is under way, the record changed meanwhile), it does nothing and the
+/// request commits as before.
+pub(super) struct CommitHere {
+    pub(super) meta: Meta,
+    pub(super) lock: Arc<UploadLock>,
+    /// The record the write planned from.
+    pub(super) base: Upload,
+}
+
+impl CommitHere {
+    /// Commits `change` applied to the base record, with the hasher's progress; `None`
+    /// when this must be left to [`Engine::commit_on`].
+    pub(super) fn run(
+        self,
+        change: impl FnOnce(&mut Upload),
+        hasher: Option<&Hasher>,
+    ) -> Option<Result<Upload, EngineError>> {
+        // Blocking threads never wait for the async commit lock: a commit under way
+        // elsewhere is left to the async path, which queues behind it.
+        let _c = self.lock.commit.try_lock().ok()?;
+        crash::point("engine.commit");
+        let mut u = self.base;
+        change(&mut u);
+        note_progress(&mut u, hasher);
+        u.updated_at = Timestamp::now();
+        match self.meta.update_here(&u)? {
+            Ok(()) => {
+                u.version += 1;
+                Some(Ok(u))
+            }
+            // Changed since the write read it: the async path reads it afresh.
+            Err(MetaError::Stale) => None,
+            Err(e) => Some(Err(e.into())),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The raw byte write path: a body streamed batch by batch into the partial blob at its final
 //! offsets, hashed on the way, made durable, then committed.
 
+use super::commit::CommitHere;
 use super::hashing::{HashClaim, KeptBytes, Pace};
 use super::{BodyCheck, Engine, WriteMode, WriteOutcome};
 use crate::error::EngineError;
@@ -70,17 +71,35 @@ pub(super) struct Pumped {
     /// Bytes of the body accepted (written where writable), ≤ plan.limit.
     pub(super) received: u64,
     pub(super) end: PumpEnd,
-    /// With `sync_at_end`, the durability point made on the blocking thread that wrote the
-    /// last batch (one blocking-pool round trip less per request); `None`: not made yet.
+    /// The durability point, when the blocking task that wrote the last batch made it (see
+    /// [`AtEnd`]); `None`: not made yet.
     pub(super) synced: Option<std::io::Result<BlobDelta>>,
+    /// The commit, when that task made it too; `None`: not made.
+    pub(super) committed: Option<Result<Upload, EngineError>>,
+}
+
+/// What the blocking task that writes a body's last batch does besides: each step saves the
+/// request a blocking-pool round trip of its own.
+pub(super) enum AtEnd {
+    /// Nothing; the caller syncs and commits.
+    Nothing,
+    /// The durability point. Bytes synced become held only at the commit, so syncing before
+    /// the caller's checks is harmless; not with a checksum (a refused body syncs nothing),
+    /// nor on a part store (its sync uploads objects), nor for a kept body (it syncs after
+    /// its hashing).
+    Sync,
+    /// The durability point, then the commit of the ranges written (raw writes, whose
+    /// `targets` are their one start), when it can be made there (see [`CommitHere`]).
+    SyncAndCommit(CommitHere),
 }
 
 /// What a batch's blocking task hands back: the worker, the write's result, and the sync's
-/// when the task also made the durability point.
+/// and the commit's when the task also made them.
 type BatchDone = (
     Worker,
     std::io::Result<()>,
     Option<std::io::Result<BlobDelta>>,
+    Option<Result<Upload, EngineError>>,
 );
 
 impl Engine {
@@ -209,12 +228,18 @@ impl Engine {
                     written: reservation.written(),
                     preempt,
                 },
-                // The durability point may come with the last batch's write: bytes synced
-                // become held only at the commit, so syncing before the checks below is
-                // harmless on a positional store. Not with a checksum (a refused body
-                // syncs nothing), nor on a part store (its sync uploads objects), nor for a
-                // kept body (it syncs after its hashing).
-                check.is_none() && positional && kept.is_none(),
+                if check.is_some() || !positional || kept.is_some() {
+                    AtEnd::Nothing
+                } else if reservation.is_local() {
+                    // One node: no lease to check before committing.
+                    AtEnd::SyncAndCommit(CommitHere {
+                        meta: self.0.meta.clone(),
+                        lock: ulock.clone(),
+                        base: u.clone(),
+                    })
+                } else {
+                    AtEnd::Sync
+                },
             )
             .await;
         let Pumped {
@@ -222,6 +247,7 @@ impl Engine {
             received,
             end,
             synced: mut pre_synced,
+            committed: pre_committed,
         } = match pumped {
             Ok(p) => p,
             Err(e) => {
@@ -288,12 +314,7 @@ impl Engine {
             pre_synced = Some(synced);
         }
         drop(kept);
-        let accepted_ranges: Vec<Range<u64>> = plan
-            .writable
-            .iter()
-            .filter(|w| w.start < received)
-            .map(|w| start + w.start..start + w.end.min(received))
-            .collect();
+        let accepted_ranges = accepted_ranges(&plan.writable, start, received);
         let accepted: u64 = accepted_ranges.iter().map(|r| r.end - r.start).sum();
         if !reservation.lease_held() {
             // Another node may own these bytes by now: acknowledge nothing, free nothing.
@@ -308,21 +329,25 @@ impl Engine {
             };
             let stored = synced?;
             let whole = worker.whole.take();
-            let u = self
-                .commit_on(
-                    id,
-                    &reservation.lock,
-                    Some(u.clone()),
-                    |u| {
-                        for r in &accepted_ranges {
-                            u.held.insert(r.clone());
-                        }
-                        record_stored(u, &stored);
-                        Ok(())
-                    },
-                    whole.as_ref(),
-                )
-                .await;
+            let u = match pre_committed {
+                Some(u) => u,
+                None => {
+                    self.commit_on(
+                        id,
+                        &reservation.lock,
+                        Some(u.clone()),
+                        |u| {
+                            for r in &accepted_ranges {
+                                u.held.insert(r.clone());
+                            }
+                            record_stored(u, &stored);
+                            Ok(())
+                        },
+                        whole.as_ref(),
+                    )
+                    .await
+                }
+            };
             claim.settle(u.is_ok(), whole);
             let u = u?;
             self.drop_spent(&stored.spent).await;
@@ -395,7 +420,7 @@ impl Engine {
         worker: Worker,
         plan: &Plan,
         incoming: Incoming<'_, S>,
-        sync_at_end: bool,
+        at_end: AtEnd,
     ) -> Result<Pumped, EngineError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
@@ -408,7 +433,8 @@ impl Engine {
         } = incoming;
         let mut idle = Some(worker);
         let mut pending: Option<JoinHandle<BatchDone>> = None;
-        let mut synced = None;
+        let mut at_end = Some(at_end);
+        let (mut synced, mut committed) = (None, None);
         let mut batch: Vec<Bytes> = Vec::new();
         let mut batch_len = 0usize;
         let mut batch_pos = 0u64;
@@ -465,7 +491,7 @@ impl Engine {
             if batch_len >= BATCH_BYTES || (last && batch_len > 0) {
                 let worker = match pending.take() {
                     Some(h) => {
-                        let (w, r, _) =
+                        let (w, r, _, _) =
                             h.await.map_err(|e| std::io::Error::other(e.to_string()))?;
                         r?;
                         w
@@ -475,15 +501,34 @@ impl Engine {
                 let bufs = std::mem::take(&mut batch);
                 let pos = batch_pos;
                 batch_pos += batch_len as u64;
+                let batch_end = batch_pos;
                 batch_len = 0;
                 let (targets, writable) = (targets.clone(), writable.clone());
-                let sync = sync_at_end && last;
+                let end_work = if last { at_end.take() } else { None };
                 pending = Some(spawn_blocking(move || {
                     let mut w = worker;
                     let r = write_batch(&mut w, &targets, &writable, pos, &bufs);
-                    let synced =
-                        (sync && r.is_ok()).then(|| w.writer.sync().map(|()| w.writer.stored()));
-                    (w, r, synced)
+                    let (synced, committed) = match end_work {
+                        Some(AtEnd::Sync) if r.is_ok() => (Some(sync_here(&mut w)), None),
+                        Some(AtEnd::SyncAndCommit(here)) if r.is_ok() => {
+                            let synced = sync_here(&mut w);
+                            let committed = synced.as_ref().ok().and_then(|stored| {
+                                let ranges = accepted_ranges(&writable, targets[0], batch_end);
+                                here.run(
+                                    |u| {
+                                        for r in ranges {
+                                            u.held.insert(r);
+                                        }
+                                        record_stored(u, stored);
+                                    },
+                                    w.whole.as_ref(),
+                                )
+                            });
+                            (Some(synced), committed)
+                        }
+                        _ => (None, None),
+                    };
+                    (w, r, synced, committed)
                 }));
             }
             if last {
@@ -492,9 +537,9 @@ impl Engine {
         }
         let worker = match pending.take() {
             Some(h) => {
-                let (w, r, s) = h.await.map_err(|e| std::io::Error::other(e.to_string()))?;
+                let (w, r, s, c) = h.await.map_err(|e| std::io::Error::other(e.to_string()))?;
                 r?;
-                synced = s;
+                (synced, committed) = (s, c);
                 w
             }
             None => idle.take().expect("worker is idle when nothing is pending"),
@@ -504,6 +549,7 @@ impl Engine {
             received,
             end,
             synced,
+            committed,
         })
     }
 }
@@ -589,6 +635,21 @@ pub(super) fn hash_into(w: &mut Worker, bufs: &[Bytes]) {
     }
 }
 
+/// The durability point of the worker's bytes, and what they added to the blob's state.
+fn sync_here(w: &mut Worker) -> std::io::Result<BlobDelta> {
+    w.writer.sync().map(|()| w.writer.stored())
+}
+
+/// The upload's ranges a raw write starting at `start` filled: its writable parts (relative
+/// to the stream) as far as `received` bytes reached.
+fn accepted_ranges(writable: &[Range<u64>], start: u64, received: u64) -> Vec<Range<u64>> {
+    writable
+        .iter()
+        .filter(|w| w.start < received)
+        .map(|w| start + w.start..start + w.end.min(received))
+        .collect()
+}
+
 /// The bytes `from..to` (relative to the batch start) of a batch, without copying.
 fn slice_bufs(bufs: &[Bytes], from: u64, to: u64) -> Vec<Bytes> {
     let mut out = Vec::new();
@@ -608,7 +669,7 @@ fn slice_bufs(bufs: &[Bytes], from: u64, to: u64) -> Vec<Bytes> {
 /// Makes the worker's bytes durable; returns what they added to the upload's blob state.
 pub(super) async fn sync_worker(mut w: Worker) -> (Worker, std::io::Result<BlobDelta>) {
     match spawn_blocking(move || {
-        let r = w.writer.sync().map(|()| w.writer.stored());
+        let r = sync_here(&mut w);
         (w, r)
     })
     .await
