@@ -606,15 +606,15 @@ impl MetaStore for SqliteMetaStore {
             // `c <= t AND (c < t OR id < i)` rather than the row value `(c, id) < (t, i)`:
             // SQLite seeks the index to the cursor with the first form and scans from the
             // owner's newest entry with the second.
-            let page = if after.is_some() {
-                format!(
-                    "AND created_at <= ?2 AND (created_at < ?2 OR id < ?3) ORDER BY created_at DESC, id DESC LIMIT ?4"
-                )
+            let sql = if after.is_some() {
+                "SELECT record, version FROM uploads WHERE owner IS ?1
+                 AND created_at <= ?2 AND (created_at < ?2 OR id < ?3)
+                 ORDER BY created_at DESC, id DESC LIMIT ?4"
             } else {
-                "ORDER BY created_at DESC, id DESC LIMIT ?4".to_owned()
+                "SELECT record, version FROM uploads WHERE owner IS ?1
+                 ORDER BY created_at DESC, id DESC LIMIT ?4"
             };
-            let sql = format!("SELECT record, version FROM uploads WHERE owner IS ?1 {page}");
-            let mut st = conn.prepare_cached(&sql).map_err(backend)?;
+            let mut st = conn.prepare_cached(sql).map_err(backend)?;
             let (at, id) = after.map_or((None, None), |(t, id)| (Some(t.0), Some(id)));
             // Unused parameters are bound too (as NULL): the statement names ?1 to ?4.
             let rows = st

@@ -110,19 +110,23 @@ impl CommitHere {
     /// Commits `change` applied to the base record, with the hasher's progress; `None`
     /// when this must be left to [`Engine::commit_on`].
     pub(super) fn run(
-        self,
+        self: Box<Self>,
         change: impl FnOnce(&mut Upload),
         hasher: Option<&Hasher>,
     ) -> Option<Result<Upload, EngineError>> {
+        let CommitHere {
+            meta,
+            lock,
+            base: mut u,
+        } = *self;
         // Blocking threads never wait for the async commit lock: a commit under way
         // elsewhere is left to the async path, which queues behind it.
-        let _c = self.lock.commit.try_lock().ok()?;
+        let _c = lock.commit.try_lock().ok()?;
         crash::point("engine.commit");
-        let mut u = self.base;
         change(&mut u);
         note_progress(&mut u, hasher);
         u.updated_at = Timestamp::now();
-        match self.meta.update_here(&u)? {
+        match meta.update_here(&u)? {
             Ok(()) => {
                 u.version += 1;
                 Some(Ok(u))

@@ -90,7 +90,7 @@ pub(super) enum AtEnd {
     Sync,
     /// The durability point, then the commit of the ranges written (raw writes, whose
     /// `targets` are their one start), when it can be made there (see [`CommitHere`]).
-    SyncAndCommit(CommitHere),
+    SyncAndCommit(Box<CommitHere>),
 }
 
 /// What a batch's blocking task hands back: the worker, the write's result, and the sync's
@@ -232,11 +232,11 @@ impl Engine {
                     AtEnd::Nothing
                 } else if reservation.is_local() {
                     // One node: no lease to check before committing.
-                    AtEnd::SyncAndCommit(CommitHere {
+                    AtEnd::SyncAndCommit(Box::new(CommitHere {
                         meta: self.0.meta.clone(),
                         lock: ulock.clone(),
                         base: u.clone(),
-                    })
+                    }))
                 } else {
                     AtEnd::Sync
                 },
