@@ -361,6 +361,19 @@ async fn sqlite_file_is_in_wal_mode_at_the_current_schema() {
     assert_eq!(on_record, 0, "an index still reads the record");
 }
 
+/// Stores `uploads` in a database at `path` of the current schema, then runs `rollback` on
+/// it: SQL that takes the schema back to what an older release wrote.
+async fn stored_at_an_older_schema(path: &Path, uploads: &[&Upload], rollback: &str) {
+    {
+        let store = SqliteMetaStore::open(path).unwrap();
+        for u in uploads {
+            store.insert(u).await.unwrap();
+        }
+    }
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(rollback).unwrap();
+}
+
 /// Schema 6 copies the creation time into a column: rows written before it take theirs
 /// from the record, and an owner's uploads still list newest first.
 #[tokio::test]
@@ -371,22 +384,17 @@ async fn sqlite_v6_takes_created_at_from_the_record() {
     older.created_at = Timestamp(1_000);
     let mut newer = sample(None);
     newer.created_at = Timestamp(2_000);
-    {
-        let store = SqliteMetaStore::open(&path).unwrap();
-        store.insert(&older).await.unwrap();
-        store.insert(&newer).await.unwrap();
-    }
     // Back to version 5, as a database written by that release.
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch(
+    stored_at_an_older_schema(
+        &path,
+        &[&older, &newer],
         "DROP INDEX uploads_owner_created_at;
          ALTER TABLE uploads DROP COLUMN created_at;
          CREATE INDEX uploads_owner_created
              ON uploads (owner, json_extract(record, '$.created_at'), id);
          PRAGMA user_version = 5;",
     )
-    .unwrap();
-    drop(conn);
+    .await;
     let store = SqliteMetaStore::open(&path).unwrap();
     let listed: Vec<UploadId> = store
         .list_owned(None, None, 10)
@@ -466,21 +474,16 @@ async fn sqlite_v3_drops_the_parts_digest_of_finished_concatenations_only() {
     let mut plain = sample(None);
     plain.state = UploadState::Complete;
     plain.content_digest = Some("cd".repeat(32));
-    {
-        let store = SqliteMetaStore::open(&path).unwrap();
-        store.insert(&fin).await.unwrap();
-        store.insert(&plain).await.unwrap();
-    }
     // Back to version 2, as a database written by that release.
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch(
+    stored_at_an_older_schema(
+        &path,
+        &[&fin, &plain],
         "DROP INDEX uploads_owner_created_at;
          ALTER TABLE uploads DROP COLUMN created_at;
-         ALTER TABLE uploads DROP COLUMN version;",
+         ALTER TABLE uploads DROP COLUMN version;
+         PRAGMA user_version = 2;",
     )
-    .unwrap();
-    conn.pragma_update(None, "user_version", 2).unwrap();
-    drop(conn);
+    .await;
     let store = SqliteMetaStore::open(&path).unwrap();
     let got = store.get(&fin.id).await.unwrap().unwrap();
     assert_eq!(got.content_digest, None, "the composite digest survived");
