@@ -361,6 +361,17 @@ async fn sqlite_file_is_in_wal_mode_at_the_current_schema() {
     assert_eq!(on_record, 0, "an index still reads the record");
 }
 
+/// The ids of the first uploads without an owner, newest first (`list_owned`).
+async fn owner_less_ids(store: &impl MetaStore) -> Vec<UploadId> {
+    store
+        .list_owned(None, None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.id)
+        .collect()
+}
+
 /// Stores `uploads` in a database at `path` of the current schema, then runs `rollback` on
 /// it: SQL that takes the schema back to what an older release wrote.
 async fn stored_at_an_older_schema(path: &Path, uploads: &[&Upload], rollback: &str) {
@@ -396,14 +407,10 @@ async fn sqlite_v6_takes_created_at_from_the_record() {
     )
     .await;
     let store = SqliteMetaStore::open(&path).unwrap();
-    let listed: Vec<UploadId> = store
-        .list_owned(None, None, 10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|u| u.id)
-        .collect();
-    assert_eq!(listed, [newer.id.clone(), older.id.clone()]);
+    assert_eq!(
+        owner_less_ids(&store).await,
+        [newer.id.clone(), older.id.clone()]
+    );
     drop(store);
     let conn = rusqlite::Connection::open(&path).unwrap();
     let created = |id: &UploadId| -> i64 {
@@ -770,14 +777,10 @@ mod postgres {
         };
         assert_eq!(created(older.id.clone()).await, 1_000);
         assert_eq!(created(newer.id.clone()).await, 2_000);
-        let listed: Vec<UploadId> = store
-            .list_owned(None, None, 10)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|u| u.id)
-            .collect();
-        assert_eq!(listed, [newer.id.clone(), older.id.clone()]);
+        assert_eq!(
+            super::owner_less_ids(&store).await,
+            [newer.id.clone(), older.id.clone()]
+        );
 
         // A previous build's insert names no created_at.
         let old_node = sample(None);
