@@ -14,6 +14,9 @@
 //! requests (tus PATCHes, chunks), and each should find the hasher where the last one left
 //! it, not rebuild it from the saved state (a BLAKE3 state resumes up to 2 MiB early, and
 //! those bytes would be read back from the file).
+//!
+//! Between processes there is [`lock_file`], the exclusive file lock behind the rules of one
+//! server per data directory and one store per SQLite database.
 
 use crate::hash::Hasher;
 use crate::upload::UploadId;
@@ -238,6 +241,24 @@ impl Drop for Reservation {
         }
         drop(inflight);
         self.lock.hasher_changed.notify_waiters();
+    }
+}
+
+/// Takes the exclusive lock (`flock`) of the file at `path`, created if needed; the lock
+/// lasts until the file closes, however the process ends. `Ok(None)`: another process (or
+/// another open file in this one) holds it. For the one-process-at-a-time rules of a data
+/// directory and of a SQLite database.
+pub fn lock_file(path: &std::path::Path) -> std::io::Result<Option<std::fs::File>> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
     }
 }
 

@@ -270,15 +270,10 @@ pub async fn state_from_args(args: &ServeArgs) -> anyhow::Result<AppState> {
 /// when the process ends, however it ends: a crashed server never leaves a stale lock.
 fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     let path = dir.join("ferry.lock");
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening the lock file {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => {
+    match ferry_core::lock::lock_file(&path)
+        .with_context(|| format!("locking {}", path.display()))?
+    {
+        Some(mut file) => {
             ferry_core::crash::point("server.data_dir.locked");
             // The holder's PID, for the sentence a second server prints (informational: the
             // lock is the flock, not the file's content).
@@ -288,7 +283,7 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
             writeln!(file, "{}", std::process::id())?;
             Ok(file)
         }
-        Err(std::fs::TryLockError::WouldBlock) => {
+        None => {
             let holder = std::fs::read_to_string(&path)
                 .ok()
                 .and_then(|t| t.trim().parse::<u32>().ok())
@@ -301,9 +296,6 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
                  first, or give this one its own --data-dir",
                 dir.display()
             )
-        }
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(e).with_context(|| format!("locking {}", path.display()))
         }
     }
 }

@@ -216,25 +216,15 @@ fn lock_database(path: &Path) -> Result<std::fs::File, MetaError> {
     let mut name = path.as_os_str().to_owned();
     name.push(".lock");
     let lock_path = std::path::PathBuf::from(name);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| MetaError::Backend(format!("cannot open {}: {e}", lock_path.display())))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(MetaError::Backend(format!(
-            "the metadata database {} is in use by another ferry server; stop it first, or \
-             give this one its own --database",
-            path.display()
-        ))),
-        Err(std::fs::TryLockError::Error(e)) => Err(MetaError::Backend(format!(
-            "cannot lock {}: {e}",
-            lock_path.display()
-        ))),
-    }
+    ferry_core::lock::lock_file(&lock_path)
+        .map_err(|e| MetaError::Backend(format!("cannot lock {}: {e}", lock_path.display())))?
+        .ok_or_else(|| {
+            MetaError::Backend(format!(
+                "the metadata database {} is in use by another ferry server; stop it first, \
+                 or give this one its own --database",
+                path.display()
+            ))
+        })
 }
 
 /// Sets the per-connection and per-file pragmas.
