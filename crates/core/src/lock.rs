@@ -244,6 +244,60 @@ impl Drop for Reservation {
     }
 }
 
+/// Async mutexes by name, each kept only while someone holds or waits for it: for work that
+/// must take turns per key before any upload exists to hang a lock on (creating the upload
+/// of a key).
+#[derive(Default)]
+pub(crate) struct KeyedLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+/// A held [`KeyedLocks`] entry; the entry goes when its last holder or waiter does.
+pub(crate) struct KeyedGuard<'a> {
+    locks: &'a KeyedLocks,
+    pub(crate) key: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    /// Whether another holder had it first (this one waited for it).
+    pub(crate) waited: bool,
+}
+
+impl KeyedLocks {
+    pub(crate) async fn lock(&self, key: &str) -> KeyedGuard<'_> {
+        let m = {
+            let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            map.entry(key.to_owned()).or_default().clone()
+        };
+        let (guard, waited) = match m.clone().try_lock_owned() {
+            Ok(g) => (g, false),
+            Err(_) => (m.lock_owned().await, true),
+        };
+        KeyedGuard {
+            locks: self,
+            key: key.to_owned(),
+            guard: Some(guard),
+            waited,
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+impl Drop for KeyedGuard<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut map = self.locks.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Only the map's own reference left: nobody holds or waits for it (clones are made
+        // under the map's lock, so none can appear meanwhile).
+        if map
+            .get(&self.key)
+            .is_some_and(|m| Arc::strong_count(m) == 1)
+        {
+            map.remove(&self.key);
+        }
+    }
+}
+
 /// Takes the exclusive lock (`flock`) of the file at `path`, created if needed; the lock
 /// lasts until the file closes, however the process ends. `Ok(None)`: another process (or
 /// another open file in this one) holds it. For the one-process-at-a-time rules of a data
@@ -265,6 +319,30 @@ pub fn lock_file(path: &std::path::Path) -> std::io::Result<Option<std::fs::File
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn keyed_locks_take_turns_per_key_and_forget_unused_keys() {
+        let locks = KeyedLocks::default();
+        let a = locks.lock("a").await;
+        assert!(!a.waited);
+        // Another key is free at once.
+        let b = locks.lock("b").await;
+        assert!(!b.waited);
+        drop(b);
+        assert_eq!(locks.len(), 1, "a released key is forgotten");
+        // The same key waits for the holder.
+        let second = locks.lock("a");
+        tokio::pin!(second);
+        let early =
+            tokio::time::timeout(std::time::Duration::from_millis(50), second.as_mut()).await;
+        assert!(early.is_err(), "the second holder did not wait");
+        drop(a);
+        let again = second.await;
+        assert!(again.waited);
+        assert_eq!(locks.len(), 1);
+        drop(again);
+        assert_eq!(locks.len(), 0, "no entry outlives its holders");
+    }
 
     #[test]
     fn overlapping_reservations_are_refused_disjoint_ones_coexist() {

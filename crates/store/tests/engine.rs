@@ -1654,6 +1654,60 @@ async fn concurrent_disjoint_at_writes_complete_with_identical_bytes() {
 // Recovery, expiry, deletion
 // ---------------------------------------------------------------------------------------
 
+/// Counts the pre-create questions, answering each after a pause (long enough for a second
+/// creation of the same key to arrive meanwhile).
+#[derive(Default)]
+struct CountPreCreate(AtomicU64);
+
+#[async_trait]
+impl ferry_core::hooks::Hooks for CountPreCreate {
+    fn wants(&self, kind: ferry_core::hooks::EventKind) -> bool {
+        kind == ferry_core::hooks::EventKind::PreCreate
+    }
+    async fn pre_create(
+        &self,
+        _: &Upload,
+    ) -> Result<Option<ferry_core::hooks::MetadataChanges>, ferry_core::hooks::HookError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok(None)
+    }
+    async fn pre_finish(&self, _: &Upload) -> Result<(), ferry_core::hooks::HookError> {
+        Ok(())
+    }
+    async fn notify(&self, _: ferry_core::hooks::EventKind, _: &Upload) {}
+}
+
+/// Two creations of one key at once (racing first chunks of one resumable.js file) make one
+/// upload and ask the pre-create hook once; another key is not held up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_creations_of_one_key_ask_the_pre_create_hook_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open_engine(dir.path());
+    let hooks = Arc::new(CountPreCreate::default());
+    assert!(engine.set_hooks(hooks.clone()));
+    let keyed = |key: &str| {
+        let mut new = NewUpload::new(Dialect::OFFSET);
+        new.key = Some(key.to_owned());
+        new.length = Some(10);
+        new
+    };
+    let (a, b, other) = tokio::join!(
+        engine.create(keyed("resumable:one")),
+        engine.create(keyed("resumable:one")),
+        engine.create(keyed("resumable:two")),
+    );
+    let ((a, a_new), (b, b_new), (other, _)) = (a.unwrap(), b.unwrap(), other.unwrap());
+    assert_eq!(a.id, b.id, "one key, two uploads");
+    assert!(a_new != b_new, "exactly one of the two created it");
+    assert_ne!(other.id, a.id);
+    assert_eq!(
+        hooks.0.load(Ordering::SeqCst),
+        2,
+        "the hook was asked once per key"
+    );
+}
+
 /// A write's commit is made by the blocking task that synced its last bytes, when the
 /// metadata store can update from there; otherwise, and when the record changed since the
 /// write read it, the write commits as before. Either way the upload holds exactly the

@@ -41,7 +41,7 @@ use crate::crash;
 use crate::error::EngineError;
 use crate::hash::HashAlg;
 use crate::hooks::{EventKind, HookError, Hooks};
-use crate::lock::Locks;
+use crate::lock::{KeyedLocks, Locks};
 use crate::store::{BlobKind, BlobRead, Blobs, Meta, MetaError};
 use crate::tenant::QuotaLocks;
 pub use crate::tenant::{Actor, Scoped, TenantLimits};
@@ -213,6 +213,8 @@ struct Inner {
     cfg: EngineConfig,
     stats: Stats,
     quota: QuotaLocks,
+    /// Keys whose upload is being created (see `create`).
+    creating: KeyedLocks,
     coord: Option<Arc<dyn Coordinator>>,
     /// `--hook-url`: who is told about (and asked before) uploads' events; unset, no hook
     /// call is made at all.
@@ -253,6 +255,7 @@ impl Engine {
             cfg,
             stats: Stats::default(),
             quota: QuotaLocks::default(),
+            creating: KeyedLocks::default(),
             coord,
             hooks: OnceLock::new(),
             finishing: Mutex::new(HashSet::new()),
@@ -429,6 +432,20 @@ impl Engine {
             self.check_size(len)?;
         }
         self.check_space()?;
+        // Creations of one key take turns on this node (racing first chunks of one
+        // resumable.js file, two handshakes of one file): one that waited for another then
+        // finds that one's upload, instead of asking the pre-create hook about an upload
+        // that would never exist. (Across nodes the insert's conflict still decides.)
+        let creating = match &new.key {
+            Some(key) => Some(self.0.creating.lock(key).await),
+            None => None,
+        };
+        if let Some(c) = &creating
+            && c.waited
+            && let Some(existing) = self.0.meta.get_by_key(&c.key).await?
+        {
+            return Ok((existing, false));
+        }
         let id = UploadId::generate();
         // The pre-create hook decides before anything is stored, on the record as it would
         // be (its id included).
