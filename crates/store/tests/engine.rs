@@ -1326,16 +1326,30 @@ type Piece = tokio::task::JoinHandle<Result<WriteOutcome, EngineError>>;
 /// the whole-file hasher while the bytes ahead of it keep coming); then piece 0 ends and
 /// both must succeed. `start(i)` starts piece `i` on a channel body.
 async fn second_piece_finishes_first(
+    engine: &Engine,
+    dialect: Dialect,
     start: impl Fn(usize) -> (mpsc::UnboundedSender<Frame>, Piece),
     src: &[u8],
     size: usize,
 ) {
     let (tx0, t0) = start(0);
-    let (tx1, t1) = start(1);
     let nearly = size - 64 * KIB;
     for f in frames(&src[..nearly], 16 * KIB) {
         tx0.send(f).unwrap();
     }
+    // Piece 0 must be under way (its range reserved) before piece 1 ends: on a busy
+    // machine a task spawned first can still start last, and piece 1 would then rightly
+    // find nobody writing the bytes ahead of it and hash alone.
+    wait_for("piece 0 to take its frames", async || {
+        engine
+            .stats()
+            .dialect(dialect)
+            .bytes_received
+            .load(Ordering::Relaxed)
+            >= nearly as u64
+    })
+    .await;
+    let (tx1, t1) = start(1);
     for f in frames(&src[size..2 * size], 16 * KIB) {
         tx1.send(f).unwrap();
     }
@@ -1369,7 +1383,7 @@ async fn chunks_finishing_just_out_of_order_hash_the_file_without_reading_back()
         let task = tokio::spawn(async move { engine.write_chunk(&id, &chunk_id, body).await });
         (tx, task)
     };
-    second_piece_finishes_first(start, &src, cs).await;
+    second_piece_finishes_first(&engine, Dialect::CHUNK, start, &src, cs).await;
     chunk(&engine, &u.id, &ids[2], &src[2 * cs..3 * cs])
         .await
         .unwrap();
@@ -1400,7 +1414,7 @@ async fn ranges_finishing_just_out_of_order_hash_the_file_without_reading_back()
         let task = tokio::spawn(async move { engine.write(&id, mode, body).await });
         (tx, task)
     };
-    second_piece_finishes_first(start, &src, part).await;
+    second_piece_finishes_first(&engine, Dialect::OFFSET, start, &src, part).await;
     write_at(&engine, &u.id, 2 * part, &src[2 * part..])
         .await
         .unwrap();
