@@ -41,7 +41,19 @@ fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
 struct Nginx(Child);
 
 impl Drop for Nginx {
+    /// SIGTERM, nginx's fast shutdown: the master stops its worker before it exits. A SIGKILL
+    /// of the master alone would leave the worker running, holding the port.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
