@@ -245,8 +245,8 @@ impl Drop for Reservation {
 }
 
 /// Async mutexes by name, each kept only while someone holds or waits for it: for work that
-/// must take turns per key before any upload exists to hang a lock on (creating the upload
-/// of a key).
+/// must take turns per name where no upload exists to hang a lock on (creating the upload of
+/// a key; checking a tenant's limits and recording what they allowed).
 #[derive(Default)]
 pub(crate) struct KeyedLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
 

@@ -11,12 +11,11 @@
 
 use crate::engine::{BodyCheck, Engine, NewUpload, WriteMode, WriteOutcome};
 use crate::error::EngineError;
+use crate::lock::KeyedGuard;
 use crate::upload::{ChunkLayout, Timestamp, Upload, UploadId, UploadState};
 use bytes::Bytes;
 use futures_util::Stream;
-use std::collections::HashMap;
 use std::fmt::Display;
-use std::sync::{Arc, Mutex};
 
 /// Limits of one tenant; `None` is unlimited (the server-wide `max_upload_size` of
 /// [`crate::engine::EngineConfig`] always applies as well).
@@ -83,18 +82,6 @@ impl Actor {
             None => key.to_owned(),
             Some(t) => format!("t:{}:{key}", hex::encode(t)),
         }
-    }
-}
-
-/// One mutex per tenant, so that the limit check and the insert of a new upload are not
-/// interleaved with another creation of the same tenant on this node.
-#[derive(Default)]
-pub(crate) struct QuotaLocks(Mutex<HashMap<Option<String>, Arc<tokio::sync::Mutex<()>>>>);
-
-impl QuotaLocks {
-    fn of(&self, tenant: &Option<String>) -> Arc<tokio::sync::Mutex<()>> {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(tenant.clone()).or_default().clone()
     }
 }
 
@@ -404,13 +391,10 @@ impl<'a> Scoped<'a> {
         &self,
         length: Option<u64>,
         existing: Option<&Upload>,
-    ) -> Result<tokio::sync::OwnedMutexGuard<()>, EngineError> {
-        let guard = self
-            .engine
-            .quota_locks()
-            .of(&self.actor.tenant)
-            .lock_owned()
-            .await;
+    ) -> Result<KeyedGuard<'_>, EngineError> {
+        // One turn per tenant: the tenant's own key namespace names it uniquely (no tenant:
+        // the empty string).
+        let guard = self.engine.quota_locks().lock(&self.actor.key("")).await;
         self.within_limits(length, existing).await?;
         Ok(guard)
     }

@@ -1722,6 +1722,44 @@ async fn racing_creations_of_one_key_ask_the_pre_create_hook_once() {
     );
 }
 
+/// Creations of one tenant take turns through the limit check and the insert: six at once
+/// against a limit of two incomplete uploads make exactly two, and another tenant's are not
+/// counted against it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_creations_at_once_stay_within_its_limit() {
+    use ferry_core::tenant::{Actor, TenantLimits};
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open_engine(dir.path());
+    let actor = |name: &str| Actor {
+        tenant: Some(name.to_owned()),
+        limits: TenantLimits {
+            max_incomplete_uploads: Some(2),
+            ..TenantLimits::default()
+        },
+    };
+    let (alice, bob) = (actor("alice"), actor("bob"));
+    async fn create(engine: &Engine, who: &Actor) -> Result<(Upload, bool), EngineError> {
+        let mut new = NewUpload::new(Dialect::OFFSET);
+        new.length = Some(10);
+        engine.scoped(who).create(new).await
+    }
+    let results = futures_util::future::join_all(
+        (0..6)
+            .map(|_| create(&engine, &alice))
+            .chain((0..2).map(|_| create(&engine, &bob))),
+    )
+    .await;
+    let (ok, refused): (Vec<_>, Vec<_>) = results[..6].iter().partition(|r| r.is_ok());
+    assert_eq!(ok.len(), 2, "{results:?}");
+    assert!(
+        refused
+            .iter()
+            .all(|r| matches!(r, Err(EngineError::TooManyIncomplete { max: 2 }))),
+        "{results:?}"
+    );
+    assert!(results[6..].iter().all(Result::is_ok), "{results:?}");
+}
+
 /// A write's commit is made by the blocking task that synced its last bytes, when the
 /// metadata store can update from there; otherwise, and when the record changed since the
 /// write read it, the write commits as before. Either way the upload holds exactly the

@@ -43,7 +43,6 @@ use crate::hash::HashAlg;
 use crate::hooks::{EventKind, HookError, Hooks};
 use crate::lock::{KeyedLocks, Locks};
 use crate::store::{BlobKind, BlobRead, Blobs, Meta, MetaError};
-use crate::tenant::QuotaLocks;
 pub use crate::tenant::{Actor, Scoped, TenantLimits};
 use crate::upload::{
     ChunkLayout, Concat, DeclaredDigest, Dialect, Timestamp, Upload, UploadId, UploadState,
@@ -212,7 +211,8 @@ struct Inner {
     locks: Locks,
     cfg: EngineConfig,
     stats: Stats,
-    quota: QuotaLocks,
+    /// Tenants whose limits are being checked (see `quota_locks`).
+    quota: KeyedLocks,
     /// Keys whose upload is being created (see `create`).
     creating: KeyedLocks,
     coord: Option<Arc<dyn Coordinator>>,
@@ -254,7 +254,7 @@ impl Engine {
             locks: Locks::default(),
             cfg,
             stats: Stats::default(),
-            quota: QuotaLocks::default(),
+            quota: KeyedLocks::default(),
             creating: KeyedLocks::default(),
             coord,
             hooks: OnceLock::new(),
@@ -373,7 +373,9 @@ impl Engine {
         });
     }
 
-    pub(crate) fn quota_locks(&self) -> &QuotaLocks {
+    /// One mutex per tenant, so that the limit check and the insert of a new upload are not
+    /// interleaved with another creation of the same tenant on this node.
+    pub(crate) fn quota_locks(&self) -> &KeyedLocks {
         &self.0.quota
     }
 
