@@ -205,29 +205,16 @@ impl Source {
                     }
                     h.finalize_hex()
                 });
-                let mut chunks = Vec::new();
-                let mut at = 0u64;
-                while at < this.size {
-                    let end = (at + chunk_size).min(this.size);
-                    let mut h = Hasher::new(alg);
-                    while at < end {
-                        let n = (end - at).min(READ_BLOCK as u64) as usize;
-                        let mut buf = vec![0u8; n];
-                        this.file
-                            .read_exact_at(&mut buf, at)
-                            .map_err(|e| this.read_error(e))?;
-                        h.update(&buf);
-                        at += n as u64;
-                        // The whole-file thread only stops early if it panicked, which
-                        // `join` reports below.
-                        let _ = tx.send(Bytes::from(buf));
-                        progress(at);
-                    }
-                    chunks.push(h.finalize_hex());
-                }
+                let chunks = this.walk_chunks(alg, chunk_size, progress, |h, block| {
+                    h.update(&block);
+                    // The whole-file thread only stops early if it panicked, which `join`
+                    // reports below.
+                    let _ = tx.send(Bytes::from(block));
+                    None
+                });
                 drop(tx);
                 let whole = whole.join().expect("whole-file hash thread panicked");
-                Ok((whole, chunks))
+                Ok((whole, chunks?))
             })
         })
         .await
@@ -243,24 +230,44 @@ impl Source {
         progress: impl Fn(u64),
     ) -> Result<(String, Vec<String>)> {
         let mut whole = Hasher::new(alg);
+        let chunks = self.walk_chunks(alg, chunk_size, progress, |h, block| {
+            Hasher::update_both(&mut whole, h, &block);
+            Some(block)
+        })?;
+        Ok((whole.finalize_hex(), chunks))
+    }
+
+    /// Reads the file in blocks of at most [`READ_BLOCK`] that never straddle a chunk
+    /// boundary, handing each to `feed` with its chunk's hasher, and `progress(bytes read)`
+    /// after it; returns the chunks' digests. `feed` may hand the block's buffer back to be
+    /// read into again.
+    fn walk_chunks(
+        &self,
+        alg: HashAlg,
+        chunk_size: u64,
+        progress: impl Fn(u64),
+        mut feed: impl FnMut(&mut Hasher, Vec<u8>) -> Option<Vec<u8>>,
+    ) -> Result<Vec<String>> {
         let mut chunks = Vec::new();
-        let mut buf = vec![0u8; READ_BLOCK];
+        let mut spare = None;
         let mut at = 0u64;
         while at < self.size {
             let end = (at + chunk_size).min(self.size);
             let mut h = Hasher::new(alg);
             while at < end {
                 let n = (end - at).min(READ_BLOCK as u64) as usize;
+                let mut block: Vec<u8> = spare.take().unwrap_or_default();
+                block.resize(n, 0);
                 self.file
-                    .read_exact_at(&mut buf[..n], at)
+                    .read_exact_at(&mut block, at)
                     .map_err(|e| self.read_error(e))?;
-                Hasher::update_both(&mut whole, &mut h, &buf[..n]);
                 at += n as u64;
+                spare = feed(&mut h, block);
                 progress(at);
             }
             chunks.push(h.finalize_hex());
         }
-        Ok((whole.finalize_hex(), chunks))
+        Ok(chunks)
     }
 }
 
