@@ -1616,18 +1616,8 @@ def alternate(ctx: Context, workload: str, variant: str, storage: str, servers: 
             data = ctx.storage_dir(storage)
             rec = {"workload": workload, "variant": variant, "storage": storage, "server": s.name,
                    "label": s.label, "run": i + 1, "busy_before": busy}
-            if i < 0:
-                try:
-                    s.start(data, durable=(storage == "disk"))
-                    rec.update(fn(s))
-                    log(f"  {workload} {variant} [{storage}] {s.name} warm-up: " + summary_line(rec))
-                except (BenchError, OSError, http.client.HTTPException, ValueError, KeyError, subprocess.TimeoutExpired) as e:
-                    # The rounds that count will fail the same way, and report it.
-                    log(f"  {workload} {variant} [{storage}] {s.name} warm-up failed: {e}")
-                finally:
-                    s.stop()
-                    shutil.rmtree(data, ignore_errors=True)
-                continue
+            counted = i >= 0
+            which = f"run {i + 1}" if counted else "warm-up"
             try:
                 s.start(data, durable=(storage == "disk"))
                 rec.update(fn(s))
@@ -1635,19 +1625,21 @@ def alternate(ctx: Context, workload: str, variant: str, storage: str, servers: 
                     # bytes ferry read back to finish whole-file digests (fresh server: all of this run)
                     rec["rehashed_bytes"] = metric(s.base, "ferry_rehashed_bytes_total")
                 rec["ok"] = True
-                log(f"  {workload} {variant} [{storage}] {s.name} run {i + 1}: " + summary_line(rec))
+                log(f"  {workload} {variant} [{storage}] {s.name} {which}: " + summary_line(rec))
             except (BenchError, OSError, http.client.HTTPException, ValueError, KeyError, subprocess.TimeoutExpired) as e:
                 e = f"{type(e).__name__}: {e}" if not isinstance(e, BenchError) else str(e)
                 tail = s.log_tail()
                 if tail:
                     e += f" [{s.name} log: {tail}]"
                 rec.update(ok=False, error=e)
-                ctx.errors.append(f"{workload} {variant} [{storage}] {s.name} run {i + 1}: {e}")
-                log(f"  FAILED {workload} {variant} [{storage}] {s.name} run {i + 1}: {e}")
+                if counted:
+                    ctx.errors.append(f"{workload} {variant} [{storage}] {s.name} {which}: {e}")
+                log(f"  FAILED {workload} {variant} [{storage}] {s.name} {which}: {e}")
             finally:
                 s.stop()
                 shutil.rmtree(data, ignore_errors=True)
-            ctx.results.append(rec)
+            if counted:
+                ctx.results.append(rec)
 
 
 def run_w10_all(ctx: Context, meta: dict, with_w4: bool) -> None:
