@@ -254,6 +254,9 @@ export class Upload extends Emitter {
     this._setState('canceled');
     this.uploader._pump();
     const url = this.tusUrl || (this.record?.protocol === 'tus' ? this.record.url : null);
+    // The record goes first (after any write already queued; none is queued from now on), so
+    // that a tab closed while the server is asked finds nothing to resume.
+    await this._forgetRecord();
     const online = this.uploader.env.network?.online ?? true;
     // Offline, the DELETE is skipped rather than awaited: the server expires the upload.
     if (url && this.protocol === 'tus' && online) {
@@ -276,9 +279,6 @@ export class Upload extends Emitter {
         }
       }
     }
-    await this.recordWrites;
-    if (this.fingerprint) await this.uploader.env.store.delete(this.fingerprint).catch(() => {});
-    this.record = null;
   }
 
   _stopSession() {

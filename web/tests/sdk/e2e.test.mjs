@@ -290,9 +290,17 @@ test('chunk dialect: offline stops the chunk queue; online finishes', async () =
   assert.ok(http.peak.chunk <= 2);
 });
 
-test('cancel aborts, DELETEs the tus upload (204) and forgets the record', async () => {
+test('cancel aborts, forgets the record, then DELETEs the tus upload (204)', async () => {
   const src = makeFile(2 * MiB);
-  const { u, http, env } = uploader({ options: { chunkSize: 256 * KiB } });
+  // What the store held when the DELETE went out: a tab closed from then on resumes nothing.
+  let storeAtDelete = null;
+  let envRef = null;
+  const intercept = async (req, _n, kind) => {
+    if (kind === 'DELETE') storeAtDelete = await envRef.store.list();
+    return null;
+  };
+  const { u, http, env } = uploader({ http: recordingHttp({ intercept }), options: { chunkSize: 256 * KiB } });
+  envRef = env;
   const up = u.add(src.file());
   await until(up, (x) => x.confirmed >= 512 * KiB);
   const url = up.tusUrl;
@@ -301,6 +309,7 @@ test('cancel aborts, DELETEs the tus upload (204) and forgets the record', async
   assert.equal(up.state, 'canceled');
   const del = http.log.find((r) => r.kind === 'DELETE');
   assert.equal(del?.status, 204);
+  assert.deepEqual(storeAtDelete, [], 'the record was still stored when the DELETE went out');
   assert.deepEqual(await env.store.list(), []);
   const head = await fetch(url, { method: 'HEAD', headers: { 'Tus-Resumable': '1.0.0' } });
   assert.equal(head.status, 404);
