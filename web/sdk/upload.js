@@ -247,7 +247,7 @@ export class Upload extends Emitter {
     return this;
   }
 
-  /** Aborts, terminates the upload on the server (tus DELETE) and forgets its record. */
+  /** Aborts, forgets its record, then terminates the upload on the server (tus DELETE). */
   async cancel() {
     if (FINAL.has(this.state)) return;
     this._stopSession();

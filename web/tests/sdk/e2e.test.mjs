@@ -293,14 +293,13 @@ test('chunk dialect: offline stops the chunk queue; online finishes', async () =
 test('cancel aborts, forgets the record, then DELETEs the tus upload (204)', async () => {
   const src = makeFile(2 * MiB);
   // What the store held when the DELETE went out: a tab closed from then on resumes nothing.
+  const store = memoryStore();
   let storeAtDelete = null;
-  let envRef = null;
   const intercept = async (req, _n, kind) => {
-    if (kind === 'DELETE') storeAtDelete = await envRef.store.list();
+    if (kind === 'DELETE') storeAtDelete = await store.list();
     return null;
   };
-  const { u, http, env } = uploader({ http: recordingHttp({ intercept }), options: { chunkSize: 256 * KiB } });
-  envRef = env;
+  const { u, http, env } = uploader({ http: recordingHttp({ intercept }), store, options: { chunkSize: 256 * KiB } });
   const up = u.add(src.file());
   await until(up, (x) => x.confirmed >= 512 * KiB);
   const url = up.tusUrl;
